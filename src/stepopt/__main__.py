@@ -1,0 +1,3 @@
+from stepopt.cli import run
+
+run()

@@ -1,0 +1,100 @@
+"""Commands on single problems: evaluate, schema, latency presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from stepopt.cli.common import console, exit_with, print_json
+from stepopt.evaluate import Evaluation, evaluate
+from stepopt.io import load_decision, load_problem, problem_json_schema
+
+latency_app = typer.Typer(help="Latency models: presets, fitting, plots.", no_args_is_help=True)
+
+
+def evaluation_table(ev: Evaluation, title: str = "evaluation") -> Table:
+    t = Table(title=title, show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    t.add_row("feasible", "yes" if ev.feasible else "[red]no[/red]")
+    t.add_row("latency", f"{ev.latency_ms:.3f} ms ({ev.latency_ns} ns)")
+    t.add_row("target", f"{ev.target_ns / 1e6:.3f} ms")
+    name = "|L - T| (ms)" if ev.objective_name == "target" else "weighted tokens"
+    t.add_row(f"objective: {name}", f"{ev.objective:g}")
+    t.add_row("scheduled tokens", str(ev.scheduled_tokens))
+    t.add_row("batch size", str(ev.batch_size))
+    t.add_row("admitted", str(ev.num_admitted))
+    t.add_row("new KV blocks", str(ev.new_blocks))
+    for v in ev.violations:
+        t.add_row(f"[red]violation: {v.rule}[/red]", v.message)
+    return t
+
+
+def evaluation_json(ev: Evaluation, tokens: dict[str, int]) -> dict:
+    doc = ev.to_dict()
+    doc["tokens"] = tokens
+    return doc
+
+
+def cmd_evaluate(
+    problem: Annotated[Path, typer.Argument(help="Problem file (JSON or YAML).")],
+    decision: Annotated[Path, typer.Argument(help='Decision file: {"tokens": {"id": n}}.')],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Judge a decision: feasibility, violations, latency, objective.
+
+    Exit 0 when feasible, 1 when infeasible, 2 on bad input.
+    """
+    prob = load_problem(problem)
+    dec = load_decision(decision)
+    ev = evaluate(prob, dec)
+    if json_out:
+        print_json(evaluation_json(ev, dec.scheduled()))
+    else:
+        console.print(evaluation_table(ev))
+    exit_with(0 if ev.feasible else 1)
+
+
+def cmd_schema() -> None:
+    """Print the JSON Schema of a problem file."""
+    print_json(problem_json_schema())
+
+
+def cmd_presets(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the shipped latency presets."""
+    from stepopt.latency.presets import preset_document, preset_names
+
+    rows = []
+    for name in preset_names():
+        doc = preset_document(name)
+        meta = doc.get("meta", {})
+        rows.append(
+            {
+                "name": name,
+                "attention": meta.get("attention", "-"),
+                "fit_mape_pct": meta.get("fit_mape_pct"),
+                "description": doc.get("description", ""),
+            }
+        )
+    if json_out:
+        print_json(rows)
+        return
+    t = Table(title="latency presets")
+    for col in ("name", "attention", "fit error (MAPE %)", "description"):
+        t.add_column(col)
+    for r in rows:
+        err = "-" if r["fit_mape_pct"] is None else f"{r['fit_mape_pct']:.2f}"
+        t.add_row(r["name"], str(r["attention"]), err, r["description"])
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(cmd_evaluate)
+    app.command("schema")(cmd_schema)
+    latency_app.command("presets")(cmd_presets)
+    app.add_typer(latency_app, name="latency")
