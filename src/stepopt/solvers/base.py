@@ -1,0 +1,157 @@
+"""The result type every exact solver returns, and the solver registry.
+
+A solver's own objective value is never trusted: ``SolveResult.objective`` and the latency come
+from :func:`stepopt.evaluate.evaluate` on the returned decision. ``bound`` and ``gap`` come from
+the solver (they are what it proved) and are in the units of the primary objective.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from stepopt.errors import UnknownNameError
+from stepopt.evaluate import Evaluation, evaluate
+from stepopt.model import Decision, StepProblem
+
+
+class SolveStatus(StrEnum):
+    OPTIMAL = "OPTIMAL"  # proven optimal (both objective levels for ``target``)
+    FEASIBLE = "FEASIBLE"  # a solution, not proven optimal (time limit); see bound and gap
+    INFEASIBLE = "INFEASIBLE"  # proven: no decision satisfies the constraints
+    NO_SOLUTION = "NO_SOLUTION"  # stopped (time limit) before finding any solution
+    ERROR = "ERROR"  # the solver failed; ``message`` says why
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    status: SolveStatus
+    solver: str
+    decision: Decision | None = None
+    evaluation: Evaluation | None = None
+    bound: float | None = None  # best proven bound on the primary objective (its units)
+    wall_ms: float = 0.0
+    time_limit_s: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def objective(self) -> float | None:
+        """Primary objective of the decision, as the evaluator computes it."""
+        return None if self.evaluation is None else self.evaluation.objective
+
+    @property
+    def tiebreak(self) -> float | None:
+        return None if self.evaluation is None else self.evaluation.tiebreak
+
+    @property
+    def gap(self) -> float | None:
+        """Relative gap between the decision's primary objective and the bound (0 = proven)."""
+        if self.status == SolveStatus.OPTIMAL:
+            return 0.0
+        obj, bound = self.objective, self.bound
+        if obj is None or bound is None:
+            return None
+        denom = max(abs(obj), 1e-9)
+        return abs(obj - bound) / denom
+
+    @property
+    def has_solution(self) -> bool:
+        return self.decision is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        ev = self.evaluation
+        return {
+            "status": str(self.status),
+            "solver": self.solver,
+            "objective": self.objective,
+            "tiebreak": self.tiebreak,
+            "bound": self.bound,
+            "gap": self.gap,
+            "latency_ms": None if ev is None else ev.latency_ms,
+            "latency_ns": None if ev is None else ev.latency_ns,
+            "feasible": None if ev is None else ev.feasible,
+            "violations": [] if ev is None else [v.to_dict() for v in ev.violations],
+            "scheduled_tokens": None if ev is None else ev.scheduled_tokens,
+            "batch_size": None if ev is None else ev.batch_size,
+            "tokens": {} if self.decision is None else self.decision.scheduled(),
+            "solve_ms": self.wall_ms,
+            "time_limit_s": self.time_limit_s,
+            "params": self.params,
+            "message": self.message,
+        }
+
+
+class Solver(Protocol):
+    name: str
+
+    def solve(
+        self, problem: StepProblem, time_limit: float | None = None, **params: Any
+    ) -> SolveResult: ...
+
+
+_SOLVERS: dict[str, Callable[[], Solver]] = {}
+
+
+def register_solver(name: str) -> Callable[[Callable[[], Solver]], Callable[[], Solver]]:
+    """Register a zero-argument factory for a solver under ``name``."""
+
+    def deco(factory: Callable[[], Solver]) -> Callable[[], Solver]:
+        _SOLVERS[name] = factory
+        return factory
+
+    return deco
+
+
+def _load_builtin() -> None:
+    # Importing the package registers the built-in solvers.
+    import stepopt.solvers  # noqa: F401
+
+
+def solver_names() -> list[str]:
+    _load_builtin()
+    return sorted(_SOLVERS)
+
+
+def get_solver(name: str) -> Solver:
+    _load_builtin()
+    if name not in _SOLVERS:
+        raise UnknownNameError("solver", name, sorted(_SOLVERS))
+    return _SOLVERS[name]()
+
+
+def solve(
+    problem: StepProblem, solver: str = "cpsat", time_limit: float | None = None, **params: Any
+) -> SolveResult:
+    """Solve ``problem`` exactly with the named solver."""
+    return get_solver(solver).solve(problem, time_limit=time_limit, **params)
+
+
+def finish(
+    problem: StepProblem,
+    solver: str,
+    status: SolveStatus,
+    decision: Decision | None,
+    started: float,
+    *,
+    bound: float | None = None,
+    time_limit: float | None = None,
+    params: dict[str, Any] | None = None,
+    message: str = "",
+) -> SolveResult:
+    """Build a result, judging the decision with the evaluator (solvers call this last)."""
+    ev = None if decision is None else evaluate(problem, decision)
+    return SolveResult(
+        status=status,
+        solver=solver,
+        decision=decision,
+        evaluation=ev,
+        bound=bound,
+        wall_ms=(time.perf_counter() - started) * 1000.0,
+        time_limit_s=time_limit,
+        params=dict(params or {}),
+        message=message,
+    )
