@@ -1,0 +1,163 @@
+"""CP-SAT encoding of a :class:`~stepopt.formulation.spec.Formulation`.
+
+Exact integers throughout: the floor of every latency piece is two enforced linear
+inequalities, so ``latency`` equals the evaluator's value for the same decision.
+The objective is left to the solver (single weighted objective or two phases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from stepopt.formulation.priority import Node
+from stepopt.formulation.spec import Formulation, Term
+
+LinearExpr = cp_model.LinearExprT
+
+
+@dataclass
+class CpsatEncoding:
+    model: cp_model.CpModel
+    form: Formulation
+    c: list[cp_model.IntVar]  # tokens per item (the z literal itself for a decode)
+    z: list[cp_model.IntVar]  # scheduled per item
+    latency: LinearExpr
+    weighted: LinearExpr
+    deviation: cp_model.IntVar | None = None  # |L - T| for the target objective
+    terms: dict[str, LinearExpr] = field(default_factory=dict)
+
+
+def _term(
+    m: cp_model.CpModel, term: Term, x: LinearExpr, active: cp_model.IntVar | None
+) -> LinearExpr:
+    """``y = term(x)`` when ``active`` (always if None), else ``y = 0``; returns ``y``."""
+    const = term.constant
+    if const is not None:
+        return const if active is None else const * active
+    lo, hi = term.y_range
+    if active is not None:
+        lo, hi = min(lo, 0), max(hi, 0)
+    y = m.new_int_var(lo, hi, term.name)
+    if active is not None:
+        m.add(y == 0).only_enforce_if(~active)
+    pieces = term.pieces
+    if len(pieces) == 1:
+        sel = [active]
+    else:
+        sel = [m.new_bool_var(f"{term.name}#{k}") for k in range(len(pieces))]
+        if active is None:
+            m.add_exactly_one(sel)
+        else:
+            m.add(sum(sel) == active)
+    for p, s in zip(pieces, sel, strict=True):
+        # 0 <= dy*(x - x0) - dx*(y - y0) <= dx - 1  and  a <= x <= b on the selected piece.
+        base = p.dy * p.x0 - p.dx * p.y0
+        floor_ct = m.add_linear_constraint(p.dy * x - p.dx * y, base, base + p.dx - 1)
+        if s is not None:
+            floor_ct.only_enforce_if(s)
+            if len(pieces) > 1:
+                m.add_linear_constraint(x, p.a, p.b).only_enforce_if(s)
+    return y
+
+
+def encode(form: Formulation) -> CpsatEncoding:
+    """Variables and constraints of ``form`` (no objective)."""
+    m = cp_model.CpModel()
+    items = form.items
+    c: list = []
+    z: list = []
+    for it in items:
+        zi = m.new_bool_var(f"z[{it.id}]")
+        z.append(zi)
+        if it.decode:
+            c.append(zi)
+        else:
+            ci = m.new_int_var_from_domain(
+                cp_model.Domain.from_intervals([[0, 0], [it.lo, it.hi]]), f"c[{it.id}]"
+            )
+            m.add(ci >= it.lo * zi)
+            m.add(ci <= it.hi * zi)
+            c.append(ci)
+
+    s = m.new_int_var(0, form.s_max, "S")
+    m.add(s == sum(c))
+    if form.budget < form.s_max:  # s_max already caps S at the budget
+        m.add(s <= form.budget)
+    waiting = [z[it.index] for it in items if not it.running]
+    if len(waiting) > form.free_slots:
+        m.add(sum(waiting) <= form.free_slots)
+
+    if form.kv_limit is not None:
+        bs = form.block_size
+        blocks: list = []
+        most = 0
+        for it in items:
+            top = it.blocks(it.hi, bs)
+            if top == 0:
+                continue
+            most += top
+            if it.decode:
+                blocks.append(z[it.index])
+            else:
+                k = m.new_int_var(0, top, f"kv[{it.id}]")
+                m.add(bs * k >= c[it.index] - it.kv_slack)
+                blocks.append(k)
+        if most > form.kv_limit:
+            m.add(sum(blocks) <= form.kv_limit)
+
+    _priority(m, form, c, z)
+
+    b = m.new_int_var(0, len(items), "b")
+    m.add(b == sum(z))
+    terms: dict[str, LinearExpr] = {
+        "tokens": _term(m, form.tokens, s, None),
+        "batch": _term(m, form.batch, b, None),
+    }
+    decodes = [it for it in items if it.decode and it.context]
+    if decodes and form.decode_num:
+        q = sum(it.context * z[it.index] for it in decodes)
+        if form.decode_den == 1:
+            terms["decode_attention"] = form.decode_num * q
+        else:
+            top = form.decode_value(form.decode_context_max)
+            y = m.new_int_var(min(0, top), max(0, top), "decode_attention")
+            m.add_linear_constraint(
+                form.decode_num * q - form.decode_den * y, 0, form.decode_den - 1
+            )
+            terms["decode_attention"] = y
+    att = [_term(m, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
+    if att:
+        terms["prefill_attention"] = sum(att)
+    latency = sum(terms.values())
+    weighted = sum(it.weight * c[it.index] for it in items)
+    enc = CpsatEncoding(m, form, c, z, latency, weighted, terms=terms)
+    lo, hi = form.latency_range()
+    if form.objective == "goodput":
+        m.add(latency <= form.target_ns)
+    else:
+        dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
+        dev = m.new_int_var(0, dmax, "deviation")
+        m.add(dev >= latency - form.target_ns)
+        m.add(dev >= form.target_ns - latency)
+        enc.deviation = dev
+    return enc
+
+
+def _priority(m: cp_model.CpModel, form: Formulation, c: list, z: list) -> None:
+    lits: dict[Node, cp_model.IntVar] = {}
+
+    def lit(node: Node) -> cp_model.IntVar:
+        kind, ref = node
+        if kind == "sched":
+            return z[ref]
+        if node not in lits:
+            v = m.new_bool_var(f"{kind}[{ref}]")
+            if kind == "full":
+                m.add(c[ref] >= form.items[ref].hi).only_enforce_if(v)
+            lits[node] = v
+        return lits[node]
+
+    for u, v in form.edges:
+        m.add_implication(lit(v), lit(u))
