@@ -55,7 +55,7 @@ def _term(
     if len(pieces) == 1 and active is None:
         p = pieces[0]
         ulo, uhi = sorted((p.value(p.a) - p.y0, p.value(p.b) - p.y0))
-        u = pulp.LpVariable(name("u"), ulo, uhi, cat=pulp.LpInteger)
+        u = prob.add_variable(name("u"), ulo, uhi, cat=pulp.LpInteger)
         e = p.dy * x - p.dx * u
         prob += e >= p.dy * p.x0
         prob += e <= p.dy * p.x0 + p.dx - 1
@@ -64,11 +64,11 @@ def _term(
     xs = []
     y = pulp.LpAffineExpression()
     for p in pieces:
-        s = active if len(pieces) == 1 else pulp.LpVariable(name("s"), cat=pulp.LpBinary)
+        s = active if len(pieces) == 1 else prob.add_variable(name("s"), cat=pulp.LpBinary)
         # t = x - x0 on the selected piece, 0 elsewhere: every row stays relative to x0.
-        t = pulp.LpVariable(name("t"), min(0, p.a - p.x0), max(0, p.b - p.x0))
+        t = prob.add_variable(name("t"), min(0, p.a - p.x0), max(0, p.b - p.x0))
         ulo, uhi = sorted((p.value(p.a) - p.y0, p.value(p.b) - p.y0))
-        u = pulp.LpVariable(name("u"), min(0, ulo), max(0, uhi), cat=pulp.LpInteger)
+        u = prob.add_variable(name("u"), min(0, ulo), max(0, uhi), cat=pulp.LpInteger)
         prob += t >= (p.a - p.x0) * s
         prob += t <= (p.b - p.x0) * s
         e = p.dy * t - p.dx * u
@@ -91,12 +91,12 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
     c: list = []
     z: list = []
     for it in items:
-        zi = pulp.LpVariable(f"z{it.index}", cat=pulp.LpBinary)
+        zi = prob.add_variable(f"z{it.index}", cat=pulp.LpBinary)
         z.append(zi)
         if it.decode:
             c.append(zi)
         else:
-            ci = pulp.LpVariable(f"c{it.index}", 0, it.hi, cat=pulp.LpInteger)
+            ci = prob.add_variable(f"c{it.index}", 0, it.hi, cat=pulp.LpInteger)
             prob += ci >= it.lo * zi
             prob += ci <= it.hi * zi
             c.append(ci)
@@ -118,7 +118,7 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
             if it.decode:
                 blocks.append(z[it.index])
             else:
-                k = pulp.LpVariable(f"kv{it.index}", 0, top, cat=pulp.LpInteger)
+                k = prob.add_variable(f"kv{it.index}", 0, top, cat=pulp.LpInteger)
                 prob += bs * k >= c[it.index] - it.kv_slack
                 blocks.append(k)
         if most > form.kv_limit:
@@ -138,7 +138,7 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
             terms["decode_attention"] = form.decode_num * q
         else:
             top = form.decode_value(form.decode_context_max)
-            y = pulp.LpVariable("ydec", min(0, top), max(0, top), cat=pulp.LpInteger)
+            y = prob.add_variable("ydec", min(0, top), max(0, top), cat=pulp.LpInteger)
             e = form.decode_num * q - form.decode_den * y
             prob += e >= 0
             prob += e <= form.decode_den - 1
@@ -154,7 +154,7 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
         prob += latency <= form.target_ns, "latency_cap"
     else:
         dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
-        dev = pulp.LpVariable("dev", 0, dmax)
+        dev = prob.add_variable("dev", 0, dmax)
         prob += dev >= latency - form.target_ns
         prob += dev >= form.target_ns - latency
         enc.deviation = dev
@@ -169,7 +169,7 @@ def _priority(prob: pulp.LpProblem, form: Formulation, c: list, z: list) -> None
         if kind == "sched":
             return z[ref]
         if node not in lits:
-            v = pulp.LpVariable(f"{kind}_{ref}", cat=pulp.LpBinary)
+            v = prob.add_variable(f"{kind}_{ref}", cat=pulp.LpBinary)
             if kind == "full":
                 prob.addConstraint(c[ref] >= form.items[ref].hi * v)
             lits[node] = v

@@ -144,6 +144,19 @@ def finish(
 ) -> SolveResult:
     """Build a result, judging the decision with the evaluator (solvers call this last)."""
     ev = None if decision is None else evaluate(problem, decision)
+    model_ns = (params or {}).get("model_latency_ns")
+    if ev is not None and status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+        # A solver's claim is checked, never trusted.
+        if not ev.feasible:
+            status = SolveStatus.ERROR
+            message = "evaluator rejects the decision: " + "; ".join(
+                v.message for v in ev.violations
+            )
+        elif model_ns is not None and model_ns != ev.latency_ns:
+            status = SolveStatus.ERROR
+            message = f"solver latency {model_ns} ns != evaluator latency {ev.latency_ns} ns"
+    if status == SolveStatus.OPTIMAL and bound is None and ev is not None:
+        bound = ev.objective  # proven: the bound is the optimum itself
     return SolveResult(
         status=status,
         solver=solver,

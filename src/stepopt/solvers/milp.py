@@ -17,6 +17,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any
 
 import pulp
@@ -98,6 +99,12 @@ class _Cbc(_PulpBackend):
     name = "cbc"
 
     def make(self, time_limit, log_path):
+        with warnings.catch_warnings():
+            # PuLP 3 deprecates the bundled-binary class; it is still the one that ships CBC.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self._make(time_limit, log_path)
+
+    def _make(self, time_limit, log_path):
         return pulp.PULP_CBC_CMD(
             msg=False,
             timeLimit=time_limit,
