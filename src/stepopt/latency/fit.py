@@ -259,7 +259,7 @@ class LatencyFitter:
             )
         self.attention_scale_ = scale
         self.attention_fit_ = AttentionFit(self.holdout_every).fit(samples)
-        self.model_ = self._compose(profile, x)
+        self.model_ = self._compose(profile, x, y)
         pred = np.array([self.model_.tokens(int(v)) for v in x[held]], dtype=float)
         truth = y[held] * profile.model.num_layers * NS_PER_MS
         self.holdout_mape_pct_ = mape_pct(pred, truth)
@@ -273,7 +273,7 @@ class LatencyFitter:
         self.model_ = _with_meta(self.model_, fit_mape_pct=round(self.holdout_mape_pct_, 3))
         return self
 
-    def _compose(self, profile: Profile, x: np.ndarray) -> LatencyModel:
+    def _compose(self, profile: Profile, x: np.ndarray, y: np.ndarray) -> LatencyModel:
         layers = profile.model.num_layers
         seg, att, scale = self.tokens_fit_, self.attention_fit_, self.attention_scale_
         measured_max = int(x.max())
@@ -283,7 +283,12 @@ class LatencyFitter:
         # Move the end breakpoints along their segments: to 0, and to the span's end.
         vals[0], knots[0] = max(seg.line_at(0, "first"), 0.0), 0
         if top > knots[-1]:
-            vals[-1], knots[-1] = seg.line_at(top, "last"), top
+            # Beyond the measurements: the throughput slope of the upper half of the measured
+            # range (the last short segment may follow a wave step, even downwards).
+            upper = x >= measured_max / 2
+            slope = float(np.polyfit(x[upper], y[upper], 1)[0])
+            vals.append(vals[-1] + max(slope, 0.0) * (top - knots[-1]))
+            knots.append(top)
         tokens = PiecewiseLinear(tuple(knots), tuple(round(v * layers * NS_PER_MS) for v in vals))
         span = max(self.batch_span, att.measured_max_batch_)
         batch = PiecewiseLinear(
@@ -299,6 +304,12 @@ class LatencyFitter:
             "num_layers": layers,
             "attention": self.attention_,
             "token_segments": len(knots) - 1,
+            "tokens_extension": (
+                f"linear beyond {measured_max} tokens (slope of the upper half of the "
+                "measured range)"
+                if top > measured_max
+                else None
+            ),
             "tokens_measured_max": measured_max,
             "tokens_extended_linearly_from": measured_max if top > measured_max else None,
             "batch_measured_max": att.measured_max_batch_,
