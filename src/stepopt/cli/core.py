@@ -85,11 +85,12 @@ def cmd_presets(
         print_json(rows)
         return
     t = Table(title="latency presets")
-    for col in ("name", "attention", "fit error (MAPE %)", "description"):
-        t.add_column(col)
+    t.add_column("name", no_wrap=True)
+    t.add_column("attention")
+    t.add_column("fit error (MAPE %)", justify="right")
     for r in rows:
         err = "-" if r["fit_mape_pct"] is None else f"{r['fit_mape_pct']:.2f}"
-        t.add_row(r["name"], str(r["attention"]), err, r["description"])
+        t.add_row(r["name"], str(r["attention"]), err)
     console.print(t)
 
 
