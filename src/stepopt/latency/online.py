@@ -7,6 +7,9 @@ curve is ``alpha * interp(c * C) + beta * interp(c**2)``. So a refit is a weight
 problem over the observed (aggregates, latency) pairs, with the breakpoints kept, a light ridge
 pull towards the current coefficients (so that breakpoints no observation touches stay put) and
 relative-error weights. It runs when the rolling error passes a threshold.
+
+Every real step has ``b >= 1``, so observations fix ``tokens(S) + batch(1)`` but not how a
+constant splits between the two curves; the ridge keeps the split of the current model.
 """
 
 from __future__ import annotations
