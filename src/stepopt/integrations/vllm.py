@@ -1,0 +1,384 @@
+"""vLLM V1 integration: read a live scheduler's state as a :class:`StepProblem`, and steer
+vLLM's own ``schedule()`` to carry out a :class:`Decision`.
+
+Reading the state needs no vLLM import (the scheduler's attributes are read as they are), so
+this module imports without vLLM; only :class:`OptimizedScheduler`, which subclasses vLLM's
+``AsyncScheduler``, needs the optional extra and is built on first access::
+
+    vllm serve MODEL --scheduler-cls stepopt.integrations.vllm.OptimizedScheduler
+
+How vLLM 0.33 allocates the tokens of one step, and what this adapter maps to what, is written
+down in docs/vllm.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stepopt.errors import MissingExtraError, StepoptError
+from stepopt.model import Decision, EngineConfig, Request, StepProblem
+
+if TYPE_CHECKING:
+    from stepopt.latency.model import LatencyModel
+
+# Also OptimizedScheduler and OptimizedSyncScheduler, built on first access (module __getattr__).
+__all__ = [
+    "SchedulerView",
+    "Steering",
+    "UnsupportedStateError",
+    "apply_steering",
+    "plan_steering",
+    "problem_from_scheduler",
+    "restore_steering",
+    "scheduled_decision",
+]
+
+# Waiting statuses vLLM's waiting loop skips (Scheduler._is_blocked_waiting_status).
+_BLOCKED_WAITING = frozenset(
+    {"WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR", "WAITING_FOR_REMOTE_KVS", "WAITING_FOR_STREAMING_REQ"}
+)
+
+
+class UnsupportedStateError(StepoptError):
+    """The scheduler uses a feature the step problem cannot describe (speculative decoding,
+    encoder inputs, Mamba alignment, a prefill cadence...). The scheduler class falls back to
+    vLLM's own step when it sees this."""
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    """A :class:`StepProblem` read from a vLLM scheduler, plus what the problem leaves out.
+
+    ``skipped_running``: running requests vLLM would skip this step (nothing to compute, e.g.
+    async scheduling already in flight up to ``max_tokens``); they keep their slot, so
+    ``config.max_num_running_reqs`` is lowered by their number. ``waiting_seen``: how many
+    waiting requests vLLM could admit at all (the problem lists only the first ones that can
+    fit in the free slots and the budget).
+    """
+
+    problem: StepProblem
+    policy: str
+    skipped_running: tuple[str, ...] = ()
+    blocked_waiting: tuple[str, ...] = ()
+    waiting_seen: int = 0
+
+
+def _status_name(request: Any) -> str:
+    status = request.status
+    return getattr(status, "name", str(status))
+
+
+def _check_supported(scheduler: Any) -> None:
+    reasons = []
+    if getattr(scheduler, "num_spec_tokens", 0) or getattr(scheduler, "num_lookahead_tokens", 0):
+        reasons.append("speculative decoding")
+    if getattr(scheduler, "need_mamba_block_aligned_split", False):
+        reasons.append("Mamba block-aligned prefill")
+    if getattr(scheduler, "local_prefill_interval", 1) > 1:
+        reasons.append("prefill_schedule_interval > 1")
+    if getattr(scheduler, "num_prefill_lookahead", 0):
+        reasons.append("prefill lookahead")
+    if getattr(scheduler, "use_pp", False):
+        reasons.append("pipeline parallelism")
+    if reasons:
+        raise UnsupportedStateError("vLLM scheduler uses " + ", ".join(reasons))
+
+
+def _new_tokens(scheduler: Any, request: Any) -> int:
+    """Tokens vLLM's running loop would give ``request`` with no budget and threshold limit
+    (0 = it skips the request this step)."""
+    placeholders = request.num_output_placeholders
+    computed = request.num_computed_tokens
+    if (
+        placeholders > 0
+        and computed + 2 - placeholders >= request.num_prompt_tokens + request.max_tokens
+    ):
+        return 0  # async scheduling: the last token is already in flight
+    # schedule() increments current_step before it compares.
+    if getattr(scheduler, "current_step", 0) + 1 < getattr(request, "next_decode_eligible_step", 0):
+        return 0
+    if request.has_encoder_inputs:
+        raise UnsupportedStateError(f"request {request.request_id} has encoder inputs")
+    n = request.num_tokens_with_spec + placeholders - computed
+    return max(
+        min(n, scheduler.max_model_len - computed - scheduler.num_sampled_tokens_per_step), 0
+    )
+
+
+def _effective_threshold(scheduler: Any, num_eligible: int) -> int:
+    """``long_prefill_token_threshold`` as ``Scheduler.schedule`` computes it for this step."""
+    cfg = scheduler.scheduler_config
+    thr = cfg.long_prefill_token_threshold if num_eligible > 1 else 0
+    if thr > 0 and scheduler.adaptive_long_prefill_threshold:
+        thr = max(thr, cfg.max_num_batched_tokens // num_eligible)
+    return thr
+
+
+def problem_from_scheduler(
+    scheduler: Any,
+    *,
+    latency: LatencyModel,
+    target_latency_ms: float,
+    objective: str = "target",
+    priority_mode: str = "strict",
+    min_prefill_chunk: int = 1,
+    prefix_cache_lookup: bool = True,
+) -> SchedulerView:
+    """The step problem of a live vLLM V1 ``Scheduler`` (or ``AsyncScheduler``) right before
+    its next ``schedule()``.
+
+    ``min_prefill_chunk=1`` mirrors vLLM, which cuts chunks at any size. With
+    ``prefix_cache_lookup`` (and prefix caching on), a waiting request's ``computed_tokens``
+    is its current prefix-cache hit, as vLLM will find it at admission (a lookup with no side
+    effect); otherwise 0.
+    """
+    _check_supported(scheduler)
+    policy = getattr(scheduler.policy, "value", str(scheduler.policy))
+    num_running, num_waiting = scheduler.get_request_counts()
+    threshold = _effective_threshold(scheduler, num_running + num_waiting)
+
+    running: list[Request] = []
+    skipped: list[str] = []
+    for r in scheduler.running:
+        n = _new_tokens(scheduler, r)
+        if n == 0:
+            skipped.append(r.request_id)
+            continue
+        computed = r.num_computed_tokens
+        if n == 1 and not r.is_prefill_chunk:
+            prompt = min(r.num_prompt_tokens, computed)  # a decode: computed >= prompt
+        else:
+            prompt = computed + n
+        running.append(Request(r.request_id, prompt, computed, r.priority, r.arrival_time))
+
+    streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
+    max_active = getattr(scheduler, "max_num_active_reqs", scheduler.max_num_running_reqs)
+    slots = max_active - streaming - len(skipped)
+    budget = min(
+        scheduler.max_num_scheduled_tokens, scheduler.scheduler_config.max_num_batched_tokens
+    )
+    # Only the first waiting requests that could be admitted matter; a long queue costs nothing.
+    limit = max(min(slots - len(running), budget), 0)
+    if num_running + num_waiting > 1:
+        # Keep the problem's own request count above 1 when vLLM's is, so that a reader
+        # applying vLLM's lone-request rule to the problem gets vLLM's threshold.
+        limit = max(limit, 2 - len(running))
+    lookup = (
+        prefix_cache_lookup
+        and scheduler.cache_config.enable_prefix_caching
+        and getattr(scheduler, "connector", None) is None
+    )
+    waiting: list[Request] = []
+    blocked: list[str] = []
+    seen = 0
+    priority_policy = policy == "priority"
+    last_key: tuple[float, str] | None = None
+    for queue in (scheduler.kv_holding_waiting, scheduler.waiting):
+        for r in queue:
+            if len(waiting) >= limit:
+                break
+            seen += 1
+            if _status_name(r) in _BLOCKED_WAITING or (
+                r.num_stale_output_tokens and not r.drop_stale_output
+            ):
+                blocked.append(r.request_id)
+                continue
+            if r.has_encoder_inputs:
+                raise UnsupportedStateError(f"request {r.request_id} has encoder inputs")
+            computed = r.num_computed_tokens
+            if computed == 0 and lookup:
+                computed = scheduler.kv_cache_manager.get_computed_blocks(r)[1]
+            if priority_policy:
+                # The heap order is (priority, arrival_time, request_id): stepopt's order too.
+                waiting.append(
+                    Request(r.request_id, r.num_tokens, computed, r.priority, r.arrival_time)
+                )
+                continue
+            # FCFS ignores priority and serves the deque in order (preempted requests go back
+            # to its front): give stepopt's (priority, arrival, id) order the same sequence,
+            # keeping the real arrival times whenever they already agree.
+            arrival = float(r.arrival_time)
+            key = (arrival, r.request_id)
+            if last_key is not None and key <= last_key:
+                arrival = last_key[0]
+                key = (arrival, r.request_id)
+                while key <= last_key:
+                    arrival = _next_up(arrival)
+                    key = (arrival, r.request_id)
+            last_key = key
+            waiting.append(Request(r.request_id, r.num_tokens, computed, 0, arrival))
+    blocks = scheduler.kv_cache_manager.block_pool.get_num_free_blocks()
+    config = EngineConfig(
+        max_num_scheduled_tokens=budget,
+        max_num_running_reqs=slots,
+        long_prefill_token_threshold=threshold,
+        min_prefill_chunk=min_prefill_chunk,
+        block_size=scheduler.block_size,
+        num_free_blocks=blocks,
+    )
+    problem = StepProblem(
+        running=tuple(running),
+        waiting=tuple(waiting),
+        config=config,
+        latency=latency,
+        target_latency_ms=target_latency_ms,
+        objective=objective,  # type: ignore[arg-type]
+        priority_mode=priority_mode,  # type: ignore[arg-type]
+    )
+    return SchedulerView(problem, policy, tuple(skipped), tuple(blocked), seen)
+
+
+def _next_up(x: float) -> float:
+    import math
+
+    return math.nextafter(x, math.inf)
+
+
+# ---- from a decision back to vLLM -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Steering:
+    """How to make vLLM's own ``schedule()`` produce a decision.
+
+    vLLM's greedy gives every running request, in ``self.running`` order, ``min(needed,
+    threshold, budget left)`` and then admits waiting requests in queue order while slots and
+    budget last. With the step's token budget set to the decision's total, the admission limit
+    set to the running count plus the admitted count, and the one partially served running
+    request (if any) moved behind the fully served ones, the greedy yields the decision
+    exactly whenever it has that shape (``exact``); otherwise ``reason`` says why not and vLLM
+    carries out the nearest such step.
+    """
+
+    token_budget: int
+    admit: int
+    order: tuple[str, ...] | None = None  # running ids in the order to serve them, or None
+    exact: bool = True
+    reason: str = ""
+    tokens: Mapping[str, int] = field(default_factory=dict)
+
+
+def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
+    """The budget, admission count and running order that carry out ``decision``."""
+    problem = view.problem
+    tokens = {k: v for k, v in decision.tokens.items() if v > 0}
+    total = sum(tokens.values())
+    reasons: list[str] = []
+    by_id = problem.by_id
+    unknown = [k for k in tokens if k not in by_id]
+    if unknown:
+        reasons.append(f"unknown ids {unknown[:3]}")
+    if decision.preempted:
+        reasons.append("preemption is left to vLLM")
+
+    full: list[str] = []
+    partial: list[str] = []
+    rest: list[str] = []
+    for r in problem.running:
+        c = tokens.get(r.id, 0)
+        if c == 0:
+            rest.append(r.id)
+        elif c >= problem.hi(r):
+            if c > problem.hi(r):
+                reasons.append(f"{r.id} gets {c} > {problem.hi(r)} tokens")
+            full.append(r.id)
+        else:
+            partial.append(r.id)
+    if len(partial) > 1:
+        reasons.append(f"{len(partial)} running requests get partial chunks")
+
+    admitted = 0
+    for k, r in enumerate(problem.waiting):
+        c = tokens.get(r.id, 0)
+        if c == 0:
+            if any(tokens.get(w.id, 0) for w in problem.waiting[k + 1 :]):
+                reasons.append("admitted waiting requests are not a prefix of vLLM's queue")
+            break
+        admitted += 1
+        if c < problem.hi(r) and any(tokens.get(w.id, 0) for w in problem.waiting[k + 1 :]):
+            reasons.append(f"waiting {r.id} gets a partial chunk but is not the last admitted")
+        elif c > problem.hi(r):
+            reasons.append(f"{r.id} gets {c} > {problem.hi(r)} tokens")
+    if admitted and (partial or rest):
+        reasons.append("waiting requests admitted while running ones get less than a full chunk")
+
+    order = None
+    natural = [r.id for r in problem.running]
+    wanted = full + partial + rest
+    if wanted != natural:
+        order = tuple(wanted)
+    return Steering(
+        token_budget=total,
+        admit=admitted,
+        order=order,
+        exact=not reasons,
+        reason="; ".join(dict.fromkeys(reasons)),
+        tokens=tokens,
+    )
+
+
+@dataclass
+class _Saved:
+    budget: int
+    max_active: int
+    running: list[Any] | None
+
+
+def apply_steering(scheduler: Any, steering: Steering) -> _Saved:
+    """Set the step's budget and admission limit and reorder ``scheduler.running``; return
+    what :func:`restore_steering` needs to put everything back after ``schedule()``."""
+    saved = _Saved(scheduler.max_num_scheduled_tokens, scheduler.max_num_active_reqs, None)
+    running = scheduler.running
+    if steering.order is not None:
+        saved.running = list(running)
+        rank = {rid: k for k, rid in enumerate(steering.order)}
+        last = len(rank)
+        running.sort(key=lambda r: rank.get(r.request_id, last))  # stable: skipped ones last
+    scheduler.max_num_scheduled_tokens = steering.token_budget
+    streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
+    scheduler.max_num_active_reqs = min(len(running) + streaming + steering.admit, saved.max_active)
+    return saved
+
+
+def restore_steering(scheduler: Any, saved: _Saved) -> None:
+    """Undo :func:`apply_steering`: vLLM's limits, and the running order (requests preempted
+    during the step stay out, requests admitted during it stay at the end, as vLLM has it)."""
+    scheduler.max_num_scheduled_tokens = saved.budget
+    scheduler.max_num_active_reqs = saved.max_active
+    if saved.running is not None:
+        rank = {id(r): k for k, r in enumerate(saved.running)}
+        now = scheduler.running
+        old = sorted((r for r in now if id(r) in rank), key=lambda r: rank[id(r)])
+        new = [r for r in now if id(r) not in rank]
+        now[:] = old + new
+
+
+def scheduled_decision(scheduler_output: Any) -> Decision:
+    """What vLLM scheduled (``num_scheduled_tokens``, ``preempted_req_ids``) as a Decision."""
+    return Decision(
+        tokens=dict(scheduler_output.num_scheduled_tokens),
+        preempted=tuple(sorted(scheduler_output.preempted_req_ids)),
+    )
+
+
+# ---- the scheduler classes, built on first access (they subclass vLLM's) ------------------------
+
+_CLASSES = {"OptimizedScheduler": "async", "OptimizedSyncScheduler": "sync"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        try:
+            from stepopt.integrations import vllm_scheduler
+        except ImportError as exc:
+            if exc.name is not None and exc.name.split(".")[0] == "vllm":
+                raise MissingExtraError(
+                    "vllm", "vllm", f"stepopt.integrations.vllm.{name}"
+                ) from exc
+            raise
+        cls = getattr(vllm_scheduler, name)
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,113 @@
+"""Settings of :class:`stepopt.integrations.vllm.OptimizedScheduler`, from the environment
+and/or a config file.
+
+``STEPOPT_CONFIG`` names a YAML or JSON file whose keys are the field names below; each field
+can also be set (and overridden) by ``STEPOPT_<FIELD>`` in upper case, e.g.
+``STEPOPT_TARGET_MS=40``. Bad values fail at start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stepopt.errors import InputError
+
+if TYPE_CHECKING:
+    from stepopt.heuristics.base import Heuristic
+    from stepopt.latency.model import LatencyModel
+
+ENV_PREFIX = "STEPOPT_"
+CONFIG_ENV = "STEPOPT_CONFIG"
+
+
+class SchedulerSettings(BaseModel):
+    """What the optimized scheduler aims at, and how it reports."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_ms: float = Field(gt=0)
+    """Target step latency (``objective=target``) or latency cap (``goodput``), ms."""
+    preset: str = "demo"
+    """Latency model: a preset name (``stepopt.latency.presets``) or a path to a JSON file in
+    the preset format."""
+    objective: Literal["target", "goodput"] = "target"
+    heuristic: str = "three-stage"
+    priority_mode: Literal["strict", "weighted"] = "strict"
+    min_prefill_chunk: int = Field(default=64, ge=1)
+    prefix_cache_lookup: bool = True
+    step_log: str | None = None
+    """Write one JSON line per step to this file (target, prediction, decision, vLLM's step)."""
+    log_interval: int = Field(default=100, ge=0)
+    """Log an INFO summary every this many steps (0 = never); every step goes to DEBUG."""
+
+
+_FIELDS = tuple(SchedulerSettings.model_fields)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> SchedulerSettings:
+    """Settings from ``STEPOPT_CONFIG`` (if set) overridden by ``STEPOPT_<FIELD>`` variables."""
+    env = os.environ if environ is None else environ
+    doc: dict[str, object] = {}
+    source: dict[str, str] = {}
+    path = env.get(CONFIG_ENV)
+    if path:
+        from stepopt.io import read_document
+
+        loaded = read_document(path)
+        if not isinstance(loaded, dict):
+            raise InputError(CONFIG_ENV, "the file must hold a mapping of settings", path)
+        doc.update(loaded)
+        source.update({k: f"{path}: {k}" for k in loaded})
+    for name in _FIELDS:
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            doc[name] = env[var]
+            source[name] = var
+    if "target_ms" not in doc:
+        raise InputError(
+            "STEPOPT_TARGET_MS",
+            "required: the target step latency in ms (or target_ms in the STEPOPT_CONFIG file)",
+        )
+    try:
+        return SchedulerSettings.model_validate(doc, strict=False)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        field = source.get(loc, ENV_PREFIX + loc.upper() if loc in _FIELDS else loc or CONFIG_ENV)
+        raise InputError(field, err["msg"], err.get("input")) from None
+
+
+def load_latency(spec: str) -> LatencyModel:
+    """A latency preset by name, or a latency model file (JSON, the preset format)."""
+    from stepopt.latency.presets import load_preset, preset_names
+
+    if spec in preset_names() or not (spec.endswith((".json", ".yaml", ".yml")) or "/" in spec):
+        return load_preset(spec)
+    p = Path(spec)
+    if not p.is_file():
+        return load_preset(spec)  # a preset path like h100/llama-2-7b/tp1, or a clear error
+    from stepopt.io import read_document
+    from stepopt.latency.serialize import model_from_dict
+
+    return model_from_dict(read_document(p), field="STEPOPT_PRESET")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Settings with the latency model and the heuristic looked up (done once, at start)."""
+
+    settings: SchedulerSettings
+    latency: LatencyModel
+    heuristic: Heuristic
+
+
+def resolve(settings: SchedulerSettings) -> Resolved:
+    from stepopt.heuristics.base import get_heuristic
+
+    return Resolved(settings, load_latency(settings.preset), get_heuristic(settings.heuristic))
