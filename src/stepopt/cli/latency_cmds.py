@@ -70,6 +70,13 @@ def cmd_plot(
     from stepopt.latency.plot import plot_fit
     from stepopt.latency.profiles import load_profile
 
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+    except ImportError:
+        pass  # plot_fit raises the one-line missing-extra error
+
     model = _load_model(preset)
     meta = model.meta
     missing = [k for k in ("gpu", "model", "tp") if k not in meta]

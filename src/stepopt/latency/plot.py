@@ -17,9 +17,6 @@ if TYPE_CHECKING:
 
 def _pyplot() -> Any:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError:
         raise MissingExtraError("matplotlib", "plot", "plotting a latency fit") from None

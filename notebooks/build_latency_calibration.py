@@ -1,0 +1,95 @@
+"""Writes latency_calibration.ipynb without outputs.
+
+python notebooks/build_latency_calibration.py
+"""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+CELLS = [
+    new_markdown_cell(
+        "# Calibrating the step latency model on real GPU profiles\n\n"
+        "Loads Vidur's profile of CodeLlama-34B on two A100s (TP 2), fits the piecewise-linear "
+        "latency model, plots it against the measured points, checks it on held-out mixed "
+        "batches and shows the online refit. Needs the shared data folder "
+        "(`../shared/data` next to the repository, or `STEPOPT_SHARED_DATA`)."
+    ),
+    new_code_cell(
+        "from stepopt.testing.data import shared_data_dir\n"
+        "from stepopt.latency.profiles import load_profile\n"
+        "from stepopt.latency.fit import LatencyFitter\n\n"
+        "data = shared_data_dir()\n"
+        "assert data is not None, 'shared data folder not found (set STEPOPT_SHARED_DATA)'\n"
+        "profiling = data / 'vidur' / 'data' / 'profiling'\n"
+        "profile = load_profile(profiling, 'a100', 'codellama-34b', 2)\n"
+        "len(profile.mlp), len(profile.attention.decode), len(profile.attention.prefill)"
+    ),
+    new_markdown_cell(
+        "Fit: breakpoints of the token curve chosen by dynamic programming over the measured "
+        "token grid, attention by least squares on relative error. `fit` returns the fitter; "
+        "fitted attributes end in `_`."
+    ),
+    new_code_cell(
+        "fitter = LatencyFitter(max_segments=16).fit(profile)\n"
+        "model = fitter.model_\n"
+        "print('token breakpoints:', model.tokens.xs)\n"
+        "print(f'held-out MAPE of the token-wise part: {fitter.holdout_mape_pct_:.2f} %')\n"
+        "print('decode attention ps per context token:', model.decode_context_ps)\n"
+        "print('prefill alpha, beta (ns):', round(model.prefill.alpha_ns, 3), "
+        "round(model.prefill.beta_ns, 3))"
+    ),
+    new_code_cell(
+        "%matplotlib inline\n"
+        "from stepopt.latency.plot import plot_fit\n\n"
+        "fig = plot_fit(model, profile)"
+    ),
+    new_markdown_cell(
+        "Mixed batches built from held-out attention rows, against the sum of measured medians "
+        "(how Vidur composes a step)."
+    ),
+    new_code_cell(
+        "from stepopt.latency.quality import batches_mape_pct, mixed_batches\n\n"
+        "batches = mixed_batches(profile, fitter, n=300, seed=0)\n"
+        "print(f'mixed-batch MAPE: {batches_mape_pct(batches):.2f} %')\n"
+        "b = batches[0]\n"
+        "print(b.decodes, 'decodes @', b.context, '+ chunks', b.chunks, '->', "
+        "round(b.truth_ns / 1e6, 1), 'ms measured,', round(b.predicted_ns / 1e6, 1), 'ms model')"
+    ),
+    new_markdown_cell(
+        "Online refit: a model that starts 20 % slow corrects itself from measured steps once "
+        "its rolling error passes 5 %."
+    ),
+    new_code_cell(
+        "import numpy as np\n"
+        "from dataclasses import replace\n"
+        "from stepopt.latency.pwl import PiecewiseLinear\n"
+        "from stepopt.latency.online import OnlineLatencyModel, StepAggregates\n\n"
+        "stale = replace(model, tokens=PiecewiseLinear(model.tokens.xs, "
+        "tuple(int(y * 1.2) for y in model.tokens.ys)))\n"
+        "online = OnlineLatencyModel(stale, threshold_pct=5.0)\n"
+        "rng = np.random.default_rng(0)\n"
+        "for _ in range(200):\n"
+        "    d = int(rng.integers(1, 128)); c = int(rng.integers(64, 2048))\n"
+        "    agg = StepAggregates(d + c, d + 1, d * 1000, ((c, 0, c),))\n"
+        "    online.observe(agg, agg.predict_ns(model) * (1 + 0.01 * rng.standard_normal()))\n"
+        "print('refits:', online.refits, ' rolling MAPE %:', round(online.rolling_mape_pct, 2))"
+    ),
+]
+
+
+def main() -> None:
+    nb = new_notebook(cells=CELLS)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    out = Path(__file__).with_name("latency_calibration.ipynb")
+    nbformat.write(nb, out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
