@@ -96,10 +96,13 @@ def test_admission_limit_never_exceeds_vllms_own():
 
 
 def test_scheduler_class_without_vllm_is_a_clear_missing_extra(monkeypatch):
+    import stepopt.integrations
     import stepopt.integrations.vllm as adapter
 
-    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm now fails
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")] + ["vllm"]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing vllm now fails
     monkeypatch.delitem(sys.modules, "stepopt.integrations.vllm_scheduler", raising=False)
+    monkeypatch.delattr(stepopt.integrations, "vllm_scheduler", raising=False)
     monkeypatch.delitem(vars(adapter), "OptimizedScheduler", raising=False)
     with pytest.raises(MissingExtraError, match=r"stepopt\[vllm\]"):
         adapter.OptimizedScheduler  # noqa: B018
