@@ -1,0 +1,111 @@
+"""Decision time of every registered heuristic at engine-sized steps.
+
+    .venv/bin/python benchmarks/heuristics.py [--reps N] [--seed S] [--only NAME ...]
+
+Sizes: 64 running decodes + 32 waiting, 256 + 32, 1024 + 256 (max_num_running_reqs 2048, so
+the slot limit never binds by itself). Decode contexts 128..4096, waiting prompts 32..2048,
+seeded; latency preset ``demo``; a KV limit that does not bind; target = the latency of the
+decode-only step + 15 ms, so the greedy admits a few waiting requests. Each repetition runs
+the heuristic on a fresh ``StepProblem`` built from the same request tuples (no cached views
+carried over); time.perf_counter_ns around the call only. The reference column is vLLM
+0.33.0's own ``Scheduler.schedule()`` on this machine (../shared/design/REFERENCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import time
+
+from stepopt.evaluate import evaluate
+from stepopt.heuristics import get_heuristic, heuristic_names
+from stepopt.latency.presets import load_preset
+from stepopt.model import Decision, EngineConfig, Request, StepProblem
+
+SIZES = ((64, 32), (256, 32), (1024, 256))
+VLLM_MS = {(64, 32): 1.9, (256, 32): 7.4}  # measured with 64 / 256 running decodes
+GOALS_US = {(64, 32): 40.0, (256, 32): 150.0}  # three-stage median goals
+
+
+def build(n_run: int, n_wait: int, seed: int) -> tuple[tuple, tuple, EngineConfig, float]:
+    rng = random.Random(seed)
+    running = tuple(
+        Request(f"d{k}", p := rng.randint(16, 1024), p + rng.randint(112, 3072), 0, k * 0.01)
+        for k in range(n_run)
+    )
+    waiting = tuple(
+        Request(f"w{k}", rng.randint(32, 2048), 0, rng.randint(0, 2), 100.0 + k * 0.01)
+        for k in range(n_wait)
+    )
+    cfg = EngineConfig(
+        max_num_scheduled_tokens=8192,
+        max_num_running_reqs=2048,
+        long_prefill_token_threshold=1024,
+        min_prefill_chunk=64,
+        block_size=16,
+        num_free_blocks=1_000_000,
+    )
+    probe = StepProblem(running, waiting, cfg, load_preset("demo"), 1.0)
+    decode_only = evaluate(probe, Decision.of({r.id: 1 for r in running})).latency_ms
+    return running, waiting, cfg, decode_only + 15.0
+
+
+def time_one(name: str, n_run: int, n_wait: int, reps: int, seed: int) -> dict:
+    running, waiting, cfg, target = build(n_run, n_wait, seed)
+    latency = load_preset("demo")
+    fn = get_heuristic(name)
+    problems = [StepProblem(running, waiting, cfg, latency, target) for _ in range(reps + 20)]
+    for p in problems[:20]:  # warm-up (code paths, attribute caches, not the problems)
+        fn(p)
+    samples = []
+    gc.disable()
+    try:
+        for p in problems[20:]:
+            t0 = time.perf_counter_ns()
+            fn(p)
+            samples.append(time.perf_counter_ns() - t0)
+    finally:
+        gc.enable()
+    samples.sort()
+    ev = evaluate(problems[0], fn(problems[0]))
+    return {
+        "median_us": statistics.median(samples) / 1000,
+        "p99_us": samples[min(len(samples) - 1, int(0.99 * len(samples)))] / 1000,
+        "tokens": ev.scheduled_tokens,
+        "admitted": ev.num_admitted,
+        "latency_ms": ev.latency_ms,
+        "target_ms": target,
+        "feasible": ev.feasible,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=2000, help="repetitions at the two small sizes")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--only", nargs="*", help="heuristic names (default: all)")
+    args = ap.parse_args()
+    names = args.only or heuristic_names()
+    print(
+        f"{'heuristic':<18} {'running+waiting':>15} {'median us':>10} {'p99 us':>9} "
+        f"{'vLLM ms':>8} {'goal us':>8} {'tokens':>7} {'adm':>4} {'L/T ms':>15} feasible"
+    )
+    for n_run, n_wait in SIZES:
+        reps = args.reps if n_run < 1024 else max(args.reps // 5, 50)
+        for name in names:
+            r = time_one(name, n_run, n_wait, reps, args.seed)
+            ref = VLLM_MS.get((n_run, n_wait))
+            goal = GOALS_US.get((n_run, n_wait)) if name == "three-stage" else None
+            print(
+                f"{name:<18} {f'{n_run}+{n_wait}':>15} {r['median_us']:>10.1f} "
+                f"{r['p99_us']:>9.1f} {'-' if ref is None else f'{ref:.1f}':>8} "
+                f"{'-' if goal is None else f'{goal:.0f}':>8} {r['tokens']:>7} "
+                f"{r['admitted']:>4} {r['latency_ms']:>7.2f}/{r['target_ms']:<7.2f} "
+                f"{'yes' if r['feasible'] else 'no'}"
+            )
+
+
+if __name__ == "__main__":
+    main()

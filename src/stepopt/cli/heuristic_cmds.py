@@ -1,0 +1,129 @@
+"""The ``heuristic`` command: run an online heuristic on one problem, judged by the evaluator."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stepopt.cli.common import console, exit_with, print_json
+from stepopt.cli.core import evaluation_table
+from stepopt.errors import InputError
+from stepopt.evaluate import evaluate
+from stepopt.heuristics import get_heuristic
+from stepopt.io import load_problem, save_decision
+from stepopt.model import Decision, StepProblem
+from stepopt.solvers.base import SolveResult, SolveStatus
+
+HEURISTIC_STATUS = "HEURISTIC"
+
+
+def parse_params(items: list[str], fn: Any) -> dict[str, Any]:
+    """``key=value`` pairs checked against the heuristic's keyword parameters; values are
+    read as int, then true/false, else kept as text."""
+    accepted = _keyword_params(fn)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InputError("--param", "expected key=value", item)
+        if key not in accepted:
+            valid = ", ".join(sorted(accepted)) or "(none)"
+            raise InputError("--param", f"unknown parameter {key!r}; valid: {valid}", item)
+        out[key] = _value(raw.strip())
+    return out
+
+
+def _keyword_params(fn: Any) -> set[str]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return set()
+    params = list(sig.parameters.values())[1:]  # the first one is the problem
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _value(raw: str) -> Any:
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+def run_heuristic(
+    problem: StepProblem, name: str, params: dict[str, Any] | None = None
+) -> tuple[SolveResult, dict[str, Any]]:
+    """Run ``name`` and judge its decision: the result and its ``stepopt solve``-style dict
+    (``status`` = ``HEURISTIC``, ``solve_ms`` = decision time, no bound or gap)."""
+    fn = get_heuristic(name)
+    params = dict(params or {})
+    started = time.perf_counter()
+    decision: Decision = fn(problem, **params)
+    wall_ms = (time.perf_counter() - started) * 1000.0
+    res = SolveResult(
+        status=SolveStatus.FEASIBLE,  # placeholder: reported as HEURISTIC below
+        solver=name,
+        decision=decision,
+        evaluation=evaluate(problem, decision),
+        bound=None,
+        wall_ms=wall_ms,
+        params=params,
+    )
+    doc = res.to_dict()
+    doc["status"] = HEURISTIC_STATUS
+    doc["bound"] = None
+    doc["gap"] = None
+    doc["preempted"] = list(decision.preempted)
+    return res, doc
+
+
+def cmd_heuristic(
+    problem: Annotated[Path, typer.Argument(help="Problem file (JSON or YAML).")],
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="three-stage, vllm-v1, vllm-v1-priority, sarathi.")
+    ] = "three-stage",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Heuristic parameter key=value (repeatable)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the decision to this file.")
+    ] = None,
+) -> None:
+    """Run an online heuristic on a step problem; the evaluator judges its decision.
+
+    Exit 0 when the decision is feasible, 1 when the evaluator reports violations (vLLM's
+    rules differ from stepopt's; see docs/heuristics.md), 2 on bad input.
+    """
+    fn = get_heuristic(name)  # unknown names list the valid ones (exit 2)
+    params = parse_params(param or [], fn)
+    prob = load_problem(problem)
+    res, doc = run_heuristic(prob, name, params)
+    assert res.decision is not None and res.evaluation is not None
+    if output is not None:
+        save_decision(res.decision, output)
+    if json_out:
+        print_json(doc)
+    else:
+        t = evaluation_table(res.evaluation, title=f"heuristic: {name}")
+        t.add_row("decision time", f"{res.wall_ms:.3f} ms")
+        tokens = res.decision.scheduled()
+        shown = ", ".join(f"{k}={v}" for k, v in list(tokens.items())[:20])
+        more = f" ... (+{len(tokens) - 20})" if len(tokens) > 20 else ""
+        t.add_row("decision", (shown or "(empty)") + more)
+        if res.decision.preempted:
+            t.add_row("preempted", ", ".join(res.decision.preempted))
+        console.print(t)
+    exit_with(0 if res.evaluation.feasible else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("heuristic")(cmd_heuristic)

@@ -1,0 +1,104 @@
+"""Sarathi-Serve's stall-free batching (``sarathi``).
+
+After ``SarathiScheduler._schedule`` (microsoft/sarathi-serve, sarathi/core/scheduler/
+sarathi_scheduler.py): running decodes first (one token each), then the running partial
+prefills, then new prefills from the waiting queue, each prefill chunk
+``min(remaining, budget left)``, up to a fixed token budget chosen offline (``chunk_size``;
+default ``config.max_num_scheduled_tokens``). It never looks at the latency model.
+
+Adapted so that its decisions satisfy every hard rule of a step problem (docs/heuristics.md):
+chunks are capped at ``long_prefill_token_threshold`` and skipped below ``min_prefill_chunk``;
+requests are served in ``(priority, arrival_time, id)`` order; nothing is preempted (when KV
+blocks run out the step stops growing instead); new prefills join only when every running
+request got its full chunk.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+from stepopt.errors import InputError
+from stepopt.heuristics.base import register_heuristic
+from stepopt.model import Decision, StepProblem
+
+_ORDER = attrgetter("priority", "arrival_time", "id")
+
+
+@register_heuristic("sarathi")
+def sarathi(problem: StepProblem, chunk_size: int | None = None) -> Decision:
+    """Sarathi-Serve's batch for this step with a fixed token budget ``chunk_size``."""
+    cfg = problem.config
+    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
+        raise InputError("chunk_size", "must be a positive integer", chunk_size)
+    budget = cfg.max_num_scheduled_tokens
+    if chunk_size is not None and chunk_size < budget:
+        budget = chunk_size
+    thr = cfg.long_prefill_token_threshold
+    m = cfg.min_prefill_chunk
+    bs = cfg.block_size
+    kv_on = cfg.num_free_blocks is not None
+    free = cfg.num_free_blocks or 0
+    out: dict[str, int] = {}
+
+    running = sorted(problem.running, key=_ORDER)
+    # Decodes: one token each (Sarathi would preempt on a missing KV block; we skip).
+    all_decodes = True
+    for r in running:
+        if r.computed_tokens < r.prompt_tokens:
+            continue
+        if budget == 0:
+            all_decodes = False
+            break
+        if kv_on and r.computed_tokens % bs == 0:
+            if free == 0:
+                all_decodes = False
+                continue
+            free -= 1
+        out[r.id] = 1
+        budget -= 1
+    if not all_decodes:
+        return Decision(tokens=out)  # no prefill while a decode waits (Decode > Prefill)
+
+    # Running partial prefills: min(remaining, threshold, budget left, KV left).
+    all_full = True
+    for r in running:
+        c = r.computed_tokens
+        rem = r.prompt_tokens - c
+        if rem <= 0:
+            continue
+        hi = rem if thr <= 0 or rem < thr else thr
+        n = min(hi, budget)
+        if kv_on:
+            n = min(n, ((c + bs - 1) // bs + free) * bs - c)
+        if n < min(m, hi) or n <= 0:
+            all_full = False
+            continue
+        if n < hi:
+            all_full = False
+        out[r.id] = n
+        budget -= n
+        if kv_on:
+            free -= (c + n + bs - 1) // bs - (c + bs - 1) // bs
+
+    # New prefills, in waiting order, while slots, budget and KV blocks last.
+    if all_full:
+        slots = cfg.max_num_running_reqs - len(problem.running)
+        for r in problem.waiting_order:
+            if slots <= 0 or budget <= 0:
+                break
+            c = r.computed_tokens
+            rem = r.prompt_tokens - c
+            hi = rem if thr <= 0 or rem < thr else thr
+            n = min(hi, budget)
+            if n < min(m, hi):
+                break
+            if kv_on:
+                # Sarathi allocates the whole prompt's blocks when it admits a request.
+                full = (r.prompt_tokens + bs - 1) // bs - (c + bs - 1) // bs
+                if full > free:
+                    break
+                free -= full
+            out[r.id] = n
+            budget -= n
+            slots -= 1
+    return Decision(tokens=out)

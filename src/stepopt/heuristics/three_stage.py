@@ -1,0 +1,340 @@
+"""The three-stage greedy of the original design (``three-stage``).
+
+Stage 1 chooses a token budget ``S`` per batch size ``b`` by inverting the latency model at the
+target; stages 2 and 3 fill that budget greedily (running requests, then waiting ones); the
+best candidate by the active objective wins. docs/heuristics.md lists every choice the design
+left open. The hot path works on plain integers: one pass over the running queue, a sort of
+the waiting queue, prefix sums that stage 3 extends lazily (only as far as some budget can
+reach), and bisection instead of scans; it never calls ``evaluate()``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter, ge
+
+from stepopt.heuristics.base import register_heuristic
+from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
+from stepopt.model import NS_PER_MS, Decision, StepProblem
+
+_WAITING_KEY = attrgetter("priority", "arrival_time", "id")  # == StepProblem.waiting_order
+_PRIORITY = attrgetter("priority")
+_COMPUTED = attrgetter("computed_tokens")
+_ID = attrgetter("id")
+_PROMPT = attrgetter("prompt_tokens")
+_UNLIMITED = 1 << 62
+_REFINEMENTS = 2  # re-inversions per batch size with the measured non-token latency
+
+
+@dataclass(frozen=True, slots=True)
+class ThreeStagePlan:
+    """The chosen decision and how stage 1 reached it."""
+
+    decision: Decision
+    latency_ns: int  # predicted latency of ``decision`` (equals evaluate()'s)
+    budget: int  # the token budget S of the winning candidate
+    slots: int  # waiting requests the winning candidate could admit (b - running)
+    candidates: int  # distinct (S, slots) simulations run
+
+
+def plan(problem: StepProblem, *, full_scan: bool = False) -> ThreeStagePlan:
+    """Run the three stages on ``problem``.
+
+    ``full_scan`` tries every batch size up to ``min(max_num_running_reqs, running + waiting)``
+    instead of stopping once the slots no longer bind (see docs/heuristics.md).
+    """
+    cfg = problem.config
+    lat = problem.latency
+    budget_cap = cfg.max_num_scheduled_tokens
+    thr = cfg.long_prefill_token_threshold
+    min_chunk = cfg.min_prefill_chunk
+    bs = cfg.block_size
+    kv_free = _UNLIMITED if cfg.num_free_blocks is None else cfg.num_free_blocks
+    target = round(problem.target_latency_ms * NS_PER_MS)  # == problem.target_ns, uncached
+    goodput = problem.objective == "goodput"
+    attn = attention_fn(lat.prefill)
+    tok_curve, seq_curve = fast_curve(lat.tokens), fast_curve(lat.batch)
+    dps = lat.decode_context_ps
+    running = problem.running
+    waiting = problem.waiting
+    n_run = len(running)
+
+    weighted = problem.priority_mode == "weighted"
+    top = 0
+    if weighted and (running or waiting):
+        top = max(max(map(_PRIORITY, running), default=0), max(map(_PRIORITY, waiting), default=0))
+
+    # ---- stage 2 inputs: decodes (aggregates) and running prefills (prefix sums) ----------
+    # One pass, in C where possible: this is most of the work at a few hundred requests.
+    computed = list(map(_COMPUTED, running))
+    n_dec = sum(map(ge, computed, map(_PROMPT, running)))
+    if n_dec == n_run:
+        decodes, prefills, dec_comp = running, [], computed
+    else:
+        is_decode = list(map(ge, computed, map(_PROMPT, running)))
+        decodes = list(compress(running, is_decode))
+        prefills = [r for r, d in zip(running, is_decode, strict=True) if not d]
+        dec_comp = list(compress(computed, is_decode))
+    dec_ctx = sum(dec_comp)
+    # KV blocks cannot bind when every decode, and every prefill chunk the token budget allows
+    # (each at most budget/bs + 1 blocks), fit: then skip the block arithmetic altogether.
+    kv_on = kv_free < n_dec + budget_cap // bs + n_run + len(waiting) + 1
+    if not kv_on:
+        kv_free = _UNLIMITED
+    dec_kv = n_dec - sum(map(bool, map(bs.__rmod__, dec_comp))) if kv_on else 0
+    dec_w = sum(1 + top - r.priority for r in decodes) if weighted else n_dec
+
+    if len(prefills) > 1:
+        prefills.sort(key=lambda r: (r.priority, r.computed_tokens - r.prompt_tokens))
+    p_hi, p_lo, p_kv, p_att, p_w = [0], [], [0], [0], [0]
+    for r in prefills:
+        c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
+        hi = rem if thr <= 0 or rem < thr else thr
+        p_lo.append(min_chunk if min_chunk < hi else hi)
+        p_hi.append(p_hi[-1] + hi)
+        p_kv.append(p_kv[-1] + ((c + hi + bs - 1) // bs - (c + bs - 1) // bs))
+        p_att.append(p_att[-1] + attn(hi, c, rem))
+        p_w.append(p_w[-1] + (1 + top - r.priority if weighted else 1) * hi)
+    n_pre = len(prefills)
+
+    # ---- stage 3 inputs: the waiting order, prefix sums extended on demand --------------
+    order = problem.__dict__.get("waiting_order")  # reuse it if someone computed it already
+    if order is None:
+        order = sorted(waiting, key=_WAITING_KEY) if len(waiting) > 1 else waiting
+    n_wait = len(order)
+    w_hi, w_kv, w_att, w_w, w_lo = [0], [0], [0], [0], []
+
+    def extend_waiting(left: int, kv_left: int, limit: int) -> None:
+        # Add waiting requests until one would not fit fully (or ``limit`` are in).
+        n = len(w_lo)
+        while n < limit and w_hi[-1] <= left and w_kv[-1] <= kv_left:
+            r = order[n]
+            c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
+            hi = rem if thr <= 0 or rem < thr else thr
+            w_lo.append(min_chunk if min_chunk < hi else hi)
+            w_hi.append(w_hi[-1] + hi)
+            w_kv.append(w_kv[-1] + ((c + hi + bs - 1) // bs - (c + bs - 1) // bs))
+            w_att.append(w_att[-1] + attn(hi, c, rem))
+            w_w.append(w_w[-1] + (1 + top - r.priority if weighted else 1) * hi)
+            n += 1
+
+    def kv_fit(c: int, kv_left: int) -> int:
+        """Most tokens a request with ``c`` cached tokens can take in ``kv_left`` new blocks."""
+        return ((c + bs - 1) // bs + kv_left) * bs - c if kv_on else _UNLIMITED
+
+    # ---- stages 2 and 3 for one (budget, slots) -----------------------------------------
+    # A result: (tokens, batch, decode ctx, attention, weighted tokens, admitted, detail,
+    # grow, same). ``detail`` is what _materialize() needs to rebuild the decision; every
+    # budget in [same, grow) gives the same decision (grow None: no larger budget changes it).
+    partial_cache: dict[int, tuple] = {}
+
+    def decodes_only(budget: int) -> tuple:
+        # Not every decode fits (budget below the decode count, or KV blocks short): schedule
+        # decodes by priority and nothing else (a prefill would break Decode > Prefill).
+        ids, ctx, w, kv_left = [], 0, 0, kv_free
+        for r in sorted(decodes, key=_PRIORITY):
+            if len(ids) >= budget:
+                break
+            if kv_on and r.computed_tokens % bs == 0:
+                if kv_left == 0:
+                    continue
+                kv_left -= 1
+            ids.append(r.id)
+            ctx += r.computed_tokens
+            w += 1 + top - r.priority if weighted else 1
+        n = len(ids)
+        return (n, n, ctx, 0, w, 0, ("d", ids), budget + 1, budget)
+
+    def running_tail(budget: int, j: int) -> tuple:
+        # Prefill ``j`` (in stage-2 order) is the first that does not get its full chunk: the
+        # rest of the running prefills share what is left (skipping chunks below their lo);
+        # no waiting request may be admitted after a short running one.
+        left = budget - n_dec - p_hi[j]
+        kv_left = kv_free - dec_kv - p_kv[j]
+        tail, toks, att, w = [], 0, 0, 0
+        for i in range(j, n_pre):
+            if left <= 0:
+                break
+            r = prefills[i]
+            c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
+            hi = p_hi[i + 1] - p_hi[i]
+            n = min(hi, left, kv_fit(c, kv_left))
+            if n < p_lo[i]:
+                continue
+            tail.append((r.id, n))
+            left -= n
+            kv_left -= (c + n + bs - 1) // bs - (c + bs - 1) // bs
+            toks += n
+            att += attn(n, c, rem)
+            w += (1 + top - r.priority if weighted else 1) * n
+        return (
+            n_dec + p_hi[j] + toks,
+            n_dec + j + len(tail),
+            dec_ctx,
+            p_att[j] + att,
+            dec_w + p_w[j] + w,
+            0,
+            ("r", j, tail),
+            budget + 1,
+            budget,
+        )
+
+    def simulate(budget: int, slots: int) -> tuple:
+        if budget < n_dec or dec_kv > kv_free:
+            res = partial_cache.get(budget)
+            if res is None:
+                res = partial_cache[budget] = decodes_only(budget)
+            return res
+        left = budget - n_dec
+        kv_left = kv_free - dec_kv
+        if p_hi[-1] > left or p_kv[-1] > kv_left:
+            res = partial_cache.get(budget)
+            if res is None:
+                j = min(bisect_right(p_hi, left), bisect_right(p_kv, kv_left)) - 1
+                res = partial_cache[budget] = running_tail(budget, j)
+            return res
+        left -= p_hi[-1]
+        kv_left -= p_kv[-1]
+        # Stage 3: a prefix of the waiting order, full chunks, then at most one partial chunk.
+        limit = slots if slots < n_wait else n_wait
+        if len(w_lo) < limit:
+            extend_waiting(left, kv_left, limit)
+        j = min(bisect_right(w_hi, left), bisect_right(w_kv, kv_left)) - 1
+        if j > limit:
+            j = limit
+        toks = n_dec + p_hi[-1] + w_hi[j]
+        att = p_att[-1] + w_att[j]
+        w = dec_w + p_w[-1] + w_w[j]
+        part = 0
+        if j < limit:
+            r = order[j]
+            c = r.computed_tokens
+            n = min(w_hi[j + 1] - w_hi[j], left - w_hi[j], kv_fit(c, kv_left - w_kv[j]))
+            if n >= w_lo[j]:
+                part = n
+                toks += n
+                att += attn(n, c, r.prompt_tokens - c)
+                w += (1 + top - r.priority if weighted else 1) * n
+        if part:
+            grow, same = budget + 1, budget
+        elif j < limit:  # the next waiting request starts at its smallest chunk
+            grow, same = toks + w_lo[j], toks
+        else:
+            grow, same = None, toks
+        admitted = j + (1 if part else 0)
+        batch = n_dec + n_pre + admitted
+        return (toks, batch, dec_ctx, att, w, admitted, ("w", j, part), grow, same)
+
+    def rank(res: tuple, lat_ns: int) -> tuple:
+        # stepopt.evaluate.rank_key on a hard-feasible decision.
+        if goodput:
+            return (0 if lat_ns <= target else 1, -res[4], lat_ns)
+        return (0, abs(lat_ns - target), -res[4])
+
+    # ---- stage 1 --------------------------------------------------------------------------
+    inverse = token_inverse(lat.tokens, budget_cap)
+    dec_attention = (dps * dec_ctx) // 1000
+    free_slots = max(cfg.max_num_running_reqs - n_run, 0)
+    # Beyond running + waiting requests a larger batch size admits nobody more: stop there.
+    max_slots = min(free_slots, n_wait)
+    seen: dict[tuple[int, int], int] = {}
+    best: tuple | None = None  # (rank, budget, slots, res, latency)
+    sims = 0
+
+    def consider(budget: int, slots: int) -> tuple:
+        nonlocal best
+        nonlocal sims
+        key = (budget, slots)
+        hit = seen.get(key)
+        if hit is None and slots:
+            # More slots change nothing when the last ones went unused or the budget is spent.
+            hit = seen.get((budget, slots - 1))
+            if hit is not None and hit[0][5] >= slots - 1 and hit[0][0] < budget:
+                hit = None
+        if hit is not None:
+            seen[key] = hit
+            return hit
+        sims += 1
+        res = simulate(budget, slots)
+        lat_ns = tok_curve(res[0]) + seq_curve(res[1]) + (dps * res[2]) // 1000 + res[3]
+        seen[key] = (res, lat_ns)
+        rk = (
+            (0 if lat_ns <= target else 1, -res[4], lat_ns)
+            if goodput
+            else (0, abs(lat_ns - target), -res[4])
+        )  # stepopt.evaluate.rank_key of a hard-feasible decision
+        if best is None or rk < best[0]:
+            best = (rk, budget, slots, res, lat_ns)
+        return res, lat_ns
+
+    for slots in range(max_slots + 1):
+        b = n_run + slots
+        # Estimate: every running decode and b requests in the batch, no prefill attention.
+        s = inverse.largest_at_most(target - seq_curve(b) - dec_attention)
+        s = max(s, 0)
+        res, lat_ns = consider(s, slots)
+        admitted = res[5]
+        for _ in range(_REFINEMENTS):
+            # Re-invert with the candidate's own non-token latency (its real batch size,
+            # decode contexts and prefill attention).
+            other = lat_ns - tok_curve(res[0])
+            s2 = max(inverse.largest_at_most(target - other), 0)
+            if res[8] <= s2 and (res[7] is None or s2 < res[7]):
+                break  # same decision
+            s = s2
+            res, lat_ns = consider(s, slots)
+            admitted = max(admitted, res[5])
+        grow = res[7]
+        if not goodput and grow is not None and grow <= budget_cap:
+            # |L - T| may be smaller just above the target than just below it: try the
+            # smallest budget that schedules more than this candidate.
+            res_up, _ = consider(grow, slots)
+            admitted = max(admitted, res_up[5])
+        if admitted < slots and not full_scan:
+            # The slots no longer bind: larger b only lowers the estimated budget.
+            break
+
+    assert best is not None
+    if goodput and best[4] > target:
+        # Nothing found under the cap: the empty step is the last resort if it fits.
+        empty = (0, 0, 0, 0, 0, 0, ("d", []), None, 0)
+        lat0 = tok_curve(0) + seq_curve(0)
+        if lat0 <= target:
+            best = ((0, 0, lat0), 0, 0, empty, lat0)
+    _, budget, slots, res, lat_ns = best
+    return ThreeStagePlan(
+        decision=Decision(tokens=_materialize(res[6], decodes, prefills, p_hi, order, w_hi)),
+        latency_ns=lat_ns,
+        budget=budget,
+        slots=slots,
+        candidates=sims,
+    )
+
+
+def _materialize(detail, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
+    kind = detail[0]
+    if kind == "d":
+        return dict.fromkeys(detail[1], 1)
+    out = dict.fromkeys(map(_ID, decodes), 1)
+    if kind == "r":
+        _, j, tail = detail
+        for i in range(j):
+            out[prefills[i].id] = p_hi[i + 1] - p_hi[i]
+        out.update(tail)
+        return out
+    _, j, part = detail
+    for i, r in enumerate(prefills):
+        out[r.id] = p_hi[i + 1] - p_hi[i]
+    for i in range(j):
+        out[order[i].id] = w_hi[i + 1] - w_hi[i]
+    if part:
+        out[order[j].id] = part
+    return out
+
+
+@register_heuristic("three-stage")
+def three_stage(problem: StepProblem, full_scan: bool = False) -> Decision:
+    """The three-stage greedy: budget by latency inversion, running first, then waiting."""
+    return plan(problem, full_scan=full_scan).decision

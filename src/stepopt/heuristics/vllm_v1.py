@@ -1,0 +1,140 @@
+"""vLLM V1's token allocation for one step (``vllm-v1``, ``vllm-v1-priority``).
+
+A replay of ``Scheduler.schedule()`` of vLLM 0.33.0 (vllm/v1/core/sched/scheduler.py) on a
+:class:`StepProblem`, limited to what decides ``num_scheduled_tokens``: the RUNNING loop in
+admission order with KV allocation and preemption, then the WAITING loop (only when nothing
+was preempted) with the full-prompt KV admission gate (``scheduler_reserve_full_isl=True``).
+Speculative decoding, encoders, LoRA, connectors, pipeline parallelism, async-output
+placeholders and ``max_model_len`` are out of scope (a step problem has none of them).
+
+vLLM knows neither ``min_prefill_chunk`` nor stepopt's strict priority rules, and it lifts the
+prefill threshold for a lone request; the evaluator reports what that breaks, and this module
+does not hide it. docs/heuristics.md lists the rules it may break and why.
+"""
+
+from __future__ import annotations
+
+import heapq
+from functools import partial
+from typing import Literal
+
+from stepopt.errors import InputError
+from stepopt.heuristics.base import register_heuristic
+from stepopt.model import Decision, Request, StepProblem
+
+Policy = Literal["fcfs", "priority"]
+POLICIES: tuple[Policy, ...] = ("fcfs", "priority")
+
+
+def vllm_v1(problem: StepProblem, policy: Policy = "fcfs") -> Decision:
+    """The tokens vLLM 0.33.0 schedules for this step under ``policy`` (``fcfs``/``priority``).
+
+    ``fcfs`` serves the waiting queue in the order given; ``priority`` pops a min-heap on
+    ``(priority, arrival_time, id)``. Preempted running requests (recompute preemption) get 0
+    tokens and are listed in ``Decision.preempted``.
+    """
+    if policy not in POLICIES:
+        raise InputError("policy", f"must be one of {', '.join(POLICIES)}", policy)
+    cfg = problem.config
+    bs = cfg.block_size
+    kv_on = cfg.num_free_blocks is not None
+    free = cfg.num_free_blocks or 0
+    by_priority = policy == "priority"
+
+    running: list[Request] = list(problem.running)  # admission order, never re-sorted
+    n_waiting = len(problem.waiting)
+    # The threshold only applies when more than one request is present (running + waiting).
+    thr = cfg.long_prefill_token_threshold if len(running) + n_waiting > 1 else 0
+    budget = cfg.max_num_scheduled_tokens
+    scheduled: dict[str, int] = {}
+    allocated: dict[str, int] = {}  # KV blocks allocated this step, per request
+    preempted: list[str] = []
+
+    # ---- RUNNING ------------------------------------------------------------------------
+    i = 0
+    while i < len(running) and budget > 0:
+        r = running[i]
+        c = r.computed_tokens
+        n = 1 if c >= r.prompt_tokens else r.prompt_tokens - c
+        if 0 < thr < n:
+            n = thr
+        if n > budget:
+            n = budget
+        need = (c + n + bs - 1) // bs - (c + bs - 1) // bs
+        ok = True
+        while kv_on and need > free:
+            # Allocation failed: preempt the lowest-priority request and retry.
+            if by_priority:
+                victim = max(running, key=_victim_key)
+                k = running.index(victim)
+                del running[k]
+                if k < i:
+                    i -= 1
+                if victim.id in scheduled:  # scheduled earlier this step: hand its share back
+                    budget += scheduled.pop(victim.id)
+                    free += allocated.pop(victim.id)
+            else:
+                victim = running.pop()
+            free += (victim.computed_tokens + bs - 1) // bs  # recompute: all its blocks go
+            preempted.append(victim.id)
+            if victim is r:
+                ok = False
+                break
+        if not ok:
+            if by_priority:
+                continue  # r left the queue; running[i] is already the next request
+            break
+        if kv_on:
+            free -= need
+            allocated[r.id] = need
+        scheduled[r.id] = n
+        budget -= n
+        i += 1
+
+    # ---- WAITING (only if nothing was preempted this step) ------------------------------
+    if not preempted and n_waiting:
+        if by_priority:
+            heap = [(w.priority, w.arrival_time, w.id, k) for k, w in enumerate(problem.waiting)]
+            heapq.heapify(heap)
+        queue = list(problem.waiting)
+        head = 0
+        while budget > 0:
+            if by_priority:
+                if not heap:
+                    break
+                r = queue[heap[0][3]]
+            else:
+                if head >= n_waiting:
+                    break
+                r = queue[head]
+            if len(running) >= cfg.max_num_running_reqs:
+                break
+            c = r.computed_tokens  # prefix-cache hit
+            n = max(r.prompt_tokens - c, 1)
+            if 0 < thr < n:
+                n = thr
+            if n > budget:
+                n = budget
+            if kv_on:
+                # scheduler_reserve_full_isl: the whole prompt must fit before admission.
+                full = (r.prompt_tokens + bs - 1) // bs - (c + bs - 1) // bs
+                if full > free:
+                    break
+                free -= (c + n + bs - 1) // bs - (c + bs - 1) // bs
+            if by_priority:
+                heapq.heappop(heap)
+            else:
+                head += 1
+            running.append(r)
+            scheduled[r.id] = n
+            budget -= n
+
+    return Decision(tokens=scheduled, preempted=tuple(preempted))
+
+
+def _victim_key(r: Request) -> tuple[int, float]:
+    return (r.priority, r.arrival_time)
+
+
+register_heuristic("vllm-v1")(vllm_v1)
+register_heuristic("vllm-v1-priority")(partial(vllm_v1, policy="priority"))
