@@ -1,0 +1,66 @@
+"""Optimality-gap studies: runner, executors (process pool, Dask), DuckDB store, reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stepopt.studies.config import StudyConfig, load_study
+from stepopt.studies.runner import RunSummary, run_study
+from stepopt.studies.store import Store
+
+
+def load_rows(db: str | Path) -> list[dict[str, Any]]:
+    """Every result row of a study database."""
+    with Store(db, read_only=True) as store:
+        return store.rows()
+
+
+def load_dataframe(db: str | Path):
+    """The ``results`` table as a pandas DataFrame (pandas needed)."""
+    from stepopt.errors import MissingExtraError
+
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("pandas", "parquet", "load_dataframe") from None
+    with Store(db, read_only=True) as store:
+        return store.con.execute("SELECT * FROM results ORDER BY problem_hash, algorithm").df()
+
+
+def write_report(
+    db: str | Path, out_dir: str | Path, by: str = "regime", plots: bool = True
+) -> dict[str, Any]:
+    """report.md, report.json and the PNG plots in ``out_dir``; returns the JSON document."""
+    from stepopt.studies.report import breakdown, markdown_report, study_info, summarize
+
+    rows = load_rows(db)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    if plots and rows:
+        from stepopt.studies.plots import write_plots
+
+        names = write_plots(rows, out)
+    doc = {
+        "info": study_info(rows),
+        "summary": summarize(rows),
+        "by": by,
+        "breakdown": breakdown(rows, by),
+    }
+    (out / "report.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    (out / "report.md").write_text(markdown_report(rows, by, names), encoding="utf-8")
+    return doc
+
+
+__all__ = [
+    "RunSummary",
+    "Store",
+    "StudyConfig",
+    "load_dataframe",
+    "load_rows",
+    "load_study",
+    "run_study",
+    "write_report",
+]

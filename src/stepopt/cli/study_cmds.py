@@ -1,0 +1,245 @@
+"""Commands for problem sets and gap studies: ``scenarios generate``, ``study run|report``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from stepopt.cli.common import console, err_console, print_json
+from stepopt.errors import InputError
+
+scenarios_app = typer.Typer(
+    help="Problem generators (synthetic, trace, snapshot).", no_args_is_help=True
+)
+study_app = typer.Typer(help="Optimality-gap studies: run, report.", no_args_is_help=True)
+
+
+def _mix(value: str | None, field: str, valid: tuple[str, ...]) -> str | None:
+    if value is None or value == "mix":
+        return None
+    if value not in valid:
+        raise InputError(field, f"must be {', '.join(valid)} or mix", value)
+    return value
+
+
+def cmd_generate(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output directory.")],
+    source: Annotated[str, typer.Option(help="synthetic | trace:CSV | snapshot:DIR")] = "synthetic",
+    count: Annotated[int, typer.Option(help="Number of problems.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    preset: Annotated[
+        str | None, typer.Option(help="Latency preset(s), comma-separated (mixed per problem).")
+    ] = None,
+    target_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Fixed target; default: factor U(0.8, 1.6) x the state's reference "
+            "batch latency (decodes + one 512-token chunk)."
+        ),
+    ] = None,
+    objective: Annotated[str, typer.Option(help="target | goodput | mix")] = "mix",
+    priority_mode: Annotated[str, typer.Option(help="strict | weighted | mix")] = "mix",
+    regime: Annotated[
+        str | None, typer.Option(help="Regimes to mix, comma-separated (default: all).")
+    ] = None,
+    load: Annotated[float | None, typer.Option(help="Fixed load (default U(0.3, 1.3)).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Write one problem file per generated state, and manifest.json with each one's knobs."""
+    from stepopt.scenarios import REGIMES, GenerateOptions, default_presets, generate
+
+    presets = tuple(p for p in (preset or "").split(",") if p) or default_presets()
+    opts = GenerateOptions(
+        count=count,
+        seed=seed,
+        presets=presets,
+        target_ms=target_ms,
+        objective=_mix(objective, "objective", ("target", "goodput")),
+        priority_mode=_mix(priority_mode, "priority_mode", ("strict", "weighted")),
+        regimes=tuple(r for r in (regime or "").split(",") if r) or REGIMES,
+        load=load,
+    )
+    records = generate(source, opts, out)
+    regimes: dict[str, int] = {}
+    for r in records:
+        regimes[r["regime"]] = regimes.get(r["regime"], 0) + 1
+    doc = {"out": str(out), "problems": len(records), "presets": list(presets), "regimes": regimes}
+    if json_out:
+        print_json(doc)
+    else:
+        console.print(
+            f"wrote {len(records)} problems to {out} (presets {', '.join(presets)}; regimes "
+            + ", ".join(f"{k} {v}" for k, v in sorted(regimes.items()))
+            + ")"
+        )
+
+
+def cmd_run(
+    study: Annotated[Path | None, typer.Argument(help="Study file (TOML).")] = None,
+    problems: Annotated[Path | None, typer.Option(help="Directory of problem files.")] = None,
+    heuristics: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated names (or pkg.module:function); default: all."),
+    ] = None,
+    solver: Annotated[str | None, typer.Option(help="Exact solver (default cpsat).")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Seconds per problem for the solver (default 2).")
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="Database file (default study.duckdb).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default 2; 0 = this process).")
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="local (default) or dask://HOST:PORT")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Run every heuristic and the exact solver on every problem; resumable (rerun to finish)."""
+    from stepopt.studies import StudyConfig, load_study, run_study
+    from stepopt.studies.runner import progress_mode
+
+    cfg = load_study(study) if study is not None else StudyConfig()
+    cfg = cfg.with_flags(
+        problems=problems,
+        heuristics=None if heuristics is None else tuple(h for h in heuristics.split(",") if h),
+        solver=solver,
+        time_limit=time_limit,
+        db=db,
+        workers=workers,
+        executor=executor,
+    )
+    summary = run_study(cfg, progress=progress_mode(quiet or json_out))
+    if json_out:
+        print_json(summary.to_dict())
+    elif not quiet:
+        d = summary.to_dict()
+        err_console.print(
+            f"{d['problems']} problems: {d['ran']} run, {d['skipped']} already stored; "
+            f"{d['rows_written']} rows written to {d['db']} in {d['seconds']} s"
+        )
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def summary_table(summary: list[dict]) -> Table:
+    t = Table(title="relative gap to the proven optimum", box=box.SIMPLE_HEAD, padding=(0, 1))
+    cols = (
+        "algorithm",
+        "obj",
+        "n",
+        "opt",
+        "feas",
+        "mean",
+        "med",
+        "p95",
+        "max",
+        "unprov",
+        "dec ms",
+        "exact ms",
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("algorithm", "obj") else "right")
+    for s in summary:
+        t.add_row(
+            s["heuristic"],
+            s["objective"],
+            str(s["count"]),
+            _pct(s["share_proven_optimal"]),
+            _pct(s["share_feasible"]),
+            _pct(s["gap_mean"]),
+            _pct(s["gap_median"]),
+            _pct(s["gap_p95"]),
+            _pct(s["gap_max"]),
+            str(s["count_reference_unproven"]),
+            _ms(s["decision_ms_median"]),
+            _ms(s["solve_ms_median"]),
+        )
+    return t
+
+
+def breakdown_table(rows: list[dict], by: str) -> Table:
+    t = Table(title=f"by {by}", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for col in ("algorithm", "obj", by, "n", "opt", "feas", "mean", "p95", "max"):
+        t.add_column(col, justify="left" if col in ("algorithm", "obj", by) else "right")
+    for b in rows:
+        t.add_row(
+            b["heuristic"],
+            b["objective"],
+            str(b[by]),
+            str(b["count"]),
+            _pct(b["share_proven_optimal"]),
+            _pct(b["share_feasible"]),
+            _pct(b["gap_mean"]),
+            _pct(b["gap_p95"]),
+            _pct(b["gap_max"]),
+        )
+    return t
+
+
+def print_report(rows: list[dict], by: str) -> None:
+    from rich.console import Console
+
+    from stepopt.studies.report import breakdown, study_info, summarize, where_it_loses
+
+    # Piped output gets a width that fits the tables (rich would assume 80 columns).
+    console = Console(width=None if sys.stdout.isatty() else 132)
+
+    info = study_info(rows)
+    st = info["reference_status"]
+    console.print(
+        f"{info['problems']} problems, exact reference: "
+        + ", ".join(f"{v} {k}" for k, v in st.items())
+        + f" ({sum(v for k, v in st.items() if k != 'OPTIMAL')} not proven optimal: no gap; "
+        "bound gap shown where the solver had a solution)"
+    )
+    console.print(summary_table(summarize(rows)))
+    console.print(breakdown_table(breakdown(rows, by), by))
+    for h in sorted({r["algorithm"] for r in rows if r["kind"] == "heuristic"}):
+        for line in where_it_loses(rows, h):
+            console.print(f"- {line}")
+
+
+def cmd_report(
+    db: Annotated[Path, typer.Argument(help="Study database (DuckDB file).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write report.md, report.json, PNGs here.")
+    ] = None,
+    by: Annotated[
+        str, typer.Option(help="Breakdown: load, queue_size, preset, target, regime, ...")
+    ] = "regime",
+) -> None:
+    """Gap statistics per heuristic and objective, a breakdown, plots and a Markdown summary."""
+    from stepopt.studies import load_rows, write_report
+    from stepopt.studies.report import breakdown, summarize
+
+    rows = load_rows(db)
+    breakdown(rows, by)  # validates the dimension before any output
+    if out is not None:
+        write_report(db, out, by)
+    if json_out:
+        print_json(summarize(rows))
+        return
+    print_report(rows, by)
+    if out is not None:
+        console.print(f"report: {out / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    scenarios_app.command("generate")(cmd_generate)
+    study_app.command("run")(cmd_run)
+    study_app.command("report")(cmd_report)
+    app.add_typer(scenarios_app, name="scenarios")
+    app.add_typer(study_app, name="study")

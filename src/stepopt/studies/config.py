@@ -1,0 +1,126 @@
+"""Study settings: a TOML file, command-line flags, or both (flags win).
+
+[study]
+problems = "problems"            # directory of problem files (relative to this file)
+heuristics = ["three-stage", "vllm-v1", "sarathi"]   # or "pkg.module:function"
+solver = "cpsat"
+time_limit = 2.0                 # seconds per problem for the exact solver
+db = "study.duckdb"
+workers = 2
+executor = "local"               # or "dask://HOST:PORT"
+
+[solver_params]                  # passed to the solver (e.g. num_workers = 1)
+
+[scenarios]                      # optional: generate the problems first when the
+source = "synthetic"             # directory holds none (same keys as the CLI)
+count = 100
+seed = 0
+presets = ["a100/llama-2-7b/tp1"]
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from stepopt.errors import InputError
+
+DEFAULT_HEURISTICS = ("three-stage", "vllm-v1", "sarathi")
+_STUDY_KEYS = {"problems", "heuristics", "solver", "time_limit", "db", "workers", "executor"}
+_SCENARIO_KEYS = {
+    "source",
+    "count",
+    "seed",
+    "presets",
+    "preset",
+    "target_ms",
+    "objective",
+    "priority_mode",
+    "regimes",
+    "load",
+    "concurrency",
+    "max_waiting",
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    problems: Path | None = None
+    heuristics: tuple[str, ...] | None = None  # None: every registered heuristic
+    solver: str = "cpsat"
+    time_limit: float | None = 2.0
+    db: Path = Path("study.duckdb")
+    workers: int = 2
+    executor: str = "local"
+    solver_params: dict[str, Any] = field(default_factory=dict)
+    scenarios: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise InputError("workers", "must be >= 0 (0 runs in this process)", self.workers)
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise InputError("time_limit", "must be > 0", self.time_limit)
+        if not (self.executor == "local" or self.executor.startswith("dask://")):
+            raise InputError("executor", "must be local or dask://HOST:PORT", self.executor)
+
+    @property
+    def settings(self) -> str:
+        """The solver settings part of a row's identity."""
+        params = json.dumps(self.solver_params, sort_keys=True, separators=(",", ":"))
+        return f"{self.solver};time_limit={self.time_limit};params={params}"
+
+    def with_flags(self, **flags: Any) -> StudyConfig:
+        """A copy with every flag that is not ``None`` applied."""
+        return replace(self, **{k: v for k, v in flags.items() if v is not None})
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("study", "no such file", str(p)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError("study", f"{p}: invalid TOML: {exc}", show_value=False) from None
+    base = p.resolve().parent
+    study = doc.get("study", {})
+    unknown = set(study) - _STUDY_KEYS
+    if unknown:
+        raise InputError(f"{p.name} [study]", "unknown key", sorted(unknown)[0])
+    kw: dict[str, Any] = {}
+    for key in ("solver", "executor"):
+        if key in study:
+            kw[key] = str(study[key])
+    if "workers" in study:
+        kw["workers"] = _int(study["workers"], "study.workers")
+    if "time_limit" in study:
+        kw["time_limit"] = float(study["time_limit"])
+    if "heuristics" in study:
+        h = study["heuristics"]
+        if not isinstance(h, list) or not all(isinstance(x, str) for x in h):
+            raise InputError("study.heuristics", "must be a list of names", h)
+        kw["heuristics"] = tuple(h)
+    for key in ("problems", "db"):
+        if key in study:
+            kw[key] = base / str(study[key])
+    kw["solver_params"] = dict(doc.get("solver_params", {}))
+    if "scenarios" in doc:
+        sc = dict(doc["scenarios"])
+        bad = set(sc) - _SCENARIO_KEYS
+        if bad:
+            raise InputError(f"{p.name} [scenarios]", "unknown key", sorted(bad)[0])
+        src = str(sc.get("source", "synthetic"))
+        kind, _, arg = src.partition(":")
+        if arg and not Path(arg).is_absolute():
+            sc["source"] = f"{kind}:{base / arg}"
+        kw["scenarios"] = sc
+    return StudyConfig(**kw)
+
+
+def _int(value: Any, field_name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputError(field_name, "must be an integer", value)
+    return value

@@ -1,0 +1,288 @@
+"""Summaries of a study database: per (algorithm, objective) and broken down by a dimension.
+
+Gaps are against the exact optimum only where the solver proved it (``gap_kind = 'optimal'``).
+Where it stopped at the time limit with a solution (FEASIBLE) the gap is taken against its
+bound (``gap_bound``, an upper estimate of the true gap) and reported apart, flagged. A
+heuristic decision that breaks a rule (including ``L > T`` under ``goodput``) is a violation,
+never a gap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from stepopt.errors import InputError
+
+EPS = 1e-9
+DIMENSION_COLUMNS = {
+    "load": "load",
+    "queue_size": "queue_size",
+    "preset": "preset",
+    "target": "target_ms",
+    "target_factor": "target_factor",
+    "regime": "regime",
+    "priority_mode": "priority_mode",
+    "source": "source",
+    "budget": "budget",
+}
+_FIXED_BINS = {
+    "load": (0.5, 0.8, 1.0),
+    "queue_size": (17, 33, 65, 129),
+    "target_factor": (1.0, 1.2, 1.4),
+}
+
+
+def _q(values: list[float], q: float) -> float | None:
+    return float(np.quantile(values, q)) if values else None
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.median(vals)) if vals else None
+
+
+def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    gaps = [r["gap"] for r in rows if r["gap_kind"] == "optimal" and r["gap"] is not None]
+    bgaps = [
+        r["gap_bound"] for r in rows if r["gap_kind"] == "bound" and r["gap_bound"] is not None
+    ]
+    ref = Counter(r["ref_status"] for r in rows)
+    rules = Counter(
+        rule
+        for r in rows
+        if r["gap_kind"] == "violation"
+        for rule in (r["violations"] or "").split(",")
+        if rule
+    )
+    return {
+        "count": n,
+        "share_proven_optimal": (sum(1 for g in gaps if abs(g) <= EPS) / n) if n else None,
+        "share_feasible": (sum(1 for r in rows if r["feasible"]) / n) if n else None,
+        "gap_mean": float(np.mean(gaps)) if gaps else None,
+        "gap_median": _q(gaps, 0.5),
+        "gap_p95": _q(gaps, 0.95),
+        "gap_max": max(gaps) if gaps else None,
+        "gap_min": min(gaps) if gaps else None,
+        "decision_ms_median": _median(r["decision_ms"] for r in rows),
+        "solve_ms_median": _median(r["solve_ms"] for r in rows),
+        "count_gap": len(gaps),
+        "count_reference_optimal": ref.get("OPTIMAL", 0),
+        "count_reference_unproven": ref.get("FEASIBLE", 0),
+        "count_reference_missing": n - ref.get("OPTIMAL", 0) - ref.get("FEASIBLE", 0),
+        "count_violation": sum(1 for r in rows if r["gap_kind"] == "violation"),
+        "count_error": sum(1 for r in rows if r["gap_kind"] == "error"),
+        "violation_rules": dict(rules.most_common()),
+        "gap_bound_median": _q(bgaps, 0.5),
+        "gap_bound_max": max(bgaps) if bgaps else None,
+    }
+
+
+def _order(rows: list[dict[str, Any]]) -> Callable[[tuple[str, str]], tuple[int, str, str]]:
+    kinds = {r["algorithm"]: r["kind"] for r in rows}
+
+    def key(k: tuple[str, str]) -> tuple[int, str, str]:
+        return (1 if kinds.get(k[0]) == "exact" else 0, k[1], k[0])
+
+    return key
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One object per (algorithm, objective): heuristics first, then the exact solver."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["algorithm"], r["objective"])].append(r)
+    out = []
+    for key in sorted(groups, key=_order(rows)):
+        g = groups[key]
+        out.append({"heuristic": key[0], "objective": key[1], "kind": g[0]["kind"], **_stats(g)})
+    return out
+
+
+def _bin_labels(dim: str, values: list[Any]) -> Callable[[Any], tuple[int, str]]:
+    """A function from a value to (sort index, bin label); numeric dimensions are binned."""
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if dim not in _FIXED_BINS and (len(nums) < len(values) or len(set(nums)) <= 6):
+        return lambda v: (0, "-" if v is None else str(v))
+    if dim in _FIXED_BINS:
+        edges = list(_FIXED_BINS[dim])
+    else:
+        edges = sorted({float(f"{x:.3g}") for x in np.quantile(nums, [0.25, 0.5, 0.75])})
+
+    def label(v: Any) -> tuple[int, str]:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return (len(edges) + 1, "-")
+        k = sum(1 for e in edges if v >= e)
+        if k == 0:
+            return (k, f"<{edges[0]:g}")
+        if k == len(edges):
+            return (k, f">={edges[-1]:g}")
+        return (k, f"{edges[k - 1]:g}-{edges[k]:g}")
+
+    return label
+
+
+def breakdown(rows: list[dict[str, Any]], dimension: str) -> list[dict[str, Any]]:
+    """Stats per (algorithm, objective, bin of ``dimension``)."""
+    if dimension not in DIMENSION_COLUMNS:
+        raise InputError(
+            "by", f"unknown dimension; valid: {', '.join(DIMENSION_COLUMNS)}", dimension
+        )
+    col = DIMENSION_COLUMNS[dimension]
+    label = _bin_labels(dimension, [r.get(col) for r in rows])
+    groups: dict[tuple[str, str, tuple[int, str]], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["algorithm"], r["objective"], label(r.get(col)))].append(r)
+    order = _order(rows)
+    out = []
+    for key in sorted(groups, key=lambda k: (*order((k[0], k[1])), k[2])):
+        s = _stats(groups[key])
+        out.append(
+            {
+                "heuristic": key[0],
+                "objective": key[1],
+                dimension: key[2][1],
+                **{
+                    k: s[k]
+                    for k in (
+                        "count",
+                        "share_proven_optimal",
+                        "share_feasible",
+                        "gap_mean",
+                        "gap_p95",
+                        "gap_max",
+                        "count_gap",
+                    )
+                },
+            }
+        )
+    return out
+
+
+def where_it_loses(rows: list[dict[str, Any]], algorithm: str, top: int = 3) -> list[str]:
+    """Sentences naming the regimes where ``algorithm`` is worst (mean gap, then violations)."""
+    lines = []
+    for objective in sorted({r["objective"] for r in rows if r["algorithm"] == algorithm}):
+        sub = [r for r in rows if r["algorithm"] == algorithm and r["objective"] == objective]
+        per = breakdown(sub, "regime")
+        per = [p for p in per if p["count"]]
+        per.sort(key=lambda p: (-(p["gap_mean"] or 0.0), p["share_feasible"] or 0.0))
+        parts = []
+        for p in per[:top]:
+            mean = "n/a" if p["gap_mean"] is None else f"{100 * p['gap_mean']:.2f} %"
+            parts.append(
+                f"{p['regime']} (mean gap {mean}, optimal in "
+                f"{100 * (p['share_proven_optimal'] or 0):.0f} %, feasible in "
+                f"{100 * (p['share_feasible'] or 0):.0f} % of {p['count']})"
+            )
+        if parts:
+            lines.append(f"{algorithm}, {objective}: worst in " + "; ".join(parts))
+    return lines
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{100 * v:.2f} %" if pct else f"{v:.3g}"
+    return str(v)
+
+
+SUMMARY_COLUMNS = (
+    ("heuristic", "algorithm", False),
+    ("objective", "objective", False),
+    ("count", "n", False),
+    ("share_proven_optimal", "optimal", True),
+    ("share_feasible", "feasible", True),
+    ("gap_mean", "gap mean", True),
+    ("gap_median", "median", True),
+    ("gap_p95", "p95", True),
+    ("gap_max", "max", True),
+    ("gap_min", "min", True),
+    ("count_reference_unproven", "unproven", False),
+    ("gap_bound_max", "bound gap max", True),
+    ("decision_ms_median", "decision ms", False),
+    ("solve_ms_median", "solve ms", False),
+)
+
+
+def markdown_table(records: list[dict[str, Any]], columns: Iterable[tuple[str, str, bool]]) -> str:
+    cols = list(columns)
+    head = "| " + " | ".join(c[1] for c in cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
+    body = ["| " + " | ".join(_fmt(r.get(k), pct) for k, _, pct in cols) + " |" for r in records]
+    return "\n".join([head, sep, *body])
+
+
+def study_info(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    exact = [r for r in rows if r["kind"] == "exact"]
+    status = Counter(r["status"] for r in exact)
+    return {
+        "problems": len({r["problem_hash"] for r in rows}),
+        "rows": len(rows),
+        "settings": sorted({r["settings"] for r in rows}),
+        "versions": sorted({r["version"] for r in rows}),
+        "reference_status": dict(status.most_common()),
+        "presets": sorted({r["preset"] for r in rows if r["preset"]}),
+    }
+
+
+def markdown_report(rows: list[dict[str, Any]], by: str, plots: Iterable[str] = ()) -> str:
+    info = study_info(rows)
+    summary = summarize(rows)
+    st = info["reference_status"]
+    unproven = sum(v for k, v in st.items() if k != "OPTIMAL")
+    lines = [
+        "# Optimality-gap study",
+        "",
+        f"{info['problems']} problems; exact reference: "
+        + ", ".join(f"{v} {k}" for k, v in st.items())
+        + f"; solver settings: {', '.join(info['settings'])};"
+        f" stepopt {', '.join(info['versions'])}; presets: {', '.join(info['presets'])}.",
+        "",
+        "Gaps are relative (FORMULATION.md): `target`: (|L_h - T| - |L_* - T|) / T; "
+        "`goodput`: (obj_* - obj_h) / obj_*. They are computed only where the solver proved "
+        f"the optimum; on {unproven} problem(s) it did not (time limit or no solution): "
+        "those rows give no gap, and where the solver had a solution the gap against its bound "
+        "(an upper estimate) is shown as *bound gap*. A schedule that breaks a rule (with "
+        "`goodput`, L > T) is counted as infeasible, not as a gap.",
+        "",
+        "## Summary",
+        "",
+        markdown_table(summary, SUMMARY_COLUMNS),
+        "",
+    ]
+    viol = [s for s in summary if s["violation_rules"]]
+    if viol:
+        lines += ["Violations by rule:", ""]
+        for s in viol:
+            rules = ", ".join(f"{k} x{v}" for k, v in s["violation_rules"].items())
+            lines.append(f"- {s['heuristic']} ({s['objective']}): {rules}")
+        lines.append("")
+    heur = sorted({r["algorithm"] for r in rows if r["kind"] == "heuristic"})
+    loses = [line for h in heur for line in where_it_loses(rows, h)]
+    if loses:
+        lines += ["## Where the heuristics lose", "", *[f"- {x}" for x in loses], ""]
+    cols = (
+        ("heuristic", "algorithm", False),
+        ("objective", "objective", False),
+        (by, by, False),
+        ("count", "n", False),
+        ("share_proven_optimal", "optimal", True),
+        ("share_feasible", "feasible", True),
+        ("gap_mean", "gap mean", True),
+        ("gap_p95", "p95", True),
+        ("gap_max", "max", True),
+    )
+    lines += [f"## By {by}", "", markdown_table(breakdown(rows, by), cols), ""]
+    plots = list(plots)
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p}]({p})" for p in plots]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""One unit of work: every algorithm of a study on one problem, judged by the evaluator.
+
+Runs in a worker process (or on a Dask worker), so it takes plain data (the problem document,
+not a path: workers need no shared file system) and returns plain rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepopt.errors import InputError, UnknownNameError
+from stepopt.evaluate import Evaluation, evaluate
+from stepopt.model import Decision, StepProblem
+
+HEURISTIC, EXACT = "heuristic", "exact"
+
+
+@dataclass(frozen=True)
+class Task:
+    """Run ``algorithms`` (heuristic names and the exact solver) on one problem."""
+
+    problem_doc: dict[str, Any]
+    problem_hash: str
+    dims: dict[str, Any]
+    heuristics: tuple[str, ...]
+    solver: str
+    time_limit: float | None
+    solver_params: dict[str, Any] = field(default_factory=dict)
+    settings: str = ""
+    version: str = ""
+
+
+def resolve_heuristic(name: str) -> Callable[[StepProblem], Decision]:
+    """A registered heuristic, or ``package.module:function`` for one that is not registered."""
+    from stepopt.heuristics.base import get_heuristic, heuristic_names
+
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(
+                "heuristics", f"cannot import {name}: {exc}", show_value=False
+            ) from None
+        if not callable(fn):
+            raise InputError("heuristics", "not callable", name)
+        return fn
+    try:
+        return get_heuristic(name)
+    except UnknownNameError:
+        raise UnknownNameError("heuristic", name, heuristic_names()) from None
+
+
+def relative_gap(objective: str, value: float, reference: float, target_ms: float) -> float | None:
+    """Gap of ``value`` against ``reference`` (the optimum or a bound), FORMULATION.md's relative
+    form: target ``(|L_h - T| - |L_* - T|) / T``; goodput ``(obj_* - obj_h) / obj_*``."""
+    if objective == "target":
+        return (value - reference) / target_ms
+    if reference == 0:
+        return 0.0 if value == 0 else None
+    return (reference - value) / reference
+
+
+def _eval_cols(ev: Evaluation | None) -> dict[str, Any]:
+    if ev is None:
+        return {
+            "feasible": None,
+            "hard_feasible": None,
+            "violations": None,
+            "latency_ms": None,
+            "objective_value": None,
+            "tiebreak": None,
+            "scheduled_tokens": None,
+            "batch_size": None,
+        }
+    return {
+        "feasible": ev.feasible,
+        "hard_feasible": ev.hard_feasible,
+        "violations": ",".join(sorted({str(v.rule) for v in ev.violations})),
+        "latency_ms": ev.latency_ms,
+        "objective_value": ev.objective,
+        "tiebreak": ev.tiebreak,
+        "scheduled_tokens": ev.scheduled_tokens,
+        "batch_size": ev.batch_size,
+    }
+
+
+def run_task(task: Task) -> list[dict[str, Any]]:
+    """Rows for every algorithm of ``task`` (one per algorithm, errors included)."""
+    from stepopt.io import problem_from_dict
+    from stepopt.solvers.base import SolveStatus, solve
+
+    problem = problem_from_dict(task.problem_doc)
+    target = problem.target_latency_ms
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    base = {
+        "problem_hash": task.problem_hash,
+        "objective": problem.objective,
+        "target_ms": target,
+        "settings": task.settings,
+        "version": task.version,
+        "worker": worker,
+        **task.dims,
+    }
+
+    # The exact reference first: every heuristic row carries its status and bound.
+    t0 = time.perf_counter()
+    try:
+        res = solve(problem, task.solver, time_limit=task.time_limit, **task.solver_params)
+        ref_status, ref_ev, bound, message = str(res.status), res.evaluation, res.bound, res.message
+        solve_ms = res.wall_ms
+        ref_tokens = None if res.decision is None else res.decision.scheduled()
+        solver_gap = res.gap
+    except Exception as exc:  # a solver failure is a result, not a crash of the study
+        ref_status, ref_ev, bound, message = "ERROR", None, None, f"{type(exc).__name__}: {exc}"
+        solve_ms = (time.perf_counter() - t0) * 1000.0
+        ref_tokens, solver_gap = None, None
+    proven = ref_status == str(SolveStatus.OPTIMAL) and ref_ev is not None
+    ref_obj = None if ref_ev is None else ref_ev.objective
+    rows = []
+
+    exact = {
+        **base,
+        "algorithm": task.solver,
+        "kind": EXACT,
+        "status": ref_status,
+        "message": message,
+        **_eval_cols(ref_ev),
+        "bound": bound,
+        "solver_gap": solver_gap,
+        "ref_status": ref_status,
+        "ref_objective": ref_obj,
+        "gap": 0.0 if proven else None,
+        "gap_abs": 0.0 if proven else None,
+        "gap_bound": None,
+        "gap_kind": "optimal" if proven else _no_gap_kind(ref_status, ref_ev),
+        "decision_ms": solve_ms,
+        "solve_ms": solve_ms,
+        "decision": None if ref_tokens is None else json.dumps(ref_tokens, sort_keys=True),
+    }
+    if ref_status == str(SolveStatus.FEASIBLE) and ref_ev is not None and bound is not None:
+        exact["gap_bound"] = relative_gap(problem.objective, ref_ev.objective, bound, target)
+        exact["gap_kind"] = "bound"
+    rows.append(exact)
+
+    for name in task.heuristics:
+        row = {**base, "algorithm": name, "kind": HEURISTIC, "bound": bound, "solver_gap": None}
+        row.update({"ref_status": ref_status, "ref_objective": ref_obj, "solve_ms": solve_ms})
+        t0 = time.perf_counter()
+        try:
+            fn = resolve_heuristic(name)
+            dec = fn(problem)
+            decision_ms = (time.perf_counter() - t0) * 1000.0
+            ev = evaluate(problem, dec)
+            row.update(
+                status="OK", message="", decision=json.dumps(dec.scheduled(), sort_keys=True)
+            )
+        except Exception as exc:
+            decision_ms = (time.perf_counter() - t0) * 1000.0
+            ev = None
+            row.update(status="ERROR", message=f"{type(exc).__name__}: {exc}", decision=None)
+        row.update(_eval_cols(ev), decision_ms=decision_ms)
+        row.update(gap=None, gap_abs=None, gap_bound=None)
+        if ev is None:
+            row["gap_kind"] = "error"
+        elif not ev.feasible:
+            row["gap_kind"] = "violation"  # L > T under goodput, or any hard rule: not a gap
+        elif proven:
+            row["gap"] = relative_gap(problem.objective, ev.objective, ref_obj, target)
+            row["gap_abs"] = (
+                ev.objective - ref_obj if problem.objective == "target" else ref_obj - ev.objective
+            )
+            row["gap_kind"] = "optimal"
+        elif ref_status == str(SolveStatus.FEASIBLE) and bound is not None:
+            row["gap_bound"] = relative_gap(problem.objective, ev.objective, bound, target)
+            row["gap_kind"] = "bound"
+        else:
+            row["gap_kind"] = "no_reference"
+        rows.append(row)
+    return rows
+
+
+def _no_gap_kind(status: str, ev: Evaluation | None) -> str:
+    if status == "INFEASIBLE":
+        return "infeasible_problem"
+    if status in ("NO_SOLUTION", "ERROR") or ev is None:
+        return "no_reference"
+    return "bound"
