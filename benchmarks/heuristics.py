@@ -4,8 +4,9 @@
 
 Sizes: 64 running decodes + 32 waiting, 256 + 32, 1024 + 256 (max_num_running_reqs 2048, so
 the slot limit never binds by itself). Decode contexts 128..4096, waiting prompts 32..2048,
-seeded; latency preset ``demo``; a KV limit that does not bind; target = the latency of the
-decode-only step + 15 ms, so the greedy admits a few waiting requests. Each repetition runs
+seeded; latency preset ``h100/llama-2-7b/tp1`` (``--preset``); a KV limit that does not bind;
+target = the latency of the decode-only step + 10 ms (``--slack-ms``), so the greedy admits a
+few waiting requests. Each repetition runs
 the heuristic on a fresh ``StepProblem`` built from the same request tuples (no cached views
 carried over); time.perf_counter_ns around the call only. The reference column is vLLM
 0.33.0's own ``Scheduler.schedule()`` on this machine (../shared/design/REFERENCE.md).
@@ -29,7 +30,9 @@ VLLM_MS = {(64, 32): 1.9, (256, 32): 7.4}  # measured with 64 / 256 running deco
 GOALS_US = {(64, 32): 40.0, (256, 32): 150.0}  # three-stage median goals
 
 
-def build(n_run: int, n_wait: int, seed: int) -> tuple[tuple, tuple, EngineConfig, float]:
+def build(
+    n_run: int, n_wait: int, seed: int, preset: str = "h100/llama-2-7b/tp1", slack_ms: float = 10.0
+) -> tuple[tuple, tuple, EngineConfig, float]:
     rng = random.Random(seed)
     running = tuple(
         Request(f"d{k}", p := rng.randint(16, 1024), p + rng.randint(112, 3072), 0, k * 0.01)
@@ -47,14 +50,16 @@ def build(n_run: int, n_wait: int, seed: int) -> tuple[tuple, tuple, EngineConfi
         block_size=16,
         num_free_blocks=1_000_000,
     )
-    probe = StepProblem(running, waiting, cfg, load_preset("demo"), 1.0)
+    probe = StepProblem(running, waiting, cfg, load_preset(preset), 1.0)
     decode_only = evaluate(probe, Decision.of({r.id: 1 for r in running})).latency_ms
-    return running, waiting, cfg, decode_only + 15.0
+    return running, waiting, cfg, decode_only + slack_ms
 
 
-def time_one(name: str, n_run: int, n_wait: int, reps: int, seed: int) -> dict:
-    running, waiting, cfg, target = build(n_run, n_wait, seed)
-    latency = load_preset("demo")
+def time_one(
+    name: str, n_run: int, n_wait: int, reps: int, seed: int, preset: str, slack_ms: float
+) -> dict:
+    running, waiting, cfg, target = build(n_run, n_wait, seed, preset, slack_ms)
+    latency = load_preset(preset)
     fn = get_heuristic(name)
     problems = [StepProblem(running, waiting, cfg, latency, target) for _ in range(reps + 20)]
     for p in problems[:20]:  # warm-up (code paths, attribute caches, not the problems)
@@ -86,8 +91,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2000, help="repetitions at the two small sizes")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--only", nargs="*", help="heuristic names (default: all)")
+    ap.add_argument("--preset", default="h100/llama-2-7b/tp1", help="latency preset")
+    ap.add_argument("--slack-ms", type=float, default=10.0, help="target = decode-only + this")
     args = ap.parse_args()
     names = args.only or heuristic_names()
+    print(
+        f"preset {args.preset}, target = decode-only latency + {args.slack_ms:g} ms, "
+        f"budget 8192, threshold 1024, min chunk 64, seed {args.seed}"
+    )
     print(
         f"{'heuristic':<18} {'running+waiting':>15} {'median us':>10} {'p99 us':>9} "
         f"{'vLLM ms':>8} {'goal us':>8} {'tokens':>7} {'adm':>4} {'L/T ms':>15} feasible"
@@ -95,7 +106,7 @@ def main() -> None:
     for n_run, n_wait in SIZES:
         reps = args.reps if n_run < 1024 else max(args.reps // 5, 50)
         for name in names:
-            r = time_one(name, n_run, n_wait, reps, args.seed)
+            r = time_one(name, n_run, n_wait, reps, args.seed, args.preset, args.slack_ms)
             ref = VLLM_MS.get((n_run, n_wait))
             goal = GOALS_US.get((n_run, n_wait)) if name == "three-stage" else None
             print(

@@ -45,6 +45,10 @@ def plan(problem: StepProblem, *, full_scan: bool = False) -> ThreeStagePlan:
     ``full_scan`` tries every batch size up to ``min(max_num_running_reqs, running + waiting)``
     instead of stopping once the slots no longer bind (see docs/heuristics.md).
     """
+    return ThreeStagePlan(*_plan(problem, full_scan))
+
+
+def _plan(problem: StepProblem, full_scan: bool) -> tuple:
     cfg = problem.config
     lat = problem.latency
     budget_cap = cfg.max_num_scheduled_tokens
@@ -227,71 +231,73 @@ def plan(problem: StepProblem, *, full_scan: bool = False) -> ThreeStagePlan:
         batch = n_dec + n_pre + admitted
         return (toks, batch, dec_ctx, att, w, admitted, ("w", j, part), grow, same)
 
-    def rank(res: tuple, lat_ns: int) -> tuple:
-        # stepopt.evaluate.rank_key on a hard-feasible decision.
-        if goodput:
-            return (0 if lat_ns <= target else 1, -res[4], lat_ns)
-        return (0, abs(lat_ns - target), -res[4])
-
     # ---- stage 1 --------------------------------------------------------------------------
-    inverse = token_inverse(lat.tokens, budget_cap)
+    inverse = token_inverse(lat.tokens, budget_cap).largest_at_most
     dec_attention = (dps * dec_ctx) // 1000
     free_slots = max(cfg.max_num_running_reqs - n_run, 0)
     # Beyond running + waiting requests a larger batch size admits nobody more: stop there.
     max_slots = min(free_slots, n_wait)
-    seen: dict[tuple[int, int], int] = {}
+    seen: dict[tuple[int, int], tuple] = {}
     best: tuple | None = None  # (rank, budget, slots, res, latency)
     sims = 0
 
     def consider(budget: int, slots: int) -> tuple:
-        nonlocal best
-        nonlocal sims
+        """(result, latency, non-token latency, reused from slots - 1)."""
+        nonlocal best, sims
         key = (budget, slots)
         hit = seen.get(key)
-        if hit is None and slots:
+        if hit is not None:
+            return hit
+        if slots:
             # More slots change nothing when the last ones went unused or the budget is spent.
             hit = seen.get((budget, slots - 1))
-            if hit is not None and hit[0][5] >= slots - 1 and hit[0][0] < budget:
-                hit = None
-        if hit is not None:
-            seen[key] = hit
-            return hit
+            if hit is not None and (hit[0][5] < slots - 1 or hit[0][0] == budget):
+                hit = seen[key] = (hit[0], hit[1], hit[2], True)
+                return hit
         sims += 1
         res = simulate(budget, slots)
-        lat_ns = tok_curve(res[0]) + seq_curve(res[1]) + (dps * res[2]) // 1000 + res[3]
-        seen[key] = (res, lat_ns)
-        rk = (
-            (0 if lat_ns <= target else 1, -res[4], lat_ns)
-            if goodput
-            else (0, abs(lat_ns - target), -res[4])
-        )  # stepopt.evaluate.rank_key of a hard-feasible decision
+        other = seq_curve(res[1]) + (dps * res[2]) // 1000 + res[3]
+        lat_ns = tok_curve(res[0]) + other
+        hit = seen[key] = (res, lat_ns, other, False)
+        # stepopt.evaluate.rank_key of a hard-feasible decision
+        if goodput:
+            rk = (0 if lat_ns <= target else 1, -res[4], lat_ns)
+        else:
+            rk = (0, abs(lat_ns - target), -res[4])
         if best is None or rk < best[0]:
             best = (rk, budget, slots, res, lat_ns)
-        return res, lat_ns
+        return hit
 
     for slots in range(max_slots + 1):
-        b = n_run + slots
-        # Estimate: every running decode and b requests in the batch, no prefill attention.
-        s = inverse.largest_at_most(target - seq_curve(b) - dec_attention)
-        s = max(s, 0)
-        res, lat_ns = consider(s, slots)
+        # Estimate: every running decode and b = running + slots requests in the batch, no
+        # prefill attention.
+        s = inverse(target - seq_curve(n_run + slots) - dec_attention)
+        res, _, other, reused = consider(s if s > 0 else 0, slots)
+        if reused:
+            # Same candidate as with one slot less (the extra slot went unused): the rest of
+            # this iteration would repeat the previous one, and larger b admit nobody more.
+            if full_scan:
+                continue
+            break
         admitted = res[5]
         for _ in range(_REFINEMENTS):
             # Re-invert with the candidate's own non-token latency (its real batch size,
             # decode contexts and prefill attention).
-            other = lat_ns - tok_curve(res[0])
-            s2 = max(inverse.largest_at_most(target - other), 0)
-            if res[8] <= s2 and (res[7] is None or s2 < res[7]):
+            s = inverse(target - other)
+            if s < 0:
+                s = 0
+            if res[8] <= s and (res[7] is None or s < res[7]):
                 break  # same decision
-            s = s2
-            res, lat_ns = consider(s, slots)
-            admitted = max(admitted, res[5])
+            res, _, other, _ = consider(s, slots)
+            if res[5] > admitted:
+                admitted = res[5]
         grow = res[7]
         if not goodput and grow is not None and grow <= budget_cap:
             # |L - T| may be smaller just above the target than just below it: try the
             # smallest budget that schedules more than this candidate.
-            res_up, _ = consider(grow, slots)
-            admitted = max(admitted, res_up[5])
+            res_up = consider(grow, slots)[0]
+            if res_up[5] > admitted:
+                admitted = res_up[5]
         if admitted < slots and not full_scan:
             # The slots no longer bind: larger b only lowers the estimated budget.
             break
@@ -304,13 +310,8 @@ def plan(problem: StepProblem, *, full_scan: bool = False) -> ThreeStagePlan:
         if lat0 <= target:
             best = ((0, 0, lat0), 0, 0, empty, lat0)
     _, budget, slots, res, lat_ns = best
-    return ThreeStagePlan(
-        decision=Decision(tokens=_materialize(res[6], decodes, prefills, p_hi, order, w_hi)),
-        latency_ns=lat_ns,
-        budget=budget,
-        slots=slots,
-        candidates=sims,
-    )
+    decision = Decision(tokens=_materialize(res[6], decodes, prefills, p_hi, order, w_hi))
+    return decision, lat_ns, budget, slots, sims
 
 
 def _materialize(detail, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
@@ -337,4 +338,4 @@ def _materialize(detail, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]
 @register_heuristic("three-stage")
 def three_stage(problem: StepProblem, full_scan: bool = False) -> Decision:
     """The three-stage greedy: budget by latency inversion, running first, then waiting."""
-    return plan(problem, full_scan=full_scan).decision
+    return _plan(problem, full_scan)[0]
