@@ -124,3 +124,12 @@ def test_real_files_have_the_documented_shape():
     assert {s.batch_size for s in att.decode} == set(range(1, 129))
     ar = read_all_reduce(root / "network/h100_dgx/all_reduce.csv")
     assert {(s.num_workers, s.devices_per_node) for s in ar} == {(2, 2), (4, 4), (8, 8)}
+
+
+def test_shared_data_dir_follows_the_environment(tmp_path, monkeypatch):
+    from stepopt.testing.data import shared_data_dir
+
+    monkeypatch.setenv("STEPOPT_SHARED_DATA", str(tmp_path))
+    assert shared_data_dir() == tmp_path.resolve()
+    monkeypatch.setenv("STEPOPT_SHARED_DATA", str(tmp_path / "absent"))
+    assert shared_data_dir() is None  # a wrong override is not silently replaced
