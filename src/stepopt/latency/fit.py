@@ -264,7 +264,7 @@ class LatencyFitter:
         truth = y[held] * profile.model.num_layers * NS_PER_MS
         self.holdout_mape_pct_ = mape_pct(pred, truth)
         self.report_ = TokenFitReport(
-            n_segments=self.model_.tokens.xs.__len__() - 1,
+            n_segments=len(self.model_.tokens.xs) - 1,
             train_mape_pct=seg.train_mape_pct_,
             holdout_mape_pct=self.holdout_mape_pct_,
             holdout_points=int(held.sum()),
