@@ -40,6 +40,11 @@ def _heuristics(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({r["algorithm"] for r in rows if r["kind"] == "heuristic"})
 
 
+def _colors(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """One colour per algorithm, the same in every plot."""
+    return {a: f"C{k % 10}" for k, a in enumerate(sorted({r["algorithm"] for r in rows}))}
+
+
 def _proven(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["ref_status"] == "OPTIMAL"]
 
@@ -47,6 +52,7 @@ def _proven(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def gap_cdf(rows: list[dict[str, Any]], path: Path) -> Path:
     plt = _plt()
     objs = _objectives(rows)
+    colors = _colors(rows)
     fig, axes = plt.subplots(1, len(objs), figsize=(5.5 * len(objs), 4), squeeze=False)
     for ax, obj in zip(axes[0], objs, strict=True):
         sub = _proven([r for r in rows if r["objective"] == obj])
@@ -58,7 +64,7 @@ def gap_cdf(rows: list[dict[str, Any]], path: Path) -> Path:
                 continue
             y = np.arange(1, len(finite) + 1) / len(rs)
             xs = np.concatenate([[0.0], np.maximum(finite, 0.0)])
-            ax.step(xs, np.concatenate([[0.0], y]), where="post", label=h)
+            ax.step(xs, np.concatenate([[0.0], y]), where="post", label=h, color=colors[h])
         ax.set_xscale("symlog", linthresh=1e-3)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("relative gap to the proven optimum")
@@ -72,7 +78,9 @@ def gap_cdf(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _profile(ax, costs: dict[str, list[float]], xlabel: str, title: str) -> None:
+def _profile(
+    ax, costs: dict[str, list[float]], xlabel: str, title: str, colors: dict[str, str]
+) -> None:
     """``costs[alg][p]``: cost of alg on problem p (inf = failed), same problem order."""
     algs = sorted(costs)
     if not algs:
@@ -86,7 +94,7 @@ def _profile(ax, costs: dict[str, list[float]], xlabel: str, title: str) -> None
     taus = np.geomspace(1.0, top, 300)
     for a, row in zip(algs, ratio, strict=True):
         rho = [(row <= t).mean() for t in taus]
-        ax.step(taus, rho, where="post", label=a)
+        ax.step(taus, rho, where="post", label=a, color=colors.get(a))
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(xlabel)
@@ -99,6 +107,7 @@ def _profile(ax, costs: dict[str, list[float]], xlabel: str, title: str) -> None
 def performance_profile(rows: list[dict[str, Any]], path: Path) -> Path:
     plt = _plt()
     objs = _objectives(rows)
+    colors = _colors(rows)
     fig, axes = plt.subplots(2, len(objs), figsize=(5.5 * len(objs), 8), squeeze=False)
     for j, obj in enumerate(objs):
         sub = [r for r in rows if r["objective"] == obj]
@@ -118,8 +127,10 @@ def performance_profile(rows: list[dict[str, Any]], path: Path) -> Path:
                 if proven:
                     ok = r["gap_kind"] == "optimal" and r["gap"] is not None
                     quality[a].append(1.0 + max(r["gap"], 0.0) if ok else np.inf)
-        _profile(axes[0][j], quality, "tau (cost 1 + relative gap)", f"quality profile ({obj})")
-        _profile(axes[1][j], timing, "tau (decision time ratio)", f"time profile ({obj})")
+        _profile(
+            axes[0][j], quality, "tau (cost 1 + relative gap)", f"quality profile ({obj})", colors
+        )
+        _profile(axes[1][j], timing, "tau (decision time ratio)", f"time profile ({obj})", colors)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -129,16 +140,17 @@ def performance_profile(rows: list[dict[str, Any]], path: Path) -> Path:
 def gap_vs_load(rows: list[dict[str, Any]], path: Path) -> Path:
     plt = _plt()
     objs = _objectives(rows)
+    colors = _colors(rows)
     fig, axes = plt.subplots(1, len(objs), figsize=(5.5 * len(objs), 4), squeeze=False)
     for ax, obj in zip(axes[0], objs, strict=True):
         sub = [r for r in rows if r["objective"] == obj and r["gap_kind"] == "optimal"]
-        for k, h in enumerate(_heuristics(sub)):
+        for h in _heuristics(sub):
             rs = [r for r in sub if r["algorithm"] == h and r["load"] is not None]
             if not rs:
                 continue
             x = np.array([r["load"] for r in rs], dtype=float)
             y = np.array([r["gap"] for r in rs], dtype=float)
-            color = f"C{k}"
+            color = colors[h]
             ax.scatter(x, y, s=8, alpha=0.35, color=color)
             edges = np.linspace(x.min(), x.max() + 1e-9, 7)
             mids, means = [], []

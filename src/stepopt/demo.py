@@ -1,0 +1,94 @@
+"""``make demo``: a small optimality-gap study on trace-driven problems, then its report.
+
+Generates a few hundred steady-engine states from the Splitwise conversation trace
+(``../shared/data/vidur/data/processed_traces/splitwise_conv.csv``; synthetic queues when the
+data is absent), runs the shipped heuristics and CP-SAT on 2 worker processes, and prints the
+report. Everything goes under ``./out/demo/``; running it again reuses what is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+TRACE = ("vidur", "data", "processed_traces", "splitwise_conv.csv")
+
+
+def trace_source() -> str:
+    from stepopt.testing.data import shared_data_dir
+
+    root = shared_data_dir()
+    path = None if root is None else root.joinpath(*TRACE)
+    if path is None or not path.is_file():
+        print(
+            "note: trace ../shared/data/" + "/".join(TRACE) + " not found; "
+            "using synthetic queues instead",
+            file=sys.stderr,
+        )
+        return "synthetic"
+    return f"trace:{path}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stepopt.demo", description=__doc__)
+    ap.add_argument("--count", type=int, default=300, help="problems (default 300)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--time-limit", type=float, default=1.0, help="CP-SAT seconds per problem")
+    ap.add_argument("--out", type=Path, default=Path("out/demo"))
+    ap.add_argument("--fresh", action="store_true", help="delete previous demo output first")
+    args = ap.parse_args(argv)
+
+    from stepopt.cli.study_cmds import print_report
+    from stepopt.errors import StepoptError
+    from stepopt.scenarios import GenerateOptions, default_presets, generate
+    from stepopt.studies import StudyConfig, load_rows, run_study, write_report
+    from stepopt.studies.runner import progress_mode
+
+    out: Path = args.out
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    problems = out / "problems"
+    presets = default_presets()
+    source = trace_source()
+    try:
+        if not (problems / "manifest.json").is_file():
+            generate(
+                source, GenerateOptions(count=args.count, seed=args.seed, presets=presets), problems
+            )
+            print(
+                f"generated {args.count} problems ({source.split('/')[-1]}, preset "
+                f"{', '.join(presets)}) in {problems}",
+                file=sys.stderr,
+            )
+        cfg = StudyConfig(
+            problems=problems,
+            db=out / "study.duckdb",
+            workers=args.workers,
+            time_limit=args.time_limit,
+        )
+        t0 = time.perf_counter()
+        summary = run_study(cfg, progress=progress_mode(False))
+        print(
+            f"study: {summary.ran} problems run, {summary.skipped} already stored, "
+            f"{time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+        )
+        write_report(cfg.db, out / "report", by="regime")
+        rows = load_rows(cfg.db)
+    except StepoptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_report(rows, "regime")
+    print(
+        f"\nreport: {out / 'report' / 'report.md'} (plots: gap_cdf.png, "
+        "performance_profile.png, gap_vs_load.png)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
