@@ -105,7 +105,8 @@ def prepare_tasks(
         if h in seen:
             continue
         seen.add(h)
-        if wanted <= done.get(h, set()):
+        stored = done.get(h, set())
+        if wanted <= stored:
             skipped += 1
             continue
         dims = {**problem_dims(problem), "problem_file": f.name, "source": "files"}
@@ -124,7 +125,7 @@ def prepare_tasks(
                 problem_doc=doc,
                 problem_hash=h,
                 dims=dims,
-                heuristics=heuristics,
+                heuristics=tuple(n for n in heuristics if n not in stored),
                 solver=cfg.solver,
                 time_limit=cfg.time_limit,
                 solver_params=dict(cfg.solver_params),
