@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from stepopt.evaluate import HARD_RULES, Rule, evaluate, rank_key
 from stepopt.heuristics import get_heuristic, heuristic_names
-from stepopt.heuristics.three_stage import plan
-from stepopt.model import Decision, StepProblem
+from stepopt.heuristics.three_stage import plan, three_stage
+from stepopt.model import Decision, Request, StepProblem
+from stepopt.testing.factories import linear_latency, make_problem
 from stepopt.testing.strategies import problems
 
 STRICT_HEURISTICS = ("three-stage", "sarathi")
@@ -130,6 +131,58 @@ def test_no_heuristic_beats_the_exact_optimum(problem: StepProblem):
     for name in STRICT_HEURISTICS + VLLM:
         ev = evaluate(problem, get_heuristic(name)(problem))
         assert rank_key(problem, ev) >= best, name
+
+
+@st.composite
+def linear_problems(draw) -> StepProblem:
+    """Strict goodput problems with a linear, non-decreasing latency model, no minimum chunk,
+    no threshold and no KV limit: where the greedy fill is optimal by construction."""
+    n_run, n_wait = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    running = []
+    for k in range(n_run):
+        prompt = draw(st.integers(1, 30))
+        computed = draw(st.integers(1, 60))
+        running.append(Request(f"r{k}", prompt, computed, draw(st.integers(0, 2)), float(k)))
+    waiting = [
+        Request(
+            f"w{k}",
+            draw(st.integers(1, 30)),
+            0,
+            draw(st.integers(0, 2)),
+            float(draw(st.integers(0, 9))),
+        )
+        for k in range(n_wait)
+    ]
+    latency = linear_latency(
+        per_token_ns=draw(st.integers(10_000, 100_000)),
+        base_ns=1_000_000,
+        per_request_ns=draw(st.integers(0, 50_000)),
+        decode_context_ps=draw(st.sampled_from([0, 1_000])),
+    )
+    return make_problem(
+        running,
+        waiting,
+        latency=latency,
+        objective="goodput",
+        target_ms=draw(st.integers(1_000, 3_000)) / 1000,
+        max_num_scheduled_tokens=draw(st.integers(1, 80)),
+        max_num_running_reqs=max(n_run, 1) + draw(st.integers(0, 3)),
+        min_prefill_chunk=1,
+    )
+
+
+@settings(max_examples=200)
+@given(linear_problems())
+def test_three_stage_is_optimal_where_the_greedy_fill_is(problem: StepProblem):
+    # FORMULATION.md: with strict priority and a linear latency model the greedy fill is
+    # optimal; the three-stage greedy must reach the optimum's weighted tokens (the latency
+    # tie-break may differ: it does not pick the cheapest decodes among equals).
+    res = _exact(problem)
+    if res is None:
+        return
+    ev = evaluate(problem, three_stage(problem))
+    assert ev.feasible
+    assert ev.weighted_tokens == res.evaluation.weighted_tokens
 
 
 def test_hard_rules_cover_what_the_properties_check():

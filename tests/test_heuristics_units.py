@@ -307,3 +307,17 @@ def test_three_stage_plan_reports_its_latency_and_candidates():
     pl = plan(p)
     assert pl.latency_ns == evaluate(p, pl.decision).latency_ns
     assert pl.candidates >= 1 and 0 <= pl.slots <= 6
+
+
+def test_three_stage_below_the_running_count_bisects_on_decodes():
+    # An overloaded step: k decodes cost 1 ms + k * 51.095 us, so T = 1.169 ms fits 3 of 4.
+    lat = linear_latency(per_token_ns=21_355, base_ns=1_000_000, per_request_ns=29_740)
+    p = make_problem(
+        [decode(f"d{k}", 40, priority=k % 2) for k in range(4)],
+        latency=lat,
+        target_ms=1.169,
+        objective="goodput",
+    )
+    d = three_stage(p)
+    assert d.tokens == {"d0": 1, "d2": 1, "d1": 1}  # by priority, then queue order
+    assert evaluate(p, d).feasible

@@ -302,6 +302,27 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
             # The slots no longer bind: larger b only lowers the estimated budget.
             break
 
+    if best is not None and best[3][0] < n_dec and not kv_on:
+        # Below the running count (not every decode fits under the target: an overloaded
+        # engine), the batch is the first k decodes by priority and b = S = k: bisect on k
+        # for the largest k whose exact latency meets the target, treating it as monotone.
+        ctx = [0]
+        for c in map(_COMPUTED, sorted(decodes, key=_PRIORITY)):
+            ctx.append(ctx[-1] + c)
+        lo_k, hi_k = 0, min(n_dec, budget_cap)
+        if tok_curve(0) + seq_curve(0) > target:
+            hi_k = -1
+        while lo_k < hi_k:
+            mid = (lo_k + hi_k + 1) // 2
+            if tok_curve(mid) + seq_curve(mid) + (dps * ctx[mid]) // 1000 <= target:
+                lo_k = mid
+            else:
+                hi_k = mid - 1
+        if hi_k >= 0:
+            consider(hi_k, 0)
+        if not goodput and hi_k + 1 <= min(n_dec, budget_cap):
+            consider(hi_k + 1, 0)
+
     assert best is not None
     if goodput and best[4] > target:
         # Nothing found under the cap: the empty step is the last resort if it fits.
