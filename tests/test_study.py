@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stepopt.cli import main
+from stepopt.errors import InputError
 from stepopt.evaluate import evaluate
 from stepopt.io import problem_hash, problem_to_dict
 from stepopt.model import Decision
@@ -181,6 +182,14 @@ def test_inline_run_stores_one_row_per_algorithm_and_rerun_adds_nothing(problem_
     # Other solver settings are other rows (part of the identity).
     run_study(_cfg(problem_dir, db, heuristics=FAKES[:1], time_limit=4.0))
     assert len(load_rows(db)) == 60
+    # Reports read the latest run by default, or the one asked for.
+    latest = load_rows(db, "latest")
+    assert len(latest) == 20 and {r["settings"] for r in latest} == {
+        "cpsat;time_limit=4.0;params={}"
+    }
+    assert len(load_rows(db, "cpsat;time_limit=5.0;params={}")) == 40
+    with pytest.raises(InputError, match="settings"):
+        load_rows(db, "cbc;time_limit=1")
 
 
 def test_process_pool_gives_the_same_rows_as_inline(problem_dir, tmp_path):

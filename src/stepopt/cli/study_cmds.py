@@ -220,15 +220,22 @@ def cmd_report(
     by: Annotated[
         str, typer.Option(help="Breakdown: load, queue_size, preset, target, regime, ...")
     ] = "regime",
+    settings: Annotated[
+        str,
+        typer.Option(
+            help="Rows of: latest (the last solver settings/version run), all, or a "
+            "settings string as stored."
+        ),
+    ] = "latest",
 ) -> None:
     """Gap statistics per heuristic and objective, a breakdown, plots and a Markdown summary."""
     from stepopt.studies import load_rows, write_report
     from stepopt.studies.report import breakdown, summarize
 
-    rows = load_rows(db)
+    rows = load_rows(db, settings)
     breakdown(rows, by)  # validates the dimension before any output
     if out is not None:
-        write_report(db, out, by)
+        write_report(db, out, by, settings=settings)
     if json_out:
         print_json(summarize(rows))
         return

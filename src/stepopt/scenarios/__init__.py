@@ -106,6 +106,8 @@ def generate(source: str, opts: GenerateOptions, out_dir: str | Path) -> list[di
         "priority_mode": opts.priority_mode or MIX,
         "regimes": list(opts.regimes),
         "load": opts.load,
+        "concurrency": opts.concurrency,
+        "max_waiting": opts.max_waiting,
     }
     return write_problem_set(iter_scenarios(source, opts), out_dir, args)
 

@@ -11,10 +11,13 @@ from stepopt.studies.runner import RunSummary, run_study
 from stepopt.studies.store import Store
 
 
-def load_rows(db: str | Path) -> list[dict[str, Any]]:
-    """Every result row of a study database."""
+def load_rows(db: str | Path, settings: str = "all") -> list[dict[str, Any]]:
+    """The result rows of a study database: ``all``, the ``latest`` (solver settings,
+    version) run, or the rows of one settings string (see ``report.select_rows``)."""
+    from stepopt.studies.report import select_rows
+
     with Store(db, read_only=True) as store:
-        return store.rows()
+        return select_rows(store.rows(), settings)
 
 
 def load_dataframe(db: str | Path):
@@ -30,12 +33,17 @@ def load_dataframe(db: str | Path):
 
 
 def write_report(
-    db: str | Path, out_dir: str | Path, by: str = "regime", plots: bool = True
+    db: str | Path,
+    out_dir: str | Path,
+    by: str = "regime",
+    plots: bool = True,
+    settings: str = "latest",
 ) -> dict[str, Any]:
-    """report.md, report.json and the PNG plots in ``out_dir``; returns the JSON document."""
+    """report.md, report.json and the PNG plots in ``out_dir`` for the rows ``settings``
+    selects (default: the latest run); returns the JSON document."""
     from stepopt.studies.report import breakdown, markdown_report, study_info, summarize
 
-    rows = load_rows(db)
+    rows = load_rows(db, settings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names: list[str] = []

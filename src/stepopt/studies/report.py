@@ -37,6 +37,35 @@ _FIXED_BINS = {
 }
 
 
+LATEST, ALL = "latest", "all"
+
+
+def select_rows(rows: list[dict[str, Any]], settings: str = LATEST) -> list[dict[str, Any]]:
+    """The rows of one (solver settings, version) run of the study.
+
+    ``latest``: the combination written last (a database may hold reruns with another time
+    limit or release); ``all``: every row; otherwise the rows whose ``settings`` equal it.
+    """
+    if settings == ALL or not rows:
+        return rows
+    if settings == LATEST:
+        last: dict[tuple[str, str], Any] = {}
+        for r in rows:
+            key = (r["settings"], r["version"])
+            t = r.get("created_at")
+            if key not in last or (t is not None and (last[key] is None or t > last[key])):
+                last[key] = t
+        pick = max(last, key=lambda k: (last[k] is not None, last[k] or 0))
+        return [r for r in rows if (r["settings"], r["version"]) == pick]
+    chosen = [r for r in rows if r["settings"] == settings]
+    if not chosen:
+        valid = sorted({r["settings"] for r in rows})
+        raise InputError(
+            "settings", f"no rows with these settings; stored: {'; '.join(valid)}", settings
+        )
+    return chosen
+
+
 def _q(values: list[float], q: float) -> float | None:
     return float(np.quantile(values, q)) if values else None
 
