@@ -1,22 +1,30 @@
 """The heuristic registry: any callable ``(StepProblem) -> Decision`` registered by name.
 
 Packages may add heuristics through the entry-point group ``stepopt.heuristics`` (the entry
-point's value is the callable); they are then accepted by name everywhere.
+point's value is the callable, ``package.module:function``); they are then accepted by name
+everywhere. :func:`resolve_heuristic` also accepts a ``module:function`` import path for a
+heuristic that is not registered at all.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
-from stepopt.errors import UnknownNameError
+from stepopt.errors import InputError, UnknownNameError
 from stepopt.model import Decision, StepProblem
 
 Heuristic = Callable[[StepProblem], Decision]
 
 ENTRY_POINT_GROUP = "stepopt.heuristics"
 _HEURISTICS: dict[str, Heuristic] = {}
-_entry_points_loaded = False
+# Entry points are discovered per ``sys.path`` (a path added later, e.g. a plug-in installed
+# into a running session or a test's site dir, is seen) and loaded only when looked up, so
+# listing names never imports a plug-in.
+_ep_scan: tuple[tuple[str, ...], dict[str, EntryPoint]] | None = None
+_ep_loaded: dict[tuple[str, str], Heuristic] = {}
 
 
 def register_heuristic(name: str) -> Callable[[Heuristic], Heuristic]:
@@ -29,36 +37,85 @@ def register_heuristic(name: str) -> Callable[[Heuristic], Heuristic]:
     return deco
 
 
-def _load() -> None:
-    global _entry_points_loaded
+def _builtin() -> dict[str, Heuristic]:
     import stepopt.heuristics  # noqa: F401  (registers the built-ins)
 
-    if not _entry_points_loaded:
-        _entry_points_loaded = True
+    return _HEURISTICS
+
+
+def _plugins() -> dict[str, EntryPoint]:
+    """Entry points of the group by name; a registered name wins over a plug-in's."""
+    global _ep_scan
+    key = tuple(sys.path)
+    if _ep_scan is None or _ep_scan[0] != key:
+        found: dict[str, EntryPoint] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name not in _HEURISTICS:
-                _HEURISTICS[ep.name] = _lazy(ep)
+            found.setdefault(ep.name, ep)  # first on sys.path wins, as for imports
+        _ep_scan = (key, found)
+    return _ep_scan[1]
 
 
-def _lazy(ep) -> Heuristic:
-    loaded: list[Heuristic] = []
-
-    def call(problem: StepProblem) -> Decision:
-        if not loaded:
-            loaded.append(ep.load())
-        return loaded[0](problem)
-
-    call.__name__ = ep.name
-    return call
+def _load_entry_point(ep: EntryPoint) -> Heuristic:
+    key = (ep.name, ep.value)
+    if key not in _ep_loaded:
+        try:
+            fn = ep.load()
+        except Exception as exc:  # a broken plug-in must not look like an unknown name
+            raise InputError(
+                "heuristic",
+                f"entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP}) "
+                f"failed to load: {type(exc).__name__}: {exc}",
+                show_value=False,
+            ) from None
+        if not callable(fn):
+            raise InputError("heuristic", f"entry point {ep.name!r} = {ep.value!r} is not callable")
+        _ep_loaded[key] = fn
+    return _ep_loaded[key]
 
 
 def heuristic_names() -> list[str]:
-    _load()
-    return sorted(_HEURISTICS)
+    """Registered heuristics and those of installed plug-ins (entry points)."""
+    return sorted(set(_builtin()) | set(_plugins()))
 
 
 def get_heuristic(name: str) -> Heuristic:
-    _load()
-    if name not in _HEURISTICS:
-        raise UnknownNameError("heuristic", name, sorted(_HEURISTICS))
-    return _HEURISTICS[name]
+    """The heuristic registered (or provided by an entry point) under ``name``."""
+    registered = _builtin()
+    if name in registered:
+        return registered[name]
+    ep = _plugins().get(name)
+    if ep is None:
+        raise UnknownNameError("heuristic", name, heuristic_names())
+    return _load_entry_point(ep)
+
+
+def resolve_heuristic(name_or_path: str) -> Heuristic:
+    """A heuristic by registered name, entry-point name or ``package.module:function`` path.
+
+    Use this wherever users name a heuristic (CLI, study configs, settings): a team's own
+    heuristic then works without registering it. Errors name what failed to import.
+    """
+    if ":" not in name_or_path:
+        return get_heuristic(name_or_path)
+    module, _, attr = name_or_path.partition(":")
+    if not module or not attr:
+        raise InputError("heuristic", "expected a name or module:function", name_or_path)
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as exc:
+        raise InputError(
+            "heuristic",
+            f"cannot import module {module!r} of {name_or_path!r}: {exc}",
+            show_value=False,
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InputError(
+                "heuristic",
+                f"module {module!r} has no attribute {attr!r}",
+                name_or_path,
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise InputError("heuristic", f"{name_or_path!r} is not callable", type(obj).__name__)
+    return obj
