@@ -138,6 +138,8 @@ def test_unproven_reference_gives_bound_gap_not_gap():
     assert h["gap_kind"] in ("bound", "no_reference")
     if exact["status"] == "FEASIBLE":
         assert h["gap_bound"] is not None and h["gap_bound"] >= -1e-9
+        # The true gap lies between the gap to the solver's solution and the gap to its bound.
+        assert h["gap_incumbent"] is not None and h["gap_incumbent"] <= h["gap_bound"] + 1e-9
 
 
 # ---- runner and store ------------------------------------------------------------------------
@@ -365,3 +367,28 @@ def test_worker_judges_with_the_evaluator(problem_dir):
     ev = evaluate(prob, decodes_only(prob))
     h = rows[1]
     assert h["latency_ms"] == ev.latency_ms and h["objective_value"] == ev.objective
+
+
+def test_store_adds_columns_missing_from_an_older_database(tmp_path):
+    import duckdb
+
+    from stepopt.studies.store import schema_sql
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(schema_sql().replace("  gap_incumbent DOUBLE,\n", ""))
+    cols = {r[0] for r in con.execute("DESCRIBE results").fetchall()}
+    con.close()
+    assert "gap_incumbent" not in cols
+    row = {
+        "problem_hash": "x",
+        "algorithm": "a",
+        "objective": "target",
+        "target_ms": 1.0,
+        "settings": "s",
+        "version": "v",
+        "gap_incumbent": 0.25,
+    }
+    with Store(path) as st:
+        assert st.insert([row]) == 1
+        assert st.rows()[0]["gap_incumbent"] == 0.25

@@ -60,6 +60,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("gap", "DOUBLE"),
     ("gap_abs", "DOUBLE"),
     ("gap_bound", "DOUBLE"),
+    ("gap_incumbent", "DOUBLE"),
     ("gap_kind", "VARCHAR"),
     ("decision_ms", "DOUBLE"),
     ("solve_ms", "DOUBLE"),
@@ -101,6 +102,9 @@ class Store:
             raise InputError("db", f"cannot open: {str(exc).splitlines()[0]}", str(path)) from None
         if not read_only:
             self.con.execute(schema_sql())
+            # Databases written by an older stepopt get the columns added since (as nulls).
+            for col, typ in COLUMNS:
+                self.con.execute(f"ALTER TABLE results ADD COLUMN IF NOT EXISTS {col} {typ}")
         elif not self._has_table():
             raise InputError("db", "not a study database (no results table)", str(self.path))
 

@@ -140,6 +140,7 @@ def run_task(task: Task) -> list[dict[str, Any]]:
         "gap": 0.0 if proven else None,
         "gap_abs": 0.0 if proven else None,
         "gap_bound": None,
+        "gap_incumbent": None,
         "gap_kind": "optimal" if proven else _no_gap_kind(ref_status, ref_ev),
         "decision_ms": solve_ms,
         "solve_ms": solve_ms,
@@ -167,7 +168,7 @@ def run_task(task: Task) -> list[dict[str, Any]]:
             ev = None
             row.update(status="ERROR", message=f"{type(exc).__name__}: {exc}", decision=None)
         row.update(_eval_cols(ev), decision_ms=decision_ms)
-        row.update(gap=None, gap_abs=None, gap_bound=None)
+        row.update(gap=None, gap_abs=None, gap_bound=None, gap_incumbent=None)
         if ev is None:
             row["gap_kind"] = "error"
         elif not ev.feasible:
@@ -178,8 +179,11 @@ def run_task(task: Task) -> list[dict[str, Any]]:
                 ev.objective - ref_obj if problem.objective == "target" else ref_obj - ev.objective
             )
             row["gap_kind"] = "optimal"
-        elif ref_status == str(SolveStatus.FEASIBLE) and bound is not None:
-            row["gap_bound"] = relative_gap(problem.objective, ev.objective, bound, target)
+        elif ref_status == str(SolveStatus.FEASIBLE) and ref_obj is not None:
+            # Unproven: the true gap lies between these two (incumbent below, bound above).
+            row["gap_incumbent"] = relative_gap(problem.objective, ev.objective, ref_obj, target)
+            if bound is not None:
+                row["gap_bound"] = relative_gap(problem.objective, ev.objective, bound, target)
             row["gap_kind"] = "bound"
         else:
             row["gap_kind"] = "no_reference"
