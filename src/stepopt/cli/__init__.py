@@ -23,7 +23,14 @@ app = typer.Typer(
 )
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ["core", "solve_cmds", "latency_cmds", "heuristic_cmds", "study_cmds"]
+COMMAND_MODULES = [
+    "core",
+    "solve_cmds",
+    "latency_cmds",
+    "heuristic_cmds",
+    "study_cmds",
+    "simulate_cmds",
+]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"stepopt.cli.{_name}").register(app)

@@ -1,0 +1,356 @@
+"""The ``simulate`` and ``frontier`` commands (docs/simulate.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stepopt.cli.common import console, err_console, print_json
+from stepopt.errors import InputError
+
+DEFAULT_TARGET_MS = 50.0
+
+# Rows of the comparison table: (summary key, label, format).
+_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("finished", "finished requests", "{:d}"),
+    ("rejected", "rejected (KV too small)", "{:d}"),
+    ("makespan_s", "makespan (s)", "{:.1f}"),
+    ("throughput_rps", "throughput (req/s)", "{:.3f}"),
+    ("output_tokens_per_s", "output tokens/s", "{:.0f}"),
+    ("total_tokens_per_s", "prompt+output tokens/s", "{:.0f}"),
+    ("ttft_p50_ms", "TTFT p50 (ms)", "{:.1f}"),
+    ("ttft_p90_ms", "TTFT p90 (ms)", "{:.1f}"),
+    ("ttft_p99_ms", "TTFT p99 (ms)", "{:.1f}"),
+    ("tbt_p50_ms", "TBT p50 (ms)", "{:.2f}"),
+    ("tbt_p90_ms", "TBT p90 (ms)", "{:.2f}"),
+    ("tbt_p99_ms", "TBT p99 (ms)", "{:.2f}"),
+    ("e2e_p50_ms", "end-to-end p50 (ms)", "{:.0f}"),
+    ("e2e_p99_ms", "end-to-end p99 (ms)", "{:.0f}"),
+    ("ttft_attainment", "TTFT SLO attainment", "{:.1%}"),
+    ("tbt_attainment", "TBT SLO attainment", "{:.1%}"),
+    ("slo_attainment", "both SLOs attainment", "{:.1%}"),
+    ("goodput_rps", "goodput (req/s, both SLOs)", "{:.3f}"),
+    ("steps", "steps", "{:d}"),
+    ("step_latency_ms_mean", "mean step latency (ms)", "{:.2f}"),
+    ("batch_size_mean", "mean batch size", "{:.1f}"),
+    ("scheduled_tokens_mean", "mean scheduled tokens", "{:.0f}"),
+    ("preemptions", "preemptions", "{:d}"),
+    ("fallbacks", "exact: fallbacks", "{:d}"),
+    ("wall_s", "wall time (s)", "{:.2f}"),
+    ("steps_per_s", "simulated steps/s", "{:.0f}"),
+)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def comparison_table(summaries: list[dict[str, Any]], title: str) -> Table:
+    t = Table(title=title)
+    t.add_column("metric", style="bold")
+    for s in summaries:
+        t.add_column(s["policy"], justify="right")
+    for key, label, spec in _ROWS:
+        if all(s.get(key) is None for s in summaries):
+            continue
+        if key == "fallbacks" and not any(s["policy"].startswith("exact") for s in summaries):
+            continue
+        t.add_row(label, *(_fmt(s.get(key), spec) for s in summaries))
+    return t
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def _per_policy(path: Path, name: str, many: bool) -> Path:
+    if not many:
+        return path
+    suffix = path.suffix or ".parquet"
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return path.with_name(f"{stem}.{_slug(name)}{suffix}")
+
+
+def cmd_simulate(
+    trace: Annotated[Path, typer.Argument(help="Trace CSV (arrived_at, num_prefill_tokens, ...)")],
+    preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = "demo",
+    policy: Annotated[
+        str, typer.Option("--policy", help="A heuristic name, or exact[:SOLVER].")
+    ] = "three-stage",
+    policies: Annotated[
+        str | None, typer.Option("--policies", help="Compare several: a,b,c (overrides --policy).")
+    ] = None,
+    target_ms: Annotated[
+        float | None,
+        typer.Option("--target-ms", help=f"Fixed target (default {DEFAULT_TARGET_MS:g})."),
+    ] = None,
+    target_rule: Annotated[
+        str | None,
+        typer.Option(
+            "--target-rule", help="fixed:MS or adaptive:base=50,min=25,queue=64[,shape=step]."
+        ),
+    ] = None,
+    objective: Annotated[str, typer.Option("--objective", help="target or goodput.")] = "target",
+    priority_mode: Annotated[
+        str, typer.Option("--priority-mode", help="strict or weighted.")
+    ] = "strict",
+    solver: Annotated[str, typer.Option("--solver", help="Solver of the exact policy.")] = "cpsat",
+    time_limit: Annotated[
+        float, typer.Option("--time-limit", help="Exact policy: seconds per step.")
+    ] = 1.0,
+    fallback: Annotated[
+        str, typer.Option("--fallback", help="Exact policy: heuristic used without a solution.")
+    ] = "three-stage",
+    budget: Annotated[
+        int, typer.Option("--max-num-scheduled-tokens", "--budget", help="Token budget per step.")
+    ] = 8192,
+    max_running: Annotated[
+        int, typer.Option("--max-num-running-reqs", "--max-running", help="max_num_seqs.")
+    ] = 256,
+    threshold: Annotated[
+        int, typer.Option("--long-prefill-token-threshold", help="Chunk cap (0 = none).")
+    ] = 0,
+    min_chunk: Annotated[int, typer.Option("--min-prefill-chunk", help="Smallest chunk.")] = 64,
+    block_size: Annotated[int, typer.Option("--block-size", help="KV block size (tokens).")] = 16,
+    kv_blocks: Annotated[
+        int | None, typer.Option("--kv-blocks", help="Total KV blocks (default: unlimited).")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Poisson arrivals at R req/s (replaces times).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed (arrivals, snapshot sampling).")] = 0,
+    max_requests: Annotated[
+        int | None, typer.Option("--max-requests", help="Replay the first N requests.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Replay arrivals of the first S seconds.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Plan file PLAN.parquet (+ PLAN.requests.parquet)."),
+    ] = None,
+    slo_ttft_ms: Annotated[float | None, typer.Option("--slo-ttft-ms", help="TTFT SLO.")] = None,
+    slo_tbt_ms: Annotated[
+        float | None, typer.Option("--slo-tbt-ms", help="TBT SLO (per-request p99).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a comparison figure.")] = None,
+    snapshot_dir: Annotated[
+        Path | None, typer.Option("--snapshot-dir", help="Dump sampled step problems here.")
+    ] = None,
+    snapshot_every: Annotated[
+        int | None, typer.Option("--snapshot-every", help="Capture every K-th step.")
+    ] = None,
+    snapshot_prob: Annotated[
+        float | None, typer.Option("--snapshot-prob", help="Capture each step with probability p.")
+    ] = None,
+    snapshot_limit: Annotated[
+        int | None, typer.Option("--snapshot-limit", help="At most N snapshot files.")
+    ] = None,
+    validate: Annotated[
+        bool, typer.Option("--validate/--no-validate", help="Judge every decision (evaluator).")
+    ] = True,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after N steps.")
+    ] = None,
+) -> None:
+    """Replay a request trace step by step under one or more policies; compare their request
+    latencies and SLO attainment, write plans and snapshots."""
+    from stepopt.latency.presets import load_preset
+    from stepopt.model import EngineConfig
+    from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
+    from stepopt.simulate.metrics import request_columns
+    from stepopt.simulate.snapshots import SnapshotWriter
+    from stepopt.simulate.targets import FixedTarget, parse_target_rule
+
+    if target_ms is not None and target_rule is not None:
+        raise InputError("--target-rule", "give --target-ms or --target-rule, not both", None)
+    rule = (
+        parse_target_rule(target_rule)
+        if target_rule is not None
+        else FixedTarget(DEFAULT_TARGET_MS if target_ms is None else target_ms)
+    )
+    if snapshot_dir is not None and (snapshot_every is None) == (snapshot_prob is None):
+        raise InputError("--snapshot-dir", "needs one of --snapshot-every, --snapshot-prob", None)
+    for name, v in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tbt-ms", slo_tbt_ms)):
+        if v is not None and not v > 0:
+            raise InputError(name, "must be > 0", v)
+    names = _names(policies) if policies is not None else [policy]
+    if not names:
+        raise InputError("--policies", "give at least one policy", policies)
+    if len(set(names)) != len(names):
+        raise InputError("--policies", "a policy is listed twice", policies)
+    made = [make_policy(n, solver=solver, time_limit=time_limit, fallback=fallback) for n in names]
+    latency = load_preset(preset)
+    config = SimConfig(
+        engine=EngineConfig(budget, max_running, threshold, min_chunk, block_size, None),
+        kv_blocks=kv_blocks,
+        objective=objective,  # type: ignore[arg-type]
+        priority_mode=priority_mode,  # type: ignore[arg-type]
+        validate=validate,
+        record_decisions=output is not None,
+        max_steps=max_steps,
+    )
+    tr = load_trace(trace, rate=rate, seed=seed).cut(max_requests, duration)
+    many = len(made) > 1
+    summaries: list[dict[str, Any]] = []
+    runs = []
+    files: dict[str, list[str]] = {}
+    for pol in made:
+        snaps = None
+        if snapshot_dir is not None:
+            snaps = SnapshotWriter(
+                snapshot_dir / _slug(pol.name) if many else snapshot_dir,
+                every=snapshot_every,
+                probability=snapshot_prob,
+                seed=seed,
+                limit=snapshot_limit,
+                source=tr.source,
+                preset=preset,
+            )
+        if not json_out:
+            err_console.print(
+                f"simulating {len(tr)} requests of {tr.source} under {pol.name} "
+                f"(target {rule.spec}, preset {preset}) ..."
+            )
+        res = simulate(tr, pol, latency, rule, config, snapshots=snaps)
+        cols = request_columns(res)
+        summary = summarize(res, slo_ttft_ms, slo_tbt_ms, columns=cols)
+        summaries.append(summary)
+        runs.append((pol.name, cols, summary))
+        written = []
+        if output is not None:
+            from stepopt.simulate.plan import write_plan
+
+            written = [str(p) for p in write_plan(res, _per_policy(output, pol.name, many))]
+        if snaps is not None:
+            written.append(str(snaps.dir / "manifest.json"))
+        files[pol.name] = written
+        summary["policy_stats"] = res.stats["policy"]
+    if plot is not None:
+        from stepopt.simulate.plot import plot_comparison
+
+        plot_comparison(runs, plot)
+    if json_out:
+        print_json(
+            {
+                "trace": str(trace),
+                "requests": len(tr),
+                "preset": preset,
+                "target_rule": rule.spec,
+                "config": {
+                    "max_num_scheduled_tokens": budget,
+                    "max_num_running_reqs": max_running,
+                    "long_prefill_token_threshold": threshold,
+                    "min_prefill_chunk": min_chunk,
+                    "block_size": block_size,
+                    "kv_blocks": kv_blocks,
+                    "objective": objective,
+                    "priority_mode": priority_mode,
+                },
+                "policies": {s["policy"]: s for s in summaries},
+                "files": files,
+                "plot": None if plot is None else str(plot),
+            }
+        )
+        return
+    console.print(
+        comparison_table(
+            summaries, f"{tr.source}: {len(tr)} requests, preset {preset}, target {rule.spec}"
+        )
+    )
+    for name, written in files.items():
+        for f in written:
+            console.print(f"{name}: wrote {f}")
+    if plot is not None:
+        console.print(f"wrote {plot}")
+
+
+def cmd_frontier(
+    problem: Annotated[Path, typer.Argument(help="Problem file (JSON or YAML).")],
+    targets: Annotated[str, typer.Option("--targets", help="Targets in ms: 20,30,40,50.")],
+    solver: Annotated[
+        str, typer.Option("--solver", "-s", help="Exact solver (none: heuristics only).")
+    ] = "cpsat",
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", help="Seconds per solve.")
+    ] = None,
+    heuristics: Annotated[
+        str, typer.Option("--heuristics", help="Heuristics to place: a,b (empty: none).")
+    ] = "three-stage",
+    objective: Annotated[
+        str | None, typer.Option("--objective", help="target or goodput (default: the file's).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the frontier figure.")] = None,
+) -> None:
+    """Solve one step exactly for several targets: the latency/throughput trade-off, where
+    each heuristic lands, and which points are Pareto-optimal."""
+    from stepopt.io import load_problem
+    from stepopt.simulate.frontier import frontier, parse_targets
+
+    if time_limit is not None and not time_limit > 0:
+        raise InputError("--time-limit", "must be positive", time_limit)
+    ts = parse_targets(targets)
+    prob = load_problem(problem)
+    points = frontier(
+        prob,
+        ts,
+        solver=None if solver.lower() == "none" else solver,
+        time_limit=time_limit,
+        heuristics=_names(heuristics),
+        objective=objective,
+    )
+    if plot is not None:
+        from stepopt.simulate.plot import plot_frontier
+
+        plot_frontier(points, plot, title=f"{problem.name}: latency / tokens per target")
+    if json_out:
+        print_json(
+            {
+                "problem": str(problem),
+                "objective": objective or prob.objective,
+                "targets_ms": ts,
+                "points": [p.to_dict() for p in points],
+                "plot": None if plot is None else str(plot),
+            }
+        )
+        return
+    t = Table(title=f"frontier of {problem.name} ({objective or prob.objective} objective)")
+    for col in ("target ms", "algorithm", "status", "latency ms", "tokens", "batch", "feasible"):
+        t.add_column(col, justify="right" if col != "algorithm" else "left")
+    t.add_column("Pareto", justify="center")
+    t.add_column("time ms", justify="right")
+    for p in points:
+        t.add_row(
+            f"{p.target_ms:g}",
+            p.algorithm,
+            p.status,
+            "-" if p.latency_ms is None else f"{p.latency_ms:.3f}",
+            "-" if p.scheduled_tokens is None else str(p.scheduled_tokens),
+            "-" if p.batch_size is None else str(p.batch_size),
+            "yes" if p.feasible else "[red]no[/red]",
+            "*" if p.pareto else "",
+            f"{p.solve_ms:.1f}",
+        )
+    console.print(t)
+    if plot is not None:
+        console.print(f"wrote {plot}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(cmd_simulate)
+    app.command("frontier")(cmd_frontier)

@@ -1,0 +1,119 @@
+"""Figures for simulations and frontiers (matplotlib, the ``plot`` extra, imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stepopt.errors import MissingExtraError
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtraError("matplotlib", "plot", "plotting") from None
+    return plt
+
+
+def _cdf(ax: Any, values: np.ndarray, label: str) -> None:
+    v = np.sort(values[~np.isnan(values)])
+    if len(v):
+        ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label)
+
+
+def plot_comparison(
+    runs: Sequence[tuple[str, dict[str, np.ndarray], dict[str, Any]]], path: str | Path
+) -> Path:
+    """TTFT and per-request p99 TBT distributions, SLO attainment and goodput per policy.
+    ``runs``: (policy, request columns, summary) triples."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    (ax_ttft, ax_tbt), (ax_att, ax_good) = axes
+    for name, cols, _ in runs:
+        _cdf(ax_ttft, cols["ttft_ms"], name)
+        _cdf(ax_tbt, cols["tbt_p99_ms"], name)
+    for ax, what in ((ax_ttft, "TTFT (ms)"), (ax_tbt, "per-request p99 TBT (ms)")):
+        ax.set_xscale("log")
+        ax.set_xlabel(what)
+        ax.set_ylabel("fraction of requests")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    first = runs[0][2] if runs else {}
+    if (slo := first.get("slo_ttft_ms")) is not None:
+        ax_ttft.axvline(slo, color="k", ls="--", lw=0.8)
+    if (slo := first.get("slo_tbt_ms")) is not None:
+        ax_tbt.axvline(slo, color="k", ls="--", lw=0.8)
+    names = [r[0] for r in runs]
+    x = np.arange(len(names))
+    keys = ("ttft_attainment", "tbt_attainment", "slo_attainment")
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        vals = [r[2].get(key) or 0.0 for r in runs]
+        ax_att.bar(x + (k - 1) * width, vals, width, label=key.replace("_", " "))
+    ax_att.set_xticks(x, names, rotation=20, fontsize=8)
+    ax_att.set_ylim(0, 1.05)
+    ax_att.set_ylabel("fraction of requests")
+    ax_att.legend(fontsize=8, loc="lower right")
+    thr = [r[2].get("throughput_rps") or 0.0 for r in runs]
+    good = [r[2].get("goodput_rps") or 0.0 for r in runs]
+    ax_good.bar(x - 0.2, thr, 0.4, label="throughput")
+    ax_good.bar(x + 0.2, good, 0.4, label="goodput (both SLOs)")
+    ax_good.set_xticks(x, names, rotation=20, fontsize=8)
+    ax_good.set_ylabel("requests / s")
+    ax_good.legend(fontsize=8, loc="lower right")
+    fig.suptitle("simulated serving: " + ", ".join(names))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_frontier(points: Sequence[Any], path: str | Path, title: str = "") -> Path:
+    """Latency (x) against scheduled tokens (y): the exact points joined by target, each
+    heuristic as its own markers, Pareto-optimal points circled."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    by_algo: dict[str, list[Any]] = {}
+    for p in points:
+        if p.latency_ms is not None and p.scheduled_tokens is not None:
+            by_algo.setdefault(p.algorithm, []).append(p)
+    markers = "osD^v<>px*"
+    for k, (name, pts) in enumerate(by_algo.items()):
+        pts = sorted(pts, key=lambda p: p.target_ms)
+        xs = [p.latency_ms for p in pts]
+        ys = [p.scheduled_tokens for p in pts]
+        exact = pts[0].kind == "exact"
+        ax.plot(
+            xs, ys, "-" if exact else "", marker=markers[k % len(markers)], label=name, alpha=0.8
+        )
+        for p in pts:
+            if exact:
+                ax.annotate(f"T={p.target_ms:g}", (p.latency_ms, p.scheduled_tokens), fontsize=7)
+    par = [p for ps in by_algo.values() for p in ps if p.pareto]
+    if par:
+        ax.scatter(
+            [p.latency_ms for p in par],
+            [p.scheduled_tokens for p in par],
+            s=160,
+            facecolors="none",
+            edgecolors="k",
+            label="Pareto-optimal",
+        )
+    ax.set_xlabel("step latency (ms), lower is better")
+    ax.set_ylabel("scheduled tokens, higher is better")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "latency / throughput frontier of one step")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,143 @@
+"""Per-step policies for the simulator: a registered heuristic, or an exact solver with a
+heuristic fallback.
+
+A policy says which of the evaluator's hard rules it is held to in validate mode: every one,
+except for the vLLM replays, which break the rules vLLM does not know (docs/heuristics.md,
+"The rules vLLM may break"), and whether it preempts by itself (``Decision.preempted``); the
+simulator then leaves KV-capacity preemption to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepopt.errors import InputError
+from stepopt.evaluate import Rule, evaluate, rank_key
+from stepopt.heuristics.base import get_heuristic
+from stepopt.model import Decision, StepProblem
+
+# Rules vLLM's own schedule may break (docs/heuristics.md): no minimum chunk and the threshold
+# lifted for a lone request (phase), admission order instead of Decode > Prefill, FCFS order.
+VLLM_EXEMPT = frozenset({Rule.PHASE, Rule.DECODE_FIRST, Rule.WAITING_ORDER})
+_PREEMPTING = {"vllm-v1": VLLM_EXEMPT, "vllm-v1-priority": VLLM_EXEMPT}
+
+EXACT = "exact"
+
+
+@dataclass
+class PolicyStats:
+    decisions: int = 0
+    decide_ns: int = 0
+    fallbacks: int = 0  # exact: steps decided by the fallback heuristic
+    statuses: Counter[str] = field(default_factory=Counter)  # exact: solver status counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decisions": self.decisions,
+            "decide_ms_total": self.decide_ns / 1e6,
+            "decide_ms_mean": self.decide_ns / 1e6 / max(self.decisions, 1),
+            "fallbacks": self.fallbacks,
+            "solver_statuses": dict(self.statuses),
+        }
+
+
+class Policy:
+    """Base: ``decide(problem) -> (decision, source)``; ``source`` names who decided."""
+
+    name: str = "policy"
+    preempts: bool = False
+    exempt: frozenset[Rule] = frozenset()
+
+    def __init__(self) -> None:
+        self.stats = PolicyStats()
+
+    def decide(self, problem: StepProblem) -> tuple[Decision, str]:
+        raise NotImplementedError
+
+
+class HeuristicPolicy(Policy):
+    def __init__(self, name: str, params: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self._fn = get_heuristic(name)  # unknown names list the valid ones
+        self._params = dict(params or {})
+        self.preempts = name in _PREEMPTING
+        self.exempt = _PREEMPTING.get(name, frozenset())
+
+    def decide(self, problem: StepProblem) -> tuple[Decision, str]:
+        t0 = time.perf_counter_ns()
+        d = self._fn(problem, **self._params) if self._params else self._fn(problem)
+        self.stats.decide_ns += time.perf_counter_ns() - t0
+        self.stats.decisions += 1
+        return d, self.name
+
+
+class ExactPolicy(Policy):
+    """A solver per step. When it returns no decision (time limit, error) the fallback
+    heuristic decides; when its decision is not proven optimal, the better of the two by
+    :func:`stepopt.evaluate.rank_key` is taken. Both count as fallbacks when the heuristic's
+    decision is used."""
+
+    def __init__(
+        self,
+        solver: str = "cpsat",
+        time_limit: float | None = 1.0,
+        fallback: str = "three-stage",
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        from stepopt.solvers.base import get_solver
+
+        if time_limit is not None and not time_limit > 0:
+            raise InputError("time_limit", "must be > 0 seconds", time_limit)
+        get_solver(solver)  # unknown names list the valid ones
+        self.name = f"{EXACT}:{solver}"
+        self.solver = solver
+        self.time_limit = time_limit
+        self.fallback = HeuristicPolicy(fallback)
+        if self.fallback.preempts:
+            raise InputError("fallback", "must be a heuristic that does not preempt", fallback)
+        self._params = dict(params or {})
+
+    def decide(self, problem: StepProblem) -> tuple[Decision, str]:
+        from stepopt.solvers.base import SolveStatus, solve
+
+        t0 = time.perf_counter_ns()
+        res = solve(problem, self.solver, time_limit=self.time_limit, **self._params)
+        st = self.stats
+        st.statuses[str(res.status)] += 1
+        st.decisions += 1
+        ok = res.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE) and res.decision
+        source = self.solver
+        if ok and res.status == SolveStatus.OPTIMAL:
+            decision = res.decision
+        else:
+            alt, _ = self.fallback.decide(problem)
+            decision = alt
+            source = "fallback"
+            if ok:
+                ev_s = res.evaluation or evaluate(problem, res.decision)
+                if rank_key(problem, ev_s) <= rank_key(problem, evaluate(problem, alt)):
+                    decision, source = res.decision, self.solver
+            if source == "fallback":
+                st.fallbacks += 1
+        st.decide_ns += time.perf_counter_ns() - t0
+        assert decision is not None
+        return decision, source
+
+
+def make_policy(
+    name: str,
+    *,
+    solver: str = "cpsat",
+    time_limit: float | None = 1.0,
+    fallback: str = "three-stage",
+) -> Policy:
+    """``exact`` (or ``exact:SOLVER``) or any registered heuristic name."""
+    kind, _, rest = name.partition(":")
+    if kind == EXACT:
+        return ExactPolicy(rest or solver, time_limit, fallback)
+    return HeuristicPolicy(name)

@@ -1,0 +1,182 @@
+"""Request traces for the simulator: read a CSV, or draw Poisson arrivals, then cut.
+
+The CSV format is Vidur's processed traces (``arrived_at`` in seconds, ``num_prefill_tokens``,
+``num_decode_tokens``); ``arrival_time``/``prompt_tokens``/``output_tokens`` are accepted as
+well, and an optional ``priority`` column (lower = more urgent). A trace without arrival times
+needs a Poisson rate.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stepopt.errors import InputError
+
+NS_PER_S = 1_000_000_000
+
+_ALIASES = {
+    "arrival": ("arrived_at", "arrival_time"),
+    "prompt": ("num_prefill_tokens", "prompt_tokens"),
+    "output": ("num_decode_tokens", "output_tokens"),
+    "priority": ("priority",),
+}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Requests sorted by arrival. ``output_tokens`` counts every generated token, the first
+    one (emitted when the prompt completes) included."""
+
+    arrivals_ns: np.ndarray  # int64, non-decreasing
+    prompt_tokens: np.ndarray  # int64 >= 1
+    output_tokens: np.ndarray  # int64 >= 1
+    priorities: np.ndarray  # int64
+    source: str = "trace"
+
+    def __len__(self) -> int:
+        return len(self.prompt_tokens)
+
+    @property
+    def ids(self) -> list[str]:
+        """``r`` + zero-padded index, so that ids sort like arrivals (the waiting order's last
+        tie-break is the id)."""
+        width = len(str(max(len(self) - 1, 0)))
+        return [f"r{k:0{width}d}" for k in range(len(self))]
+
+    def cut(self, max_requests: int | None = None, duration_s: float | None = None) -> Trace:
+        """The first ``max_requests`` requests and those arriving within ``duration_s`` seconds
+        of the first arrival."""
+        n = len(self)
+        if duration_s is not None:
+            if not duration_s > 0:
+                raise InputError("duration", "must be > 0 seconds", duration_s)
+            if n:
+                limit = int(self.arrivals_ns[0]) + round(duration_s * NS_PER_S)
+                n = int(np.searchsorted(self.arrivals_ns, limit, side="left"))
+        if max_requests is not None:
+            if max_requests < 1:
+                raise InputError("max_requests", "must be >= 1", max_requests)
+            n = min(n, max_requests)
+        if n == len(self):
+            return self
+        return Trace(
+            self.arrivals_ns[:n],
+            self.prompt_tokens[:n],
+            self.output_tokens[:n],
+            self.priorities[:n],
+            self.source,
+        )
+
+    def with_poisson_arrivals(self, rate: float, seed: int = 0) -> Trace:
+        """The same requests (in the same order) arriving as a Poisson process of ``rate``
+        requests per second, the first at time 0."""
+        return Trace(
+            poisson_arrivals_ns(len(self), rate, seed),
+            self.prompt_tokens,
+            self.output_tokens,
+            self.priorities,
+            self.source,
+        )
+
+
+def poisson_arrivals_ns(n: int, rate: float, seed: int = 0) -> np.ndarray:
+    if not rate > 0:
+        raise InputError("rate", "must be > 0 requests per second", rate)
+    rng = np.random.default_rng([int(seed), 7])
+    gaps = rng.exponential(1.0 / rate, size=n)
+    times = np.cumsum(gaps) - (gaps[0] if n else 0.0)
+    return np.round(times * NS_PER_S).astype(np.int64)
+
+
+def make_trace(
+    prompt_tokens: list[int] | np.ndarray,
+    output_tokens: list[int] | np.ndarray,
+    arrivals_s: list[float] | np.ndarray | None = None,
+    priorities: list[int] | np.ndarray | None = None,
+    *,
+    rate: float | None = None,
+    seed: int = 0,
+    source: str = "trace",
+) -> Trace:
+    """A validated trace from columns (arrival seconds, or ``rate`` for Poisson arrivals)."""
+    prompts = np.asarray(prompt_tokens, dtype=np.int64)
+    outputs = np.asarray(output_tokens, dtype=np.int64)
+    n = len(prompts)
+    if len(outputs) != n:
+        raise InputError("output_tokens", f"length {len(outputs)} != prompts {n}", len(outputs))
+    if n and prompts.min() < 1:
+        k = int(np.argmin(prompts))
+        raise InputError(f"request {k}.prompt_tokens", "must be >= 1", int(prompts[k]))
+    if n and outputs.min() < 1:
+        k = int(np.argmin(outputs))
+        raise InputError(f"request {k}.output_tokens", "must be >= 1", int(outputs[k]))
+    prio = (
+        np.zeros(n, dtype=np.int64)
+        if priorities is None
+        else np.asarray(priorities, dtype=np.int64)
+    )
+    if rate is not None:
+        arrivals = poisson_arrivals_ns(n, rate, seed)
+    elif arrivals_s is None:
+        raise InputError("rate", "the trace has no arrival times: give a Poisson rate", None)
+    else:
+        a = np.asarray(arrivals_s, dtype=float)
+        if n and (not np.all(np.isfinite(a)) or a.min() < 0):
+            k = int(np.argmin(np.where(np.isfinite(a), a, -1.0)))
+            raise InputError(f"request {k}.arrival_time", "must be finite and >= 0", float(a[k]))
+        arrivals = np.round(a * NS_PER_S).astype(np.int64)
+    order = np.argsort(arrivals, kind="stable")
+    return Trace(arrivals[order], prompts[order], outputs[order], prio[order], source)
+
+
+def load_trace(path: str | Path, *, rate: float | None = None, seed: int = 0) -> Trace:
+    """Read a trace CSV. ``rate`` replaces its arrival times by Poisson arrivals (required when
+    it has none)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("trace", "file not found", str(p))
+    with p.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise InputError("trace", "empty file", str(p))
+        cols = {name.strip(): k for k, name in enumerate(header)}
+        where = {
+            key: next((cols[a] for a in names if a in cols), None)
+            for key, names in _ALIASES.items()
+        }
+        for key in ("prompt", "output"):
+            if where[key] is None:
+                raise InputError("trace", f"missing column {_ALIASES[key][0]!r}", ", ".join(header))
+        ia, ip, io_, ipr = where["arrival"], where["prompt"], where["output"], where["priority"]
+        arrivals: list[float] = []
+        prompts: list[int] = []
+        outputs: list[int] = []
+        prios: list[int] = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                prompts.append(int(float(row[ip])))
+                outputs.append(int(float(row[io_])))
+                if ia is not None:
+                    arrivals.append(float(row[ia]))
+                if ipr is not None:
+                    prios.append(int(float(row[ipr])))
+            except (IndexError, ValueError):
+                raise InputError(f"trace line {line}", "not a number", ",".join(row)) from None
+    if not prompts:
+        raise InputError("trace", "no requests in file", str(p))
+    return make_trace(
+        prompts,
+        outputs,
+        arrivals if ia is not None else None,
+        prios if ipr is not None else None,
+        rate=rate,
+        seed=seed,
+        source=p.name,
+    )
