@@ -39,18 +39,18 @@ def _term(
     lo, hi = term.y_range
     if active is not None:
         lo, hi = min(lo, 0), max(hi, 0)
-    y = m.new_int_var(lo, hi, term.name)
+    y = m.new_int_var(lo, hi, "")
     if active is not None:
         m.add(y == 0).only_enforce_if(~active)
     pieces = term.pieces
     if len(pieces) == 1:
         sel = [active]
     else:
-        sel = [m.new_bool_var(f"{term.name}#{k}") for k in range(len(pieces))]
+        sel = [m.new_bool_var("") for _ in pieces]
         if active is None:
             m.add_exactly_one(sel)
         else:
-            m.add(sum(sel) == active)
+            m.add(cp_model.LinearExpr.sum(sel) == active)
     for p, s in zip(pieces, sel, strict=True):
         # 0 <= dy*(x - x0) - dx*(y - y0) <= dx - 1  and  a <= x <= b on the selected piece.
         base = p.dy * p.x0 - p.dx * p.y0
@@ -69,25 +69,25 @@ def encode(form: Formulation) -> CpsatEncoding:
     c: list = []
     z: list = []
     for it in items:
-        zi = m.new_bool_var(f"z[{it.id}]")
+        zi = m.new_bool_var("")
         z.append(zi)
         if it.decode:
             c.append(zi)
         else:
             ci = m.new_int_var_from_domain(
-                cp_model.Domain.from_intervals([[0, 0], [it.lo, it.hi]]), f"c[{it.id}]"
+                cp_model.Domain.from_intervals([[0, 0], [it.lo, it.hi]]), ""
             )
             m.add(ci >= it.lo * zi)
             m.add(ci <= it.hi * zi)
             c.append(ci)
 
     s = m.new_int_var(0, form.s_max, "S")
-    m.add(s == sum(c))
+    m.add(s == cp_model.LinearExpr.sum(c))
     if form.budget < form.s_max:  # s_max already caps S at the budget
         m.add(s <= form.budget)
     waiting = [z[it.index] for it in items if not it.running]
     if len(waiting) > form.free_slots:
-        m.add(sum(waiting) <= form.free_slots)
+        m.add(cp_model.LinearExpr.sum(waiting) <= form.free_slots)
 
     if form.kv_limit is not None:
         bs = form.block_size
@@ -101,23 +101,25 @@ def encode(form: Formulation) -> CpsatEncoding:
             if it.decode:
                 blocks.append(z[it.index])
             else:
-                k = m.new_int_var(0, top, f"kv[{it.id}]")
+                k = m.new_int_var(0, top, "")
                 m.add(bs * k >= c[it.index] - it.kv_slack)
                 blocks.append(k)
         if most > form.kv_limit:
-            m.add(sum(blocks) <= form.kv_limit)
+            m.add(cp_model.LinearExpr.sum(blocks) <= form.kv_limit)
 
     _priority(m, form, c, z)
 
     b = m.new_int_var(0, len(items), "b")
-    m.add(b == sum(z))
+    m.add(b == cp_model.LinearExpr.sum(z))
     terms: dict[str, LinearExpr] = {
         "tokens": _term(m, form.tokens, s, None),
         "batch": _term(m, form.batch, b, None),
     }
     decodes = [it for it in items if it.decode and it.context]
     if decodes and form.decode_num:
-        q = sum(it.context * z[it.index] for it in decodes)
+        q = cp_model.LinearExpr.weighted_sum(
+            [z[it.index] for it in decodes], [it.context for it in decodes]
+        )
         if form.decode_den == 1:
             terms["decode_attention"] = form.decode_num * q
         else:
@@ -129,9 +131,9 @@ def encode(form: Formulation) -> CpsatEncoding:
             terms["decode_attention"] = y
     att = [_term(m, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
     if att:
-        terms["prefill_attention"] = sum(att)
-    latency = sum(terms.values())
-    weighted = sum(it.weight * c[it.index] for it in items)
+        terms["prefill_attention"] = cp_model.LinearExpr.sum(att)
+    latency = cp_model.LinearExpr.sum(list(terms.values()))
+    weighted = cp_model.LinearExpr.weighted_sum(c, [it.weight for it in items])
     enc = CpsatEncoding(m, form, c, z, latency, weighted, terms=terms)
     lo, hi = form.latency_range()
     if form.objective == "goodput":
@@ -153,11 +155,18 @@ def _priority(m: cp_model.CpModel, form: Formulation, c: list, z: list) -> None:
         if kind == "sched":
             return z[ref]
         if node not in lits:
-            v = m.new_bool_var(f"{kind}[{ref}]")
+            v = m.new_bool_var("")
             if kind == "full":
                 m.add(c[ref] >= form.items[ref].hi).only_enforce_if(v)
             lits[node] = v
         return lits[node]
 
+    # One constraint per dependent node: "v only if all its prerequisites".
+    needs: dict[Node, list[Node]] = {}
     for u, v in form.edges:
-        m.add_implication(lit(v), lit(u))
+        needs.setdefault(v, []).append(u)
+    for v, us in needs.items():
+        if len(us) == 1:
+            m.add_implication(lit(v), lit(us[0]))
+        else:
+            m.add_bool_and([lit(u) for u in us]).only_enforce_if(lit(v))

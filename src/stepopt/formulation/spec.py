@@ -44,10 +44,18 @@ class Piece:
 
 @dataclass(frozen=True, slots=True)
 class Term:
-    """One piecewise-linear latency term over an integer ``x`` in ``[lo, hi]``."""
+    """One piecewise-linear latency term over an integer ``x`` in ``[lo, hi]``; ``ylo`` and
+    ``yhi`` are its exact extremes there."""
 
     name: str
     pieces: tuple[Piece, ...]
+    ylo: int
+    yhi: int
+
+    @classmethod
+    def of(cls, name: str, pieces: tuple[Piece, ...]) -> Term:
+        ranges = [p.y_range for p in pieces]
+        return cls(name, pieces, min(r[0] for r in ranges), max(r[1] for r in ranges))
 
     @property
     def lo(self) -> int:
@@ -59,8 +67,7 @@ class Term:
 
     @property
     def y_range(self) -> tuple[int, int]:
-        ranges = [p.y_range for p in self.pieces]
-        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+        return self.ylo, self.yhi
 
     def value(self, x: int) -> int:
         for p in self.pieces:
@@ -71,8 +78,7 @@ class Term:
     @property
     def constant(self) -> int | None:
         """The value if the term does not depend on ``x`` over its domain."""
-        lo, hi = self.y_range
-        return lo if lo == hi else None
+        return self.ylo if self.ylo == self.yhi else None
 
 
 def curve_term(name: str, curve: PiecewiseLinear, lo: int, hi: int) -> Term:
@@ -87,7 +93,7 @@ def curve_term(name: str, curve: PiecewiseLinear, lo: int, hi: int) -> Term:
             pieces[-1] = Piece(q.x0, q.y0, q.dx, q.dy, q.a, b)
         else:
             pieces.append(p)
-    return Term(name, tuple(pieces))
+    return Term.of(name, tuple(pieces))
 
 
 def _same_line(p: Piece, q: Piece) -> bool:

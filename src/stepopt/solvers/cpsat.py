@@ -19,6 +19,8 @@ from stepopt.formulation import build
 from stepopt.formulation.cpsat import CpsatEncoding, encode
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
+from stepopt.solvers.common import trivial_result
+from stepopt.solvers.hint import greedy_hint
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "num_workers": 1,
@@ -36,16 +38,37 @@ class CpsatSolver:
         self, problem: StepProblem, time_limit: float | None = None, **params: Any
     ) -> SolveResult:
         started = time.perf_counter()
-        lex = params.pop("lexicographic", "weighted")
+        lex = params.pop("lexicographic", "two_phase")
+        use_hint = bool(params.pop("hint", False))
         if lex not in LEXICOGRAPHIC:
             raise InputError("lexicographic", f"must be one of {', '.join(LEXICOGRAPHIC)}", lex)
         sat_params = {**DEFAULT_PARAMS, **params}
         form = build(problem)
+        early = trivial_result(problem, form, "cpsat", started, time_limit)
+        if early is not None:
+            return early
         enc = encode(form)
         built_ms = (time.perf_counter() - started) * 1000.0
-        info: dict[str, Any] = {**sat_params, "lexicographic": lex, "build_ms": built_ms}
+        info: dict[str, Any] = {
+            **sat_params,
+            "lexicographic": lex,
+            "hint": use_hint,
+            "build_ms": built_ms,
+        }
+        if use_hint:
+            _add_hint(enc, greedy_hint(problem))
         run = _two_phase if lex == "two_phase" else _weighted
         return run(problem, enc, started, time_limit, sat_params, info)
+
+
+def _add_hint(enc: CpsatEncoding, hint: Decision | None) -> None:
+    if hint is None:
+        return
+    for it, c, z in zip(enc.form.items, enc.c, enc.z, strict=True):
+        n = hint.get(it.id)
+        if not it.decode:
+            enc.model.add_hint(c, n)
+        enc.model.add_hint(z, n > 0)
 
 
 def _solver(params: dict[str, Any], time_limit: float | None) -> cp_model.CpSolver:
@@ -112,8 +135,17 @@ def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
         raw = s.best_objective_bound
         prim = -(-(int(raw) - k + 1) // k)
         bound = _primary_bound(enc, prim)
+    msg = "time limit reached: not proven optimal" if status == SolveStatus.FEASIBLE else ""
     return finish(
-        problem, "cpsat", status, dec, started, bound=bound, time_limit=time_limit, params=info
+        problem,
+        "cpsat",
+        status,
+        dec,
+        started,
+        bound=bound,
+        time_limit=time_limit,
+        params=info,
+        message=msg,
     )
 
 
@@ -146,6 +178,7 @@ def _two_phase(problem, enc, started, time_limit, params, info) -> SolveResult:
         )
     best = round(s.objective_value)
     enc.model.add(primary <= best)
+    enc.model.clear_hints()
     for v, val in zip(enc.c, s.values(enc.c), strict=True):
         enc.model.add_hint(v, int(val))
     enc.model.minimize(secondary)

@@ -111,9 +111,16 @@ class _Cbc(_PulpBackend):
             gapRel=0.0,
             gapAbs=ABS_GAP,
             threads=1,
-            # Two-step MIR cuts cut off the optimum of a generated problem here (CBC 2.10
-            # then "proved" the tie-break phase infeasible); without them every optimum matched.
-            options=[f"integerT {TOLERANCE}", f"primalT {TOLERANCE}", "twoMir off", "randomSeed 1"],
+            # CBC 2.10's preprocessing "proved" feasible tie-break phases infeasible on two
+            # generated problems, and its two-step MIR cuts cut off an optimum; without both,
+            # every optimum matched the brute-force oracle.
+            options=[
+                f"integerT {TOLERANCE}",
+                f"primalT {TOLERANCE}",
+                "preprocess off",
+                "twoMir off",
+                "randomSeed 1",
+            ],
             logPath=log_path,
         )
 

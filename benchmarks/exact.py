@@ -1,0 +1,143 @@
+"""Exact solvers on realistic step states: solve time (median, p95) and status counts.
+
+States: mostly running decodes (contexts = trace prompt + some generated tokens), a few running
+chunked prefills, a waiting queue; prompt lengths sampled from the Splitwise conversation trace
+when ../shared/data is present, else from a lognormal. The latency model is a measured-curve
+preset (``a100/llama-2-7b/tp1`` when shipped, else ``demo``). The target is drawn between the
+latency of the decodes alone and that of a full token budget, so both objectives trade.
+
+    .venv/bin/python benchmarks/exact.py                         # all solvers, default sizes
+    .venv/bin/python benchmarks/exact.py --solvers cpsat --sizes 384 --count 40
+    .venv/bin/python benchmarks/exact.py --objective goodput --time-limit 2
+
+Times include building the model (``build`` column: formulation + encoding only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+from stepopt.latency.presets import load_preset, preset_names
+from stepopt.model import EngineConfig, Request, StepProblem
+from stepopt.solvers import solve
+from stepopt.testing.data import shared_data_dir
+
+PREFERRED_PRESET = "a100/llama-2-7b/tp1"
+
+
+def trace_prompts() -> tuple[list[int], str]:
+    data = shared_data_dir()
+    path = None if data is None else data / "vidur/data/processed_traces/splitwise_conv.csv"
+    if path is not None and Path(path).is_file():
+        with open(path, newline="") as fh:
+            rows = [int(r["num_prefill_tokens"]) for r in csv.DictReader(fh)]
+        return rows, f"splitwise_conv.csv ({len(rows)} prompts)"
+    rng = random.Random(0)
+    return [max(8, int(rng.lognormvariate(6.5, 1.0))) for _ in range(10_000)], "lognormal"
+
+
+def make_state(
+    rng: random.Random, n: int, prompts: list[int], preset: str, objective: str, mode: str
+) -> StepProblem:
+    n_wait = max(1, n // 10)
+    n_pre = max(1, n // 50)
+    n_dec = n - n_wait - n_pre
+    running = []
+    for k in range(n_dec):
+        p = min(rng.choice(prompts), 4000)
+        running.append(Request(f"d{k}", p, p + rng.randint(1, 400), rng.randint(0, 3), k * 0.01))
+    for k in range(n_pre):
+        p = min(rng.choice(prompts), 8000) + 600
+        done = rng.randint(1, p // 512) * 512 if p > 1024 else 0
+        running.append(Request(f"p{k}", p, min(done, p - 1), rng.randint(0, 3), n * 0.01 + k))
+    waiting = [
+        Request(f"w{k}", min(rng.choice(prompts), 8000), 0, rng.randint(0, 3), 100.0 + k)
+        for k in range(n_wait)
+    ]
+    lat = load_preset(preset)
+    budget = 2048
+    cfg = EngineConfig(
+        max_num_scheduled_tokens=budget,
+        max_num_running_reqs=n + n_wait // 2,
+        long_prefill_token_threshold=0,
+        min_prefill_chunk=64,
+        block_size=16,
+        num_free_blocks=rng.choice([None, 40, 200]),
+    )
+    probe = StepProblem(tuple(running), tuple(waiting), cfg, lat, 1.0, objective, mode)
+    base = lat.predict_ns(probe, {r.id: 1 for r in probe.running_decodes})
+    full = lat.tokens(budget) + lat.batch(n) + (base - lat.tokens(n_dec) - lat.batch(n_dec))
+    target_ns = rng.randint(base, max(full, base + 1))
+    return probe.with_changes(target_latency_ms=target_ns / 1e6)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--solvers", default="cpsat,highs,cbc")
+    ap.add_argument("--sizes", default="32,128,384,1024")
+    ap.add_argument("--count", type=int, default=20, help="states per size")
+    ap.add_argument("--time-limit", type=float, default=10.0, help="seconds per solve")
+    ap.add_argument("--objective", default="target", choices=["target", "goodput"])
+    ap.add_argument("--mode", default="strict", choices=["strict", "weighted"])
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--param", action="append", default=[], help="solver param k=v (cpsat)")
+    args = ap.parse_args()
+
+    preset = args.preset or (PREFERRED_PRESET if PREFERRED_PRESET in preset_names() else "demo")
+    prompts, source = trace_prompts()
+    params = {}
+    for kv in args.param:
+        k, v = kv.split("=", 1)
+        params[k] = {"True": True, "False": False}.get(v, int(v) if v.lstrip("-").isdigit() else v)
+    load = os.getloadavg()
+    print(
+        f"preset {preset}; prompts from {source}; objective {args.objective}, {args.mode} "
+        f"priority; time limit {args.time_limit:g} s; {args.count} states per size; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'solver':8} {'n':>5} {'median ms':>10} {'p95 ms':>9} {'max ms':>9} "
+        f"{'build ms':>9}  statuses"
+    )
+    print(header)
+    print("-" * len(header))
+    for n in [int(s) for s in args.sizes.split(",")]:
+        rng = random.Random(args.seed * 1000 + n)
+        states = [
+            make_state(rng, n, prompts, preset, args.objective, args.mode)
+            for _ in range(args.count)
+        ]
+        for name in args.solvers.split(","):
+            times, builds, statuses = [], [], Counter()
+            for p in states:
+                t = time.perf_counter()
+                extra = params if name == "cpsat" else {}
+                res = solve(p, name, time_limit=args.time_limit, **extra)
+                times.append((time.perf_counter() - t) * 1000)
+                builds.append(res.params.get("build_ms", 0.0))
+                statuses[str(res.status)] += 1
+            st = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+            print(
+                f"{name:8} {n:>5} {statistics.median(times):>10.1f} {pct(times, 0.95):>9.1f} "
+                f"{max(times):>9.1f} {statistics.median(builds):>9.1f}  {st}",
+                flush=True,
+            )
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

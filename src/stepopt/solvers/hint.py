@@ -1,0 +1,95 @@
+"""A quick strict-priority greedy decision, used as a starting solution (hint) by CP-SAT.
+
+Decodes first, then running prefills, then waiting requests in admission order, each as many
+tokens as budget, KV and the objective allow; the last request's chunk is the one that brings
+the latency closest to the target (``target``) or the largest under it (``goodput``). It
+satisfies the strict rules, hence also the weighted ones; it is checked by the evaluator
+before use. Incremental latency: O(requests + log chunk) model evaluations.
+"""
+
+from __future__ import annotations
+
+from stepopt.evaluate import evaluate
+from stepopt.model import Decision, StepProblem
+
+
+def greedy_hint(problem: StepProblem) -> Decision | None:
+    cfg = problem.config
+    lat = problem.latency
+    bs = cfg.block_size
+    target = problem.target_ns
+    goodput = problem.objective == "goodput"
+    budget = cfg.max_num_scheduled_tokens
+    kv_left = cfg.num_free_blocks
+    slots = cfg.max_num_running_reqs - len(problem.running)
+    if slots < 0:
+        return None
+    tokens: dict[str, int] = {}
+    s = b = ctx = att = 0
+
+    def latency(s_: int, b_: int, ctx_: int, att_: int) -> int:
+        return lat.tokens(s_) + lat.batch(b_) + lat.decode_ns(ctx_) + att_
+
+    for r in problem.running_decodes:
+        if budget - s < 1 or (kv_left is not None and r.computed_tokens % bs == 0 and kv_left < 1):
+            return _checked(problem, tokens)
+        tokens[r.id] = 1
+        s, b, ctx = s + 1, b + 1, ctx + r.computed_tokens
+        if kv_left is not None and r.computed_tokens % bs == 0:
+            kv_left -= 1
+    if goodput and latency(s, b, ctx, att) > target:
+        return None
+    queue = list(problem.running_prefills) + list(problem.waiting_order)
+    n_run = len(problem.running_prefills)
+    for k, r in enumerate(queue):
+        if k >= n_run and slots <= 0:
+            break
+        lo, hi = problem.lo(r), problem.hi(r)
+        slack = (-r.computed_tokens) % bs
+        top = min(hi, budget - s)
+        if kv_left is not None:
+            top = min(top, slack + kv_left * bs)
+        if top < lo:
+            break
+
+        def at(c: int, r=r, s=s, b=b, att=att) -> int:
+            a = lat.prefill(c, r.computed_tokens, r.remaining_prompt)
+            return latency(s + c, b + 1, ctx, att + a)
+
+        now = latency(s, b, ctx, att)
+        full = at(top)
+        if full <= target and top == hi:
+            c = top
+        else:
+            # Largest c in [lo, top] with L(c) <= T (bisection; the curve is mostly rising).
+            a_, z_ = lo, top
+            if at(lo) > target:
+                c = lo if not goodput and abs(at(lo) - target) < abs(now - target) else 0
+            else:
+                while a_ < z_:
+                    mid = (a_ + z_ + 1) // 2
+                    if at(mid) <= target:
+                        a_ = mid
+                    else:
+                        z_ = mid - 1
+                c = a_
+                if not goodput and c < top and abs(at(c + 1) - target) < abs(at(c) - target):
+                    c += 1
+            if c:
+                tokens[r.id] = c
+            break
+        tokens[r.id] = c
+        s, b = s + c, b + 1
+        att += lat.prefill(c, r.computed_tokens, r.remaining_prompt)
+        if kv_left is not None:
+            kv_left -= 0 if c <= slack else -(-(c - slack) // bs)
+        if k >= n_run:
+            slots -= 1
+        elif c < hi:
+            break  # strict: nobody is admitted while a running prefill is short
+    return _checked(problem, tokens)
+
+
+def _checked(problem: StepProblem, tokens: dict[str, int]) -> Decision | None:
+    dec = Decision.of(tokens)
+    return dec if evaluate(problem, dec).feasible else None
