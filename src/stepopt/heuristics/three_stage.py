@@ -215,7 +215,9 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
         if j < limit:
             r = order[j]
             c = r.computed_tokens
-            n = min(w_hi[j + 1] - w_hi[j], left - w_hi[j], kv_fit(c, kv_left - w_kv[j]))
+            n = min(w_hi[j + 1] - w_hi[j], left - w_hi[j])
+            if kv_on:
+                n = min(n, kv_fit(c, kv_left - w_kv[j]))
             if n >= w_lo[j]:
                 part = n
                 toks += n
