@@ -7,6 +7,7 @@ flight and a rerun inserts exactly the missing rows (``INSERT OR IGNORE``).
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,12 @@ class Store:
         try:
             self.con.executemany(sql, values)
             self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # an interrupted query may have rolled back
+                self.con.execute("ROLLBACK")
+            if isinstance(exc, RuntimeError) and "interrupt" in str(exc).lower():
+                # DuckDB turns Ctrl-C during a query into an error: report it as what it is.
+                raise KeyboardInterrupt from None
             raise
         return self.count() - before
 
