@@ -189,3 +189,55 @@ def test_real_trace_builds_valid_problems(tmp_path):
     for rec in recs:
         prob = load_problem(tmp_path / rec["file"])
         assert prob.requests and prob.target_latency_ms > 0
+
+
+def test_snapshots_written_by_the_simulator_become_a_problem_set(tmp_path, trace_csv, capsys):
+    pytest.importorskip("stepopt.simulate.snapshots")
+    snap = tmp_path / "snap"
+    code = main(
+        [
+            "simulate",
+            str(trace_csv),
+            "--preset",
+            "demo",
+            "--policy",
+            "three-stage",
+            "--max-requests",
+            "40",
+            "--snapshot-dir",
+            str(snap),
+            "--snapshot-every",
+            "3",
+            "--snapshot-limit",
+            "8",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    out = tmp_path / "set"
+    assert (
+        main(
+            [
+                "scenarios",
+                "generate",
+                "--source",
+                f"snapshot:{snap}",
+                "--count",
+                "5",
+                "--objective",
+                "goodput",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["problems"] == 5 and doc["presets"] == ["demo"]
+    man = read_manifest(out)
+    for rec in man.values():
+        assert rec["regime"] == "snapshot" and rec["snapshot_file"].startswith("step-")
+        prob = load_problem(out / rec["file"])
+        assert prob.objective == "goodput"
+        assert prob.requests == load_problem(snap / rec["snapshot_file"]).requests

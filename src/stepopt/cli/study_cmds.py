@@ -68,12 +68,13 @@ def cmd_generate(
     regimes: dict[str, int] = {}
     for r in records:
         regimes[r["regime"]] = regimes.get(r["regime"], 0) + 1
-    doc = {"out": str(out), "problems": len(records), "presets": list(presets), "regimes": regimes}
+    used = sorted({str(r["preset"]) for r in records}) or list(presets)
+    doc = {"out": str(out), "problems": len(records), "presets": used, "regimes": regimes}
     if json_out:
         print_json(doc)
     else:
         console.print(
-            f"wrote {len(records)} problems to {out} (presets {', '.join(presets)}; regimes "
+            f"wrote {len(records)} problems to {out} (presets {', '.join(used)}; regimes "
             + ", ".join(f"{k} {v}" for k, v in sorted(regimes.items()))
             + ")"
         )

@@ -222,6 +222,50 @@ def where_it_loses(rows: list[dict[str, Any]], algorithm: str, top: int = 3) -> 
     return lines
 
 
+def worst_bins(
+    rows: list[dict[str, Any]],
+    algorithm: str,
+    objective: str,
+    dims: tuple[str, ...] = ("load", "queue_size", "priority_mode"),
+) -> str:
+    """The bin with the largest mean gap along each of ``dims``, as one phrase."""
+    sub = [r for r in rows if r["algorithm"] == algorithm and r["objective"] == objective]
+    parts = []
+    for dim in dims:
+        per = [p for p in breakdown(sub, dim) if p["gap_mean"] is not None]
+        if len(per) < 2:
+            continue
+        w = max(per, key=lambda p: p["gap_mean"])
+        best = min(per, key=lambda p: p["gap_mean"])
+        parts.append(
+            f"{dim} {w[dim]} (mean {100 * w['gap_mean']:.2f} % vs "
+            f"{100 * best['gap_mean']:.2f} % at {best[dim]})"
+        )
+    return "; ".join(parts)
+
+
+def largest_gaps(rows: list[dict[str, Any]], algorithm: str, n: int = 3) -> list[str]:
+    """The ``n`` problems with the largest gap to a proven optimum, with what to look at."""
+    exact = {r["problem_hash"]: r for r in rows if r["kind"] == "exact"}
+    mine = [r for r in rows if r["algorithm"] == algorithm and r["gap_kind"] == "optimal"]
+    mine.sort(key=lambda r: -r["gap"])
+    out = []
+    for r in mine[:n]:
+        if r["gap"] <= EPS:
+            break
+        ref = exact.get(r["problem_hash"], {})
+        lat = ref.get("latency_ms")
+        ref_lat = "?" if lat is None else f"{lat:.2f}"
+        out.append(
+            f"`{r.get('problem_file')}` ({r['objective']}, {r.get('regime')}, load "
+            f"{_fmt(r.get('load'))}, {r.get('priority_mode')}): gap {100 * r['gap']:.2f} %, "
+            f"L = {r['latency_ms']:.2f} ms with {r['scheduled_tokens']} tokens vs "
+            f"{ref_lat} ms with {ref.get('scheduled_tokens', '?')} at the optimum, "
+            f"T = {r['target_ms']:.2f} ms"
+        )
+    return out
+
+
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
         return "-"
@@ -304,9 +348,23 @@ def markdown_report(rows: list[dict[str, Any]], by: str, plots: Iterable[str] = 
             lines.append(f"- {s['heuristic']} ({s['objective']}): {rules}")
         lines.append("")
     heur = sorted({r["algorithm"] for r in rows if r["kind"] == "heuristic"})
-    loses = [line for h in heur for line in where_it_loses(rows, h)]
-    if loses:
-        lines += ["## Where the heuristics lose", "", *[f"- {x}" for x in loses], ""]
+    if heur:
+        lines += ["## Where the heuristics lose", ""]
+        for h in heur:
+            for line in where_it_loses(rows, h):
+                lines.append(f"- {line}")
+            for obj in sorted({r["objective"] for r in rows if r["algorithm"] == h}):
+                phrase = worst_bins(rows, h, obj)
+                if phrase:
+                    lines.append(f"  - {h}, {obj}, largest mean gap at: {phrase}")
+            big = largest_gaps(rows, h)
+            if big:
+                lines.append(
+                    f"  - {h}, largest gaps (inspect with `stepopt solve` / "
+                    "`stepopt heuristic` on the file):"
+                )
+                lines += [f"    - {b}" for b in big]
+        lines.append("")
     cols = (
         ("heuristic", "algorithm", False),
         ("objective", "objective", False),
