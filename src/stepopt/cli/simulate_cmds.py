@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from stepopt.cli.common import console, err_console, print_json
@@ -329,20 +330,24 @@ def cmd_frontier(
             }
         )
         return
-    t = Table(title=f"frontier of {problem.name} ({objective or prob.objective} objective)")
-    for col in ("target ms", "algorithm", "status", "latency ms", "tokens", "batch", "feasible"):
-        t.add_column(col, justify="right" if col != "algorithm" else "left")
-    t.add_column("Pareto", justify="center")
-    t.add_column("time ms", justify="right")
+    t = Table(
+        title=f"frontier of {problem.name} ({objective or prob.objective} objective)",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("T ms", "algorithm", "L ms", "tokens", "batch", "status", "Pareto", "solve ms"):
+        t.add_column(col, justify="left" if col in ("algorithm", "status") else "right")
     for p in points:
+        if p.kind == "exact":
+            status = p.status if p.feasible else f"[red]{p.status}[/red]"
+        else:
+            status = "feasible" if p.feasible else "[red]violates[/red]"
         t.add_row(
             f"{p.target_ms:g}",
             p.algorithm,
-            p.status,
             "-" if p.latency_ms is None else f"{p.latency_ms:.3f}",
             "-" if p.scheduled_tokens is None else str(p.scheduled_tokens),
             "-" if p.batch_size is None else str(p.batch_size),
-            "yes" if p.feasible else "[red]no[/red]",
+            status,
             "*" if p.pareto else "",
             f"{p.solve_ms:.1f}",
         )

@@ -92,7 +92,14 @@ def plot_frontier(points: Sequence[Any], path: str | Path, title: str = "") -> P
         ys = [p.scheduled_tokens for p in pts]
         exact = pts[0].kind == "exact"
         ax.plot(
-            xs, ys, "-" if exact else "", marker=markers[k % len(markers)], label=name, alpha=0.8
+            xs,
+            ys,
+            ls="-" if exact else "none",
+            marker=markers[k % len(markers)],
+            markersize=9 if exact else 6,
+            label=name,
+            alpha=0.8,
+            zorder=2 if exact else 3,
         )
         for p in pts:
             if exact:
