@@ -6,7 +6,6 @@ not a path: workers need no shared file system) and returns plain rows.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import socket
@@ -15,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepopt.errors import InputError, UnknownNameError
 from stepopt.evaluate import Evaluation, evaluate
 from stepopt.model import Decision, StepProblem
 
@@ -38,24 +36,11 @@ class Task:
 
 
 def resolve_heuristic(name: str) -> Callable[[StepProblem], Decision]:
-    """A registered heuristic, or ``package.module:function`` for one that is not registered."""
-    from stepopt.heuristics.base import get_heuristic, heuristic_names
+    """A registered heuristic, or ``package.module:function`` for one that is not registered
+    (:func:`stepopt.heuristics.base.resolve_heuristic`)."""
+    from stepopt.heuristics.base import resolve_heuristic as resolve
 
-    if ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InputError(
-                "heuristics", f"cannot import {name}: {exc}", show_value=False
-            ) from None
-        if not callable(fn):
-            raise InputError("heuristics", "not callable", name)
-        return fn
-    try:
-        return get_heuristic(name)
-    except UnknownNameError:
-        raise UnknownNameError("heuristic", name, heuristic_names()) from None
+    return resolve(name)
 
 
 def relative_gap(objective: str, value: float, reference: float, target_ms: float) -> float | None:
