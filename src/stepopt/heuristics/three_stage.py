@@ -273,7 +273,8 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
     for slots in range(max_slots + 1):
         # Estimate: every running decode and b = running + slots requests in the batch, no
         # prefill attention.
-        s = inverse(target - seq_curve(n_run + slots) - dec_attention)
+        estimate = seq_curve(n_run + slots) + dec_attention
+        s = inverse(target - estimate)
         res, _, other, reused = consider(s if s > 0 else 0, slots)
         if reused:
             # Same candidate as with one slot less (the extra slot went unused): the rest of
@@ -282,7 +283,7 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
                 continue
             break
         admitted = res[5]
-        for _ in range(_REFINEMENTS):
+        for _ in range(_REFINEMENTS if other != estimate else 0):
             # Re-invert with the candidate's own non-token latency (its real batch size,
             # decode contexts and prefill attention).
             s = inverse(target - other)
