@@ -241,3 +241,10 @@ def test_snapshots_written_by_the_simulator_become_a_problem_set(tmp_path, trace
         prob = load_problem(out / rec["file"])
         assert prob.objective == "goodput"
         assert prob.requests == load_problem(snap / rec["snapshot_file"]).requests
+
+
+def test_generate_refuses_a_directory_with_other_problem_files(tmp_path):
+    generate("synthetic", GenerateOptions(count=5, seed=1), tmp_path)
+    generate("synthetic", GenerateOptions(count=5, seed=1), tmp_path)  # same set: overwritten
+    with pytest.raises(InputError, match=r"2 other problem file\(s\) \(p00003\.json"):
+        generate("synthetic", GenerateOptions(count=3, seed=1), tmp_path)

@@ -8,7 +8,7 @@ byte-identical problem files. :func:`write_problem_set` writes one problem file 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +74,27 @@ def iter_scenarios(source: str, opts: GenerateOptions) -> Iterator[Scenario]:
 
 
 def write_problem_set(
-    scenarios: Iterator[Scenario] | list[Scenario],
+    scenarios: Iterable[Scenario],
     out_dir: str | Path,
     args: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``p00000.json``... and ``manifest.json``; returns the manifest records."""
     out = Path(out_dir)
+    scenarios = list(scenarios)
+    names = [f"p{i:05d}.json" for i in range(len(scenarios))]
+    if out.is_dir():
+        # A study reads every problem file of the directory: stale ones would join it.
+        extra = sorted({p.name for p in problem_files(out)} - set(names))
+        if extra:
+            raise InputError(
+                "out",
+                f"already holds {len(extra)} other problem file(s) ({extra[0]}, ...); "
+                "use an empty directory",
+                str(out),
+            )
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for i, sc in enumerate(scenarios):
-        name = f"p{i:05d}.json"
+    for name, sc in zip(names, scenarios, strict=True):
         doc = problem_to_dict(sc.problem)
         (out / name).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         rec = {"file": name, "hash": problem_hash(sc.problem), **problem_dims(sc.problem)}
