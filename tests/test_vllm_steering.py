@@ -6,16 +6,20 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stepopt.errors import MissingExtraError
 from stepopt.integrations.vllm import (
     SchedulerView,
+    _make_request,
     apply_steering,
     plan_steering,
     restore_steering,
 )
-from stepopt.model import Decision
+from stepopt.model import Decision, Request
 from stepopt.testing.factories import decode, make_problem, prefill, waiting
+from stepopt.testing.strategies import problems
 
 
 def view(running=(), waits=(), **config):
@@ -34,6 +38,7 @@ def test_full_running_and_a_waiting_prefix_is_exact_without_reordering():
     assert s.exact and s.reason == ""
     assert s.token_budget == 1222 and s.admit == 2 and s.order is None
     assert dict(s.tokens) == d.tokens
+    assert s.predicted_ns == v.problem.latency.predict_ns(v.problem, d.tokens)
 
 
 def test_one_partial_running_request_is_served_after_the_full_ones():
@@ -56,10 +61,12 @@ def test_one_partial_running_request_is_served_after_the_full_ones():
     ],
 )
 def test_shapes_vllm_greedy_cannot_produce_are_flagged(tokens, why):
-    s = plan_steering(view(RUNNING, WAITING), Decision.of(tokens))
+    v = view(RUNNING, WAITING)
+    s = plan_steering(v, Decision.of(tokens))
     assert not s.exact
     assert why in s.reason
     assert s.token_budget == sum(tokens.values())
+    assert s.predicted_ns == v.problem.latency.predict_ns(v.problem, tokens)
 
 
 def fake_scheduler(ids):
@@ -108,3 +115,25 @@ def test_scheduler_class_without_vllm_is_a_clear_missing_extra(monkeypatch):
         adapter.OptimizedScheduler  # noqa: B018
     with pytest.raises(AttributeError):
         adapter.NoSuchThing  # noqa: B018
+
+
+def test_fast_request_constructor_builds_equal_requests():
+    assert _make_request is not Request  # the fast path is in use
+    fast = _make_request("a", 900, 100, 2, 1.5)
+    assert fast == Request("a", 900, 100, 2, 1.5)
+    assert hash(fast) == hash(Request("a", 900, 100, 2, 1.5))
+    assert fast.output_tokens is None and not fast.is_decode and fast.remaining_prompt == 800
+    with pytest.raises(AttributeError):
+        fast.prompt_tokens = 1  # still frozen
+
+
+@given(data=st.data(), problem=problems(max_requests=8, preset="demo"))
+@settings(max_examples=150)
+def test_plan_predicts_exactly_the_latency_model(data, problem):
+    """Any decision, steerable or not: the plan's prediction is the latency model's."""
+    ids = [r.id for r in problem.requests] + ["ghost"]
+    tokens = data.draw(st.dictionaries(st.sampled_from(ids), st.integers(-2, 3000)))
+    s = plan_steering(SchedulerView(problem, "fcfs"), Decision(tokens=tokens))
+    positive = {k: v for k, v in tokens.items() if v > 0}
+    assert s.predicted_ns == problem.latency.predict_ns(problem, positive)
+    assert s.token_budget == sum(positive.values())

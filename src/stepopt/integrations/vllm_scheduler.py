@@ -80,7 +80,6 @@ class _Controller:
             steering = plan_steering(view, decision)
             if steering.token_budget == 0:
                 raise _Fallback("empty decision")
-            predicted = self.latency.predict_ns(problem, steering.tokens)
         except Exception as exc:
             return self._fallback(exc, base, throttle_prefills)
         saved = apply_steering(sched, steering)
@@ -88,7 +87,7 @@ class _Controller:
             out = base(throttle_prefills)
         finally:
             restore_steering(sched, saved)
-        self._record(problem, steering, predicted, out)
+        self._record(problem, steering, out)
         return out
 
     def _fallback(self, exc: Exception, base: Any, throttle_prefills: bool) -> Any:
@@ -103,8 +102,9 @@ class _Controller:
             self._write(self.last | {"vllm_tokens": out.total_num_scheduled_tokens})
         return out
 
-    def _record(self, problem: Any, steering: Any, predicted: int, out: Any) -> None:
+    def _record(self, problem: Any, steering: Any, out: Any) -> None:
         self.steered += 1
+        predicted = steering.predicted_ns
         scheduled = out.num_scheduled_tokens
         exact = scheduled == steering.tokens
         actual = predicted if exact else self.latency.predict_ns(problem, scheduled)
