@@ -193,3 +193,35 @@ def test_three_stage_is_optimal_where_the_greedy_fill_is(problem: StepProblem):
 def test_hard_rules_cover_what_the_properties_check():
     # Guard: the properties above rely on LATENCY_CAP being the only soft rule.
     assert frozenset(Rule) - HARD_RULES == {Rule.LATENCY_CAP}
+
+
+ENGINE_PRESET = "h100/llama-2-7b/tp1"
+
+
+@settings(max_examples=150)
+@given(problems(max_requests=40, preset=ENGINE_PRESET))
+def test_engine_scale_feasible_and_exact_latency(problem: StepProblem):
+    # Engine-scale numbers (prompts up to 2048, block size 16, KV limits, a fitted,
+    # non-monotone token curve): the lazy stage-3 prefix sums and the KV cut-offs at work.
+    p = plan(problem)
+    ev = evaluate(problem, p.decision)
+    assert ev.hard_feasible, [v.message for v in ev.violations]
+    assert p.latency_ns == ev.latency_ns
+    if problem.objective == "goodput" and evaluate(problem, Decision()).within_target:
+        assert ev.within_target
+    assert evaluate(problem, get_heuristic("sarathi")(problem)).hard_feasible
+
+
+@settings(max_examples=25)
+@given(problems(max_requests=6, preset=ENGINE_PRESET))
+def test_no_heuristic_beats_a_proven_cpsat_optimum(problem: StepProblem):
+    from stepopt.solvers.base import SolveStatus, solve, solver_names
+
+    if "cpsat" not in solver_names():
+        pytest.skip("exact solvers not registered yet (stepopt.solvers: cpsat)")
+    res = solve(problem, "cpsat", time_limit=10.0)
+    if res.status != SolveStatus.OPTIMAL:
+        return
+    best = rank_key(problem, res.evaluation)
+    for name in STRICT_HEURISTICS + VLLM:
+        assert rank_key(problem, evaluate(problem, get_heuristic(name)(problem))) >= best, name
