@@ -1,6 +1,7 @@
 """Decision time of every registered heuristic at engine-sized steps.
 
     .venv/bin/python benchmarks/heuristics.py [--reps N] [--seed S] [--only NAME ...]
+        [--quality N]
 
 Sizes: 64 running decodes + 32 waiting, 256 + 32, 1024 + 256 (max_num_running_reqs 2048, so
 the slot limit never binds by itself). Decode contexts 128..4096, waiting prompts 32..2048,
@@ -86,6 +87,56 @@ def time_one(
     }
 
 
+def quality(n: int, preset: str) -> None:
+    """Gap to proven CP-SAT optima on ``n`` generated engine-scale problems (<= 8 requests,
+    target objective, strict mode; stepopt.testing.strategies.problems, derandomized)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from stepopt.evaluate import rank_key
+    from stepopt.solvers.base import SolveStatus, solve
+    from stepopt.testing.strategies import problems
+
+    names = heuristic_names()
+    rows: dict[str, list[float]] = {k: [] for k in names}
+    same = dict.fromkeys(names, 0)
+    infeasible = dict.fromkeys(names, 0)
+    proven = [0]
+
+    @settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(problems(max_requests=8, preset=preset, objective="target", priority_mode="strict"))
+    def run(p: StepProblem) -> None:
+        res = solve(p, "cpsat", time_limit=10.0)
+        if res.status != SolveStatus.OPTIMAL:
+            return
+        proven[0] += 1
+        for name in names:
+            ev = evaluate(p, get_heuristic(name)(p))
+            same[name] += rank_key(p, ev) == rank_key(p, res.evaluation)
+            if not ev.feasible:
+                infeasible[name] += 1
+                continue
+            rows[name].append(100 * (ev.deviation_ns - res.evaluation.deviation_ns) / p.target_ns)
+
+    run()
+    print(f"\ngap to the proven optimum, |L - T| in % of T, {proven[0]} problems proven optimal")
+    print(
+        f"{'heuristic':<18} {'optimal':>8} {'infeasible':>10} {'median %':>9} {'mean %':>7} "
+        f"{'max %':>7}"
+    )
+    for name in names:
+        g = rows[name] or [float("nan")]
+        print(
+            f"{name:<18} {same[name]:>8} {infeasible[name]:>10} {statistics.median(g):>9.2f} "
+            f"{statistics.mean(g):>7.2f} {max(g):>7.2f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=2000, help="repetitions at the two small sizes")
@@ -93,6 +144,13 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="heuristic names (default: all)")
     ap.add_argument("--preset", default="h100/llama-2-7b/tp1", help="latency preset")
     ap.add_argument("--slack-ms", type=float, default=10.0, help="target = decode-only + this")
+    ap.add_argument(
+        "--quality",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also compare with CP-SAT optima on N generated problems",
+    )
     args = ap.parse_args()
     names = args.only or heuristic_names()
     print(
@@ -116,6 +174,8 @@ def main() -> None:
                 f"{r['admitted']:>4} {r['latency_ms']:>7.2f}/{r['target_ms']:<7.2f} "
                 f"{'yes' if r['feasible'] else 'no'}"
             )
+    if args.quality:
+        quality(args.quality, args.preset)
 
 
 if __name__ == "__main__":
