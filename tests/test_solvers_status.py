@@ -135,3 +135,15 @@ def test_cpsat_is_deterministic_by_default():
 def test_cpsat_rejects_an_unknown_lexicographic_mode():
     with pytest.raises(InputError, match="lexicographic"):
         solve(make_problem([decode("d0")]), "cpsat", lexicographic="nope")
+
+
+@settings(max_examples=80)
+@given(problems(max_requests=5))
+def test_cpsat_piece_encodings_agree(problem):
+    # The enforced and the disaggregated (hull) piece encodings define the same program.
+    a = solve(problem, "cpsat", hull=True)
+    b = solve(problem, "cpsat", hull=False)
+    assert a.status == b.status
+    if a.evaluation is not None:
+        assert rank_key(problem, a.evaluation) == rank_key(problem, b.evaluation)
+        assert a.params["model_latency_ns"] == a.evaluation.latency_ns

@@ -62,9 +62,40 @@ def _term(
     return y
 
 
-def encode(form: Formulation) -> CpsatEncoding:
-    """Variables and constraints of ``form`` (no objective)."""
+def _term_hull(
+    m: cp_model.CpModel, term: Term, x: LinearExpr, active: cp_model.IntVar | None
+) -> LinearExpr:
+    """Like :func:`_term` with the disaggregated (convex hull per piece) form of the MILP
+    encoding: plain linear rows, so the LP relaxation sees each piece exactly."""
+    const = term.constant
+    if const is not None:
+        return const if active is None else const * active
+    pieces = term.pieces
+    if len(pieces) == 1:
+        return _term(m, term, x, active)
+    sel = [m.new_bool_var("") for _ in pieces]
+    m.add(cp_model.LinearExpr.sum(sel) == (1 if active is None else active))
+    xs: list = []
+    ys: list = []
+    for p, sp in zip(pieces, sel, strict=True):
+        t = m.new_int_var(min(0, p.a - p.x0), max(0, p.b - p.x0), "")
+        ulo, uhi = sorted((p.value(p.a) - p.y0, p.value(p.b) - p.y0))
+        u = m.new_int_var(min(0, ulo), max(0, uhi), "")
+        m.add(t >= (p.a - p.x0) * sp)
+        m.add(t <= (p.b - p.x0) * sp)
+        m.add(p.dy * t - p.dx * u >= 0)
+        m.add(p.dy * t - p.dx * u <= (p.dx - 1) * sp)
+        xs.append(t + p.x0 * sp)
+        ys.append(u + p.y0 * sp)
+    m.add(cp_model.LinearExpr.sum(xs) == x)
+    return cp_model.LinearExpr.sum(ys)
+
+
+def encode(form: Formulation, hull: bool = False) -> CpsatEncoding:
+    """Variables and constraints of ``form`` (no objective). ``hull`` selects the
+    disaggregated piece encoding instead of enforced constraints."""
     m = cp_model.CpModel()
+    term_fn = _term_hull if hull else _term
     items = form.items
     c: list = []
     z: list = []
@@ -112,8 +143,8 @@ def encode(form: Formulation) -> CpsatEncoding:
     b = m.new_int_var(0, len(items), "b")
     m.add(b == cp_model.LinearExpr.sum(z))
     terms: dict[str, LinearExpr] = {
-        "tokens": _term(m, form.tokens, s, None),
-        "batch": _term(m, form.batch, b, None),
+        "tokens": term_fn(m, form.tokens, s, None),
+        "batch": term_fn(m, form.batch, b, None),
     }
     decodes = [it for it in items if it.decode and it.context]
     if decodes and form.decode_num:
@@ -129,7 +160,7 @@ def encode(form: Formulation) -> CpsatEncoding:
                 form.decode_num * q - form.decode_den * y, 0, form.decode_den - 1
             )
             terms["decode_attention"] = y
-    att = [_term(m, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
+    att = [term_fn(m, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
     if att:
         terms["prefill_attention"] = cp_model.LinearExpr.sum(att)
     latency = cp_model.LinearExpr.sum(list(terms.values()))
