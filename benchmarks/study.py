@@ -9,18 +9,27 @@ read and hash the problems, every shipped heuristic and CP-SAT (``--time-limit``
 per problem, the evaluator on every decision, one transaction per problem. Worker start-up is
 included (it is part of what a user waits for). Prints problems per second (median over
 ``--reps``, default 3) for 1 and 2 workers, the speed-up, and the sizes and per-problem medians
-behind them. CP-SAT stops on wall time, so a loaded machine proves fewer optima; the machine's
-load average is printed with the results.
+behind them, and the CPU time per problem (this process plus its workers), which does not
+depend on what else the machine runs. CP-SAT stops on wall time, so a loaded machine proves
+fewer optima and a saturated one shows no speed-up; the load average is printed with the
+results.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+
+def _cpu_s() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -57,14 +66,17 @@ def main() -> None:
             cfg = StudyConfig(
                 problems=tmp / "problems", db=db, workers=w, time_limit=args.time_limit
             )
+            c0 = _cpu_s()
             t0 = time.perf_counter()
             s = run_study(cfg)
             wall = time.perf_counter() - t0
+            cpu = _cpu_s() - c0  # this process and its (reaped) workers
             rates[w].append(s.ran / wall)
             last_db = db
             print(
                 f"  workers {w} rep {rep}: {s.ran} problems in {wall:.2f} s "
-                f"({s.ran / wall:.2f}/s), load avg {os.getloadavg()[0]:.2f}"
+                f"({s.ran / wall:.2f}/s), {1000 * cpu / s.ran:.0f} CPU ms per problem, "
+                f"load avg {os.getloadavg()[0]:.2f}"
             )
     for w, rs in rates.items():
         print(f"workers {w}: median {statistics.median(rs):.2f} problems/s over {len(rs)} runs")
