@@ -109,3 +109,13 @@ def test_items_match_the_problem(problem):
                 )
     lo, hi = form.latency_range()
     assert lo <= problem.latency.predict_ns(problem, {}) <= hi
+
+
+def test_priority_edges_turn_a_cycle_into_an_input_error(monkeypatch):
+    import stepopt.formulation.priority as pr
+
+    p = make_problem([decode("d0")], [waiting("w0")])
+    g = nx.DiGraph([(("sched", 0), ("sched", 1)), (("sched", 1), ("sched", 0))])
+    monkeypatch.setattr(pr, "priority_graph", lambda problem: g)
+    with pytest.raises(InputError, match="cycle"):
+        pr.priority_edges(p)

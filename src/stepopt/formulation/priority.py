@@ -117,5 +117,8 @@ def priority_edges(problem: StepProblem) -> list[tuple[Node, Node]]:
     g = priority_graph(problem)
     if g.number_of_edges() == 0:
         return []
-    check_acyclic(g, problem)
-    return reduced_edges(g)
+    try:
+        return reduced_edges(g)  # its topological sort fails on a cycle
+    except nx.NetworkXUnfeasible:
+        check_acyclic(g, problem)  # raises InputError naming the cycle
+        raise

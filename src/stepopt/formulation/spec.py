@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from stepopt.formulation.priority import Node, priority_edges
 from stepopt.latency.pwl import PiecewiseLinear
@@ -84,6 +85,13 @@ class Term:
 def curve_term(name: str, curve: PiecewiseLinear, lo: int, hi: int) -> Term:
     """The pieces of ``curve`` that evaluate ``x`` in ``[lo, hi]``; collinear neighbours merged
     only when they are the same line (so the floor stays the same)."""
+    pieces, ylo, yhi = _pieces(curve, lo, hi)
+    return Term(name, pieces, ylo, yhi)
+
+
+@lru_cache(maxsize=16384)
+def _pieces(curve: PiecewiseLinear, lo: int, hi: int) -> tuple[tuple[Piece, ...], int, int]:
+    # Cached: a preset's token curve recurs in every problem, attention curves per (C, R).
     pieces: list[Piece] = []
     for seg, a, b in curve.pieces(lo, hi):
         g = math.gcd(seg.dx, seg.dy)  # smaller coefficients, same floor
@@ -93,7 +101,8 @@ def curve_term(name: str, curve: PiecewiseLinear, lo: int, hi: int) -> Term:
             pieces[-1] = Piece(q.x0, q.y0, q.dx, q.dy, q.a, b)
         else:
             pieces.append(p)
-    return Term.of(name, tuple(pieces))
+    ranges = [p.y_range for p in pieces]
+    return tuple(pieces), min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
 def _same_line(p: Piece, q: Piece) -> bool:
