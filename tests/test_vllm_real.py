@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="needs the optional vLLM package: pip install 'stepopt[vllm]'")
 
-from stepopt.errors import UnknownNameError
+from stepopt.errors import InputError, UnknownNameError
 from stepopt.evaluate import HARD_RULES, Rule, evaluate
 from stepopt.heuristics.base import get_heuristic, register_heuristic
 from stepopt.integrations import vllm as adapter
@@ -413,3 +413,25 @@ def test_step_log_has_one_line_per_step(tmp_path):
     steered = [x for x in lines if "fallback" not in x]
     assert len(steered) == n - 1
     assert all(x["target_ms"] == 40.0 and x["decision"] == x["vllm"] for x in steered)
+
+
+def test_vllm_resolves_the_class_by_name_and_it_reads_the_environment(monkeypatch):
+    from vllm.config import SchedulerConfig
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+
+    cfg = SchedulerConfig.default_factory(
+        scheduler_cls="stepopt.integrations.vllm.OptimizedScheduler"
+    )
+    cls = cfg.get_scheduler_cls()  # what `--scheduler-cls` does
+    assert cls is adapter.OptimizedScheduler and issubclass(cls, AsyncScheduler)
+    monkeypatch.setenv("STEPOPT_TARGET_MS", "25")
+    monkeypatch.setenv("STEPOPT_HEURISTIC", "vllm-v1")
+    monkeypatch.setenv("STEPOPT_OBJECTIVE", "goodput")
+    s = make_scheduler(cls)
+    assert s.stepopt.settings.target_ms == 25.0 and s.stepopt.settings.objective == "goodput"
+    s.add_request(make_request("a", 100))
+    step(s)
+    assert s.stepopt.last["exact"] and s.stepopt.last["target_ms"] == 25.0
+    monkeypatch.setenv("STEPOPT_OBJECTIVE", "fast")
+    with pytest.raises(InputError, match=r"^STEPOPT_OBJECTIVE:"):
+        make_scheduler(cls)

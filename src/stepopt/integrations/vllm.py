@@ -200,6 +200,7 @@ def problem_from_scheduler(
         prefix_cache_lookup
         and scheduler.cache_config.enable_prefix_caching
         and getattr(scheduler, "connector", None) is None
+        and not getattr(scheduler, "enable_kv_cache_events", False)  # lookups may emit events
     )
     waiting: list[Request] = []
     blocked: list[str] = []

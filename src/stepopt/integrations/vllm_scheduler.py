@@ -92,6 +92,9 @@ class _Controller:
 
     def _fallback(self, exc: Exception, base: Any, throttle_prefills: bool) -> Any:
         reason = str(exc) if isinstance(exc, _Fallback) else f"{type(exc).__name__}: {exc}"
+        reason = reason[:120]
+        if reason not in self.fallbacks and len(self.fallbacks) >= 32:
+            reason = "other"  # keep the counters bounded whatever the messages
         count = self.fallbacks.get(reason, 0) + 1
         self.fallbacks[reason] = count
         if count == 1 and not isinstance(exc, _Fallback):

@@ -43,7 +43,7 @@ class SchedulerSettings(BaseModel):
     prefix_cache_lookup: bool = True
     step_log: str | None = None
     """Write one JSON line per step to this file (target, prediction, decision, vLLM's step)."""
-    log_interval: int = Field(default=100, ge=0)
+    log_interval: int = Field(default=500, ge=0)
     """Log an INFO summary every this many steps (0 = never); every step goes to DEBUG."""
 
 

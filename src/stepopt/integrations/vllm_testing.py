@@ -65,6 +65,7 @@ def make_scheduler(
     enable_prefix_caching: bool = False,
     async_scheduling: bool = True,
     watermark: float = 0.0,
+    log_stats: bool = False,
     **cls_kwargs: Any,
 ) -> Any:
     """A vLLM scheduler of class ``cls`` (default: ``AsyncScheduler``) on the CPU."""
@@ -120,7 +121,7 @@ def make_scheduler(
         kv_cache_config=kv_cache_config,
         structured_output_manager=StructuredOutputManager(vllm_config),
         block_size=block_size,
-        log_stats=False,
+        log_stats=log_stats,
         **cls_kwargs,
     )
 
