@@ -139,3 +139,22 @@ def test_rank_key_orders_feasible_first_then_objective_then_tiebreak():
     bad = evaluate(p, Decision({"d1": 2}))
     assert a.deviation_ns == 0
     assert rank_key(p, a) < rank_key(p, b) < rank_key(p, bad)
+
+
+def test_preemption_frees_slot_and_blocks_and_leaves_the_priority_rules():
+    running = [decode("d1", 100), decode("d2", 208), prefill("p", 500, 100)]
+    p = problem(running=running, num_free_blocks=2, max_num_running_reqs=3, block_size=16)
+    tokens = {"d2": 1, "p": 64, "w0": 50}  # 1 + 4 + 4 new blocks, one admission
+    ev = evaluate(p, Decision(tokens))
+    assert {Rule.KV_CAPACITY, Rule.CONCURRENCY, Rule.DECODE_FIRST} <= ev.rules()
+    # Preempting d1 (100 cached tokens = 7 blocks) gives back its slot and its blocks, and a
+    # preempted decode no longer has to be served first.
+    ev = evaluate(p, Decision(tokens, preempted=("d1",)))
+    assert not ev.rules() & {Rule.KV_CAPACITY, Rule.CONCURRENCY, Rule.DECODE_FIRST}
+
+
+def test_preempted_ids_must_be_running_requests_that_get_nothing():
+    p = problem()
+    assert Rule.PREEMPTION in evaluate(p, Decision({"d1": 1}, preempted=("d1",))).rules()
+    assert Rule.PREEMPTION in evaluate(p, Decision({}, preempted=("w1",))).rules()
+    assert Rule.PREEMPTION not in evaluate(p, Decision({}, preempted=("d1",))).rules()

@@ -25,6 +25,7 @@ class Rule(StrEnum):
     RUNNING_FIRST = "priority_running_first"
     WAITING_ORDER = "priority_waiting_order"
     KV_CAPACITY = "kv_capacity"
+    PREEMPTION = "preemption"  # a preempted id that is not a running request, or gets tokens
     LATENCY_CAP = "latency_cap"  # goodput objective only: L > T
 
 
@@ -149,6 +150,22 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
     def c(rid: str) -> int:
         return max(tokens.get(rid, 0), 0)
 
+    # A preempted running request gives back its slot and its KV blocks (recompute
+    # preemption, as vLLM does) and takes no part in the priority rules this step.
+    running_ids = {r.id for r in problem.running}
+    preempted = set(decision.preempted)
+    bad_preempt = sorted(p for p in preempted if p not in running_ids or c(p) > 0)
+    if bad_preempt:
+        out.append(
+            Violation(
+                Rule.PREEMPTION,
+                "preempted ids must be running requests that get no tokens: "
+                + ", ".join(bad_preempt[:5]),
+                tuple(bad_preempt),
+            )
+        )
+    kept = [r for r in problem.running if r.id not in preempted]
+
     total = sum(c(r.id) for r in problem.requests)
     if total > cfg.max_num_scheduled_tokens:
         out.append(
@@ -160,11 +177,11 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
         )
 
     admitted = [r for r in problem.waiting if c(r.id) > 0]
-    if len(problem.running) + len(admitted) > cfg.max_num_running_reqs:
+    if len(kept) + len(admitted) > cfg.max_num_running_reqs:
         out.append(
             Violation(
                 Rule.CONCURRENCY,
-                f"{len(problem.running)} running + {len(admitted)} admitted exceed "
+                f"{len(kept)} running + {len(admitted)} admitted exceed "
                 f"max_num_running_reqs={cfg.max_num_running_reqs}",
                 tuple(r.id for r in admitted),
             )
@@ -183,7 +200,7 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
 
     # Priority. Decode > Prefill holds in both modes.
     prefill_scheduled = [r.id for r in problem.requests if not r.is_decode and c(r.id) > 0]
-    starved = [r.id for r in problem.running_decodes if c(r.id) == 0]
+    starved = [r.id for r in kept if r.is_decode and c(r.id) == 0]
     if prefill_scheduled and starved:
         out.append(
             Violation(
@@ -195,7 +212,7 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
         )
     if problem.priority_mode == "strict":
         if admitted:
-            short = [r.id for r in problem.running if c(r.id) < problem.hi(r)]
+            short = [r.id for r in kept if c(r.id) < problem.hi(r)]
             if short:
                 out.append(
                     Violation(
@@ -226,13 +243,19 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
         n = c(r.id)
         if n:
             new_blocks += _ceil_div(r.computed_tokens + n, bs) - _ceil_div(r.computed_tokens, bs)
-    if cfg.num_free_blocks is not None and new_blocks > cfg.num_free_blocks:
-        out.append(
-            Violation(
-                Rule.KV_CAPACITY,
-                f"{new_blocks} new KV blocks needed, num_free_blocks={cfg.num_free_blocks}",
-            )
+    if cfg.num_free_blocks is not None:
+        freed = sum(
+            _ceil_div(problem.by_id[p].computed_tokens, bs) for p in preempted if p in running_ids
         )
+        if new_blocks > cfg.num_free_blocks + freed:
+            extra = f" + {freed} freed by preemption" if freed else ""
+            out.append(
+                Violation(
+                    Rule.KV_CAPACITY,
+                    f"{new_blocks} new KV blocks needed, num_free_blocks="
+                    f"{cfg.num_free_blocks}{extra}",
+                )
+            )
 
     clean = {r.id: c(r.id) for r in problem.requests if c(r.id) > 0}
     parts = problem.latency.breakdown_ns(problem, clean)
