@@ -78,6 +78,13 @@ def _add_hint(enc: CpsatEncoding, hint: Decision | None) -> None:
         enc.model.add_hint(z, n > 0)
 
 
+def _left(started: float, time_limit: float | None, phases: int) -> float | None:
+    """This phase's share of the time left (model building counts against the limit)."""
+    if time_limit is None:
+        return None
+    return max((time_limit - (time.perf_counter() - started)) / phases, 1e-3)
+
+
 def _solver(params: dict[str, Any], time_limit: float | None) -> cp_model.CpSolver:
     s = cp_model.CpSolver()
     for k, v in params.items():
@@ -128,7 +135,7 @@ def _status_of(code: int) -> SolveStatus | None:
 def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
     primary, secondary, k, _ = _keys(enc)
     enc.model.minimize(k * primary + secondary)
-    s = _solver(params, time_limit)
+    s = _solver(params, _left(started, time_limit, 1))
     code = s.solve(enc.model)
     info["phases"] = 1
     status = _status_of(code) or SolveStatus.NO_SOLUTION
@@ -162,7 +169,7 @@ def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
 def _two_phase(problem, enc, started, time_limit, params, info) -> SolveResult:
     primary, secondary, _, _ = _keys(enc)
     enc.model.minimize(primary)
-    s = _solver(params, None if time_limit is None else time_limit / 2)
+    s = _solver(params, _left(started, time_limit, 2))
     code = s.solve(enc.model)
     info["phases"] = 1
     status = _status_of(code) or SolveStatus.NO_SOLUTION
@@ -192,10 +199,7 @@ def _two_phase(problem, enc, started, time_limit, params, info) -> SolveResult:
     for v, val in zip(enc.c, s.values(enc.c), strict=True):
         enc.model.add_hint(v, int(val))
     enc.model.minimize(secondary)
-    left = None
-    if time_limit is not None:
-        left = max(time_limit - (time.perf_counter() - started), 1e-3)
-    s2 = _solver(params, left)
+    s2 = _solver(params, _left(started, time_limit, 1))
     code2 = s2.solve(enc.model)
     info["phases"] = 2
     st2 = _status_of(code2)
