@@ -11,7 +11,8 @@ import json
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,8 @@ def save_case(
     save_problem(problem, case.problem)
     for label, dec in decisions.items():
         if dec is not None:
-            path = d / f"{h}.{_slug(label)}.decision.json"
+            name = "decision" if label == "decision" else f"{_slug(label)}.decision"
+            path = d / f"{h}.{name}.json"
             save_decision(dec, path)
             case.decisions[label] = path
     return case
@@ -276,8 +278,35 @@ def quantile_of(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(k, len(sorted_values) - 1)]
 
 
+@contextmanager
+def _without_local_constants() -> Iterator[None]:
+    """Hypothesis mixes literals from the project's loaded modules into its draws, so the same
+    seed gives other problems depending on what else the process imported. A gap threshold
+    must be judged on the same problems every run: draw without them. (Internal hook of
+    hypothesis; when it is absent, draws are as hypothesis makes them.)"""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
+    if original is None or cache is None or not hasattr(providers, "Constants"):
+        yield
+        return
+    empty = providers.Constants()
+    cache.clear()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.clear()
+
+
 def draw_examples(strategy: Any, max_examples: int) -> list[StepProblem]:
-    """``max_examples`` problems from a hypothesis strategy, the same ones every run."""
+    """``max_examples`` problems from a hypothesis strategy, the same ones every run (and in
+    every process, whatever else it imported)."""
     from hypothesis import HealthCheck, Phase, given, settings
 
     out: list[StepProblem] = []
@@ -294,7 +323,8 @@ def draw_examples(strategy: Any, max_examples: int) -> list[StepProblem]:
     def collect(problem: StepProblem) -> None:
         out.append(problem)
 
-    collect()
+    with _without_local_constants():
+        collect()
     return out
 
 

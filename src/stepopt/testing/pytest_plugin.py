@@ -48,25 +48,24 @@ def oracle_cache_dir(config: pytest.Config) -> Path | None:
     return path
 
 
-_session_config: pytest.Config | None = None
+# Sessions in this process, innermost last (pytester runs a session inside a session).
+_sessions: list[pytest.Config] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Remember the session; the directory is resolved (and created) only when an oracle is
+    # Remember the session; its directory is resolved (and created) only when an oracle is
     # first used, so suites that never use stepopt pay nothing.
-    global _session_config
-    _session_config = config
+    _sessions.append(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    global _session_config
-    if _session_config is config:
-        _session_config = None
+    if config in _sessions:
+        _sessions.remove(config)
 
 
 def session_cache_dir() -> Path | None:
     """The running session's oracle cache directory (``None`` outside pytest)."""
-    return None if _session_config is None else oracle_cache_dir(_session_config)
+    return oracle_cache_dir(_sessions[-1]) if _sessions else None
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
