@@ -147,3 +147,18 @@ def test_cpsat_piece_encodings_agree(problem):
     if a.evaluation is not None:
         assert rank_key(problem, a.evaluation) == rank_key(problem, b.evaluation)
         assert a.params["model_latency_ns"] == a.evaluation.latency_ns
+
+
+def test_cpsat_without_time_to_search_returns_the_checked_greedy_start():
+    res = solve(_bigger_problem(), "cpsat", time_limit=1e-3)
+    assert res.status == SolveStatus.FEASIBLE
+    assert res.evaluation.feasible
+    assert res.bound is None or res.params.get("from_hint") is None
+
+
+def test_gap_is_relative_and_bounded():
+    p = make_problem([decode("d0")], objective="goodput", target_ms=1000.0)
+    ev_dec = Decision()  # 0 tokens against a bound of 1: the whole range is open
+    res = finish(p, "x", SolveStatus.FEASIBLE, ev_dec, 0.0, bound=1.0)
+    assert res.objective == 0.0
+    assert res.gap == 1.0

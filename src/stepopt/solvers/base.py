@@ -55,7 +55,8 @@ class SolveResult:
         obj, bound = self.objective, self.bound
         if obj is None or bound is None:
             return None
-        denom = max(abs(obj), 1e-9)
+        # Relative to the larger magnitude, so the gap stays in [0, 1] even at objective 0.
+        denom = max(abs(obj), abs(bound), 1e-9)
         return abs(obj - bound) / denom
 
     @property

@@ -62,10 +62,23 @@ class CpsatSolver:
             "hull": hull,
             "build_ms": built_ms,
         }
-        if use_hint:
-            _add_hint(enc, greedy_hint(problem))
+        hint = greedy_hint(problem) if use_hint else None
+        _add_hint(enc, hint)
         run = _two_phase if lex == "two_phase" else _weighted
-        return run(problem, enc, started, time_limit, sat_params, info)
+        res = run(problem, enc, started, time_limit, sat_params, info)
+        if res.status == SolveStatus.NO_SOLUTION and hint is not None:
+            # The greedy start is a valid decision (the evaluator checked it): better than none.
+            return finish(
+                problem,
+                "cpsat",
+                SolveStatus.FEASIBLE,
+                hint,
+                started,
+                time_limit=time_limit,
+                params={**info, "from_hint": True},
+                message="no CP-SAT solution within the time limit: the greedy starting decision",
+            )
+        return res
 
 
 def _add_hint(enc: CpsatEncoding, hint: Decision | None) -> None:

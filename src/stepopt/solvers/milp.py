@@ -12,6 +12,7 @@ optimum (``LpSolutionOptimal``) from an incumbent (``LpSolutionIntegerFeasible``
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -261,8 +262,12 @@ class MilpSolver:
 
     def _done(self, problem, enc, status, dec, started, time_limit, info, bound, msg):
         if bound is not None:
-            # bound on the minimized primary: deviation (ns) or minus weighted tokens
-            bound = bound / NS_PER_MS if enc.form.objective == "target" else -bound
+            # Bound on the minimized primary, an integer: deviation in ns (rounded up) or minus
+            # the weighted tokens (so the token bound is rounded down).
+            if enc.form.objective == "target":
+                bound = math.ceil(bound - 1e-6) / NS_PER_MS
+            else:
+                bound = float(math.floor(-bound + 1e-6))
         return finish(
             problem,
             self.name,
