@@ -19,6 +19,7 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from stepopt.errors import InputError, StepoptError
@@ -258,8 +259,11 @@ def simulate(
 
     running: list[_Req] = []
     waiting: list[_Req] = []  # sorted by key: the problem's waiting_order
+    # The problem's waiting tuple follows ``waiting`` with C-level tuple operations (arrivals
+    # appended, admitted prefixes sliced off): an overloaded engine has thousands waiting.
     waiting_tuple: tuple[Request, ...] = ()
-    waiting_dirty = False
+    waiting_dirty = False  # True: rebuild waiting_tuple from waiting
+    tail: list[Request] = []  # arrivals not yet in waiting_tuple
     cols: dict[str, list[Any]] = {c: [] for c in _STEP_COLUMNS}
     (
         c_step,
@@ -288,6 +292,7 @@ def simulate(
     seq = 0
     n_finished = n_rejected = n_preemptions = idle_jumps = 0
     wall0 = time.perf_counter()
+    cpu0 = time.process_time()
 
     def fail(rule: str, message: str) -> SimulationError:
         return SimulationError(step, t, pname, rule, message)
@@ -295,18 +300,20 @@ def simulate(
     def preempt(s: _Req) -> None:
         # vLLM's recompute preemption: free every block, forget the KV cache, back to waiting
         # (its (priority, arrival) key puts it ahead of later arrivals, as vLLM's appendleft).
-        nonlocal free, n_preemptions, waiting_dirty
+        nonlocal free, n_preemptions, waiting_tuple
         free += s.blocks
         s.blocks = 0
         s.computed = 0
         s.target = s.prompt + s.emitted
         s.where = WAITING
         s.preemptions += 1
-        s.req = _request(s)
+        r = s.req = _request(s)
         n_preemptions += 1
         running.remove(s)
-        bisect.insort(waiting, s, key=_key)
-        waiting_dirty = True
+        k = bisect.bisect_right(waiting, s.key, key=_key)
+        waiting.insert(k, s)
+        if not waiting_dirty:
+            waiting_tuple = (*waiting_tuple[:k], r, *waiting_tuple[k:])
 
     def min_blocks(s: _Req) -> int:
         c = s.computed
@@ -333,9 +340,17 @@ def simulate(
             s.req = _request(s)
             if not waiting or waiting[-1].key <= s.key:
                 waiting.append(s)
+                tail.append(s.req)
             else:
                 bisect.insort(waiting, s, key=_key)
-            waiting_dirty = True
+                waiting_dirty = True
+        if waiting_dirty:
+            waiting_tuple = tuple([s.req for s in waiting])  # type: ignore[misc]
+            waiting_dirty = False
+            tail.clear()
+        elif tail:
+            waiting_tuple += tuple(tail)
+            tail.clear()
         if not running and not waiting:
             if nxt >= n_total:
                 break
@@ -347,8 +362,15 @@ def simulate(
 
         # ---- KV: make room for every running request's minimum share -------------------
         if kv_on and running and not self_preempting and free < len(running) * lo_bound:
-            needs = [min_blocks(s) for s in running]
-            need = sum(needs)
+            need = 0
+            for s in running:  # min_blocks(s), inlined for the decodes (most of them)
+                c = s.computed
+                if c >= s.target:
+                    if c % bs == 0:
+                        need += 1
+                else:
+                    need += min_blocks(s)
+            needs = [min_blocks(s) for s in running] if need > free else []
             while need > free:
                 k = max(range(len(running)), key=lambda i: (running[i].priority, running[i].seq))
                 need -= needs.pop(k)
@@ -367,9 +389,6 @@ def simulate(
                 set_arrival(r, s.arrival_s)
                 set_output(r, s.output)
             run_reqs.append(r)
-        if waiting_dirty:
-            waiting_tuple = tuple([s.req for s in waiting])  # type: ignore[misc]
-            waiting_dirty = False
         n_run, n_wait = len(run_reqs), len(waiting_tuple)
         target_ms = target(n_wait, n_run)
         step_cfg = (
@@ -400,7 +419,7 @@ def simulate(
                 preempt(s)
             if validate:
                 vrun = tuple(r for r in run_reqs if r.id not in gone)
-                vwait = tuple(s.req for s in waiting)  # type: ignore[misc]
+                vwait = waiting_tuple
                 vcfg = (
                     base_cfg
                     if not kv_on
@@ -499,13 +518,19 @@ def simulate(
                 free += s.blocks
                 s.blocks = 0
                 finished_now += 1
-        if finished_now or admitted:
-            keep = [s for s in running if s.where == RUNNING]
-            if admitted:
-                keep.extend(s for s in waiting if s.where == RUNNING)
+        if finished_now:
+            running = [s for s in running if s.where == RUNNING]
+        if admitted:
+            if all(s.where != WAITING for s in waiting[:admitted]):
+                # The usual case: a prefix of the waiting order was admitted.
+                running.extend(s for s in waiting[:admitted] if s.where == RUNNING)
+                del waiting[:admitted]
+                if not waiting_dirty:
+                    waiting_tuple = waiting_tuple[admitted:]
+            else:
+                running.extend(s for s in waiting if s.where == RUNNING)
                 waiting = [s for s in waiting if s.where == WAITING]
                 waiting_dirty = True
-            running = keep
         n_finished += finished_now
 
         c_step(step)
@@ -534,11 +559,13 @@ def simulate(
             progress(step, n_finished, n_total)
 
     wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
     if snapshots is not None:
         snapshots.close()
     stats = {
         "steps": step,
         "wall_s": wall,
+        "cpu_s": cpu,
         "steps_per_s": step / wall if wall > 0 else None,
         "requests": n_total,
         "finished": n_finished,
@@ -569,6 +596,6 @@ def _key(s: _Req) -> tuple[int, int, int]:
 
 def _check_order(problem: StepProblem, fail: Callable[[str, str], Exception]) -> None:
     """The simulator's waiting queue must be in the problem's waiting order (a bug otherwise)."""
-    want = sorted(problem.waiting, key=lambda r: (r.priority, r.arrival_time, r.id))
-    if [r.id for r in want] != [r.id for r in problem.waiting]:
+    keys = [(r.priority, r.arrival_time, r.id) for r in problem.waiting]
+    if any(a > b for a, b in pairwise(keys)):
         raise AssertionError("simulator waiting queue is out of (priority, arrival, id) order")
