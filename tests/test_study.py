@@ -122,7 +122,7 @@ def test_relative_gap_edge_cases():
 
 
 def test_unproven_reference_gives_bound_gap_not_gap():
-    # A one-microsecond time limit cannot prove this optimum.
+    # 0.3 s cannot prove this optimum (weighted priorities); CP-SAT has a bound by then.
     prob = make_problem(
         [decode(f"d{k}", 300 + k) for k in range(30)],
         [waiting(f"w{k}", 200 + 37 * k, priority=k % 3) for k in range(20)],
@@ -130,16 +130,20 @@ def test_unproven_reference_gives_bound_gap_not_gap():
         target_ms=60.0,
         priority_mode="weighted",
     )
-    rows = run_task(Task(problem_to_dict(prob), problem_hash(prob), {}, FAKES[:1], "cpsat", 1e-6))
+    rows = run_task(Task(problem_to_dict(prob), problem_hash(prob), {}, FAKES[:1], "cpsat", 0.3))
     exact, h = rows[0], rows[1]
     if exact["status"] == "OPTIMAL":
         pytest.skip("solved to optimality within the limit on this machine")
     assert h["gap"] is None
     assert h["gap_kind"] in ("bound", "no_reference")
     if exact["status"] == "FEASIBLE":
-        assert h["gap_bound"] is not None and h["gap_bound"] >= -1e-9
-        # The true gap lies between the gap to the solver's solution and the gap to its bound.
-        assert h["gap_incumbent"] is not None and h["gap_incumbent"] <= h["gap_bound"] + 1e-9
+        assert h["gap_incumbent"] is not None  # against the solver's unproven solution
+        if exact["bound"] is not None:
+            # The true gap lies between the gap to the solver's solution and to its bound.
+            assert h["gap_bound"] >= -1e-9
+            assert h["gap_incumbent"] <= h["gap_bound"] + 1e-9
+        else:
+            assert h["gap_bound"] is None
 
 
 # ---- runner and store ------------------------------------------------------------------------
@@ -200,13 +204,26 @@ def test_process_pool_gives_the_same_rows_as_inline(problem_dir, tmp_path):
     s = run_study(_cfg(problem_dir, b, workers=2))
     assert s.ran == 10
 
-    def key(rows):
-        return {
-            (r["problem_hash"], r["algorithm"]): (r["status"], r["objective_value"], r["gap"])
-            for r in rows
-        }
+    assert_same_outcomes(load_rows(a), load_rows(b))
 
-    assert key(load_rows(a)) == key(load_rows(b))
+
+def assert_same_outcomes(a, b):
+    """Two runs of a study store the same rows, and where the solver proved the optimum in both
+    runs the same outcomes. (CP-SAT stops on wall time: on a loaded machine a problem may be
+    proven in one run and not in the other; then only the rows' presence is compared.)"""
+    ka = {(r["problem_hash"], r["algorithm"]): r for r in a}
+    kb = {(r["problem_hash"], r["algorithm"]): r for r in b}
+    assert ka.keys() == kb.keys() and len(a) == len(ka) and len(b) == len(kb)
+    both = [k for k in ka if ka[k]["ref_status"] == "OPTIMAL" == kb[k]["ref_status"]]
+    assert len(both) >= len(ka) // 2
+    for k in both:
+        ra, rb = ka[k], kb[k]
+        assert (ra["status"], ra["objective_value"], ra["gap"], ra["feasible"]) == (
+            rb["status"],
+            rb["objective_value"],
+            rb["gap"],
+            rb["feasible"],
+        ), k
 
 
 def test_study_toml_with_scenarios_section(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from test_study import assert_same_outcomes
 
 from stepopt.errors import InputError, MissingExtraError
 from stepopt.scenarios import GenerateOptions, generate
@@ -40,12 +41,7 @@ def test_dask_executor_matches_inline(tmp_path):
         assert s.ran == 6
         assert run_study(cfg).ran == 0  # resumable there too
 
-    def outcome(rows):
-        return {
-            (r["problem_hash"], r["algorithm"]): (r["status"], r["objective_value"]) for r in rows
-        }
-
-    assert outcome(load_rows(db)) == outcome(load_rows(inline))
+    assert_same_outcomes(load_rows(db), load_rows(inline))
 
 
 def test_dask_address_forms():

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_study import assert_same_outcomes
 
 from stepopt.scenarios import GenerateOptions, generate
 from stepopt.studies import StudyConfig, load_rows, run_study
@@ -100,10 +101,4 @@ def test_killed_run_finishes_on_rerun_with_no_row_lost_or_duplicated(tmp_path):
         )
     )
 
-    def outcome(rs):
-        return {
-            (r["problem_hash"], r["algorithm"]): (r["status"], r["objective_value"], r["gap"])
-            for r in rs
-        }
-
-    assert outcome(rows) == outcome(load_rows(clean_db))
+    assert_same_outcomes(rows, load_rows(clean_db))
