@@ -116,17 +116,17 @@ def _decision(enc: CpsatEncoding, s: cp_model.CpSolver) -> tuple[Decision, int]:
     return dec, int(s.value(enc.latency))
 
 
-def _keys(enc: CpsatEncoding) -> tuple[Any, Any, int, int]:
-    """(primary, secondary, weight K, offset): minimize ``K * primary + secondary`` with
-    ``0 <= secondary - offset < K`` makes the order lexicographic in exact integers."""
+def _keys(enc: CpsatEncoding) -> tuple[Any, Any, int]:
+    """(primary, secondary, weight K), both minimized: ``K * primary + secondary`` with
+    ``0 <= secondary < K`` orders decisions lexicographically in exact integers."""
     form = enc.form
     if form.objective == "target":
         wmax = form.weighted_max
         # secondary = wmax - weighted in [0, wmax]
-        return enc.deviation, wmax - enc.weighted, wmax + 1, 0
+        return enc.deviation, wmax - enc.weighted, wmax + 1
     lo, _ = form.latency_range()
     span = max(form.target_ns - lo, 0) + 1
-    return -enc.weighted, enc.latency - lo, span, 0
+    return -enc.weighted, enc.latency - lo, span
 
 
 def _primary_bound(enc: CpsatEncoding, value: float) -> float:
@@ -146,7 +146,7 @@ def _status_of(code: int) -> SolveStatus | None:
 
 
 def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
-    primary, secondary, k, _ = _keys(enc)
+    primary, secondary, k = _keys(enc)
     enc.model.minimize(k * primary + secondary)
     s = _solver(params, _left(started, time_limit, 1))
     code = s.solve(enc.model)
@@ -180,7 +180,7 @@ def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
 
 
 def _two_phase(problem, enc, started, time_limit, params, info) -> SolveResult:
-    primary, secondary, _, _ = _keys(enc)
+    primary, secondary, _ = _keys(enc)
     enc.model.minimize(primary)
     s = _solver(params, _left(started, time_limit, 2))
     code = s.solve(enc.model)
