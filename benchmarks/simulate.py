@@ -87,7 +87,8 @@ def main() -> int:
         pol_s = res.stats["policy"]["decide_ms_total"] / 1000
         s = summarize(res, SLO_TTFT_MS, SLO_TBT_MS)
         print(
-            f"{name:6} {wall:7.1f} {res.stats['cpu_s']:6.1f} {steps:7d} {steps / wall:8.0f} {100 * pol_s / wall:8.0f} "
+            f"{name:6} {wall:7.1f} {res.stats['cpu_s']:6.1f} {steps:7d} {steps / wall:8.0f} "
+            f"{100 * pol_s / wall:8.0f} "
             f"{(res.stats['wall_s'] - pol_s) / steps * 1e6:11.1f} "
             f"{'ok' if wall < GOAL_S else 'MISS':>5} "
             f"{s['ttft_p50_ms']:9.0f}/{s['ttft_p99_ms']:<9.0f} "

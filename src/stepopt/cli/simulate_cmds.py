@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from stepopt.cli.common import console, err_console, print_json
@@ -168,8 +169,11 @@ def cmd_simulate(
         int | None, typer.Option("--max-steps", help="Stop after N steps.")
     ] = None,
 ) -> None:
-    """Replay a request trace step by step under one or more policies; compare their request
-    latencies and SLO attainment, write plans and snapshots."""
+    """Replay a request trace step by step under one or more policies and compare them.
+
+    Prints throughput, TTFT/TBT percentiles, SLO attainment and goodput per policy; writes
+    plans (-o), a figure (--plot) and snapshots (--snapshot-dir). See docs/simulate.md.
+    """
     from stepopt.latency.presets import load_preset
     from stepopt.model import EngineConfig
     from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
@@ -222,12 +226,33 @@ def cmd_simulate(
                 source=tr.source,
                 preset=preset,
             )
-        if not json_out:
-            err_console.print(
-                f"simulating {len(tr)} requests of {tr.source} under {pol.name} "
-                f"(target {rule.spec}, preset {preset}) ..."
-            )
-        res = simulate(tr, pol, latency, rule, config, snapshots=snaps)
+        what = f"{pol.name}: {len(tr)} requests of {tr.source}, target {rule.spec}"
+        if json_out or not err_console.is_terminal:
+            res = simulate(tr, pol, latency, rule, config, snapshots=snaps)
+        else:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} finished"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task(what, total=len(tr))
+
+                def tick(step: int, finished: int, total: int, task=task, bar=bar) -> None:
+                    bar.update(task, completed=finished)
+
+                res = simulate(
+                    tr,
+                    pol,
+                    latency,
+                    rule,
+                    config,
+                    snapshots=snaps,
+                    progress=tick,
+                    progress_every=1000,
+                )
         cols = request_columns(res)
         summary = summarize(res, slo_ttft_ms, slo_tbt_ms, columns=cols)
         summaries.append(summary)
@@ -298,8 +323,10 @@ def cmd_frontier(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the frontier figure.")] = None,
 ) -> None:
-    """Solve one step exactly for several targets: the latency/throughput trade-off, where
-    each heuristic lands, and which points are Pareto-optimal."""
+    """Solve one step exactly for several targets: latency/throughput trade-off, Pareto points.
+
+    Each heuristic is placed on the same problem at every target; the evaluator scores all.
+    """
     from stepopt.io import load_problem
     from stepopt.simulate.frontier import frontier, parse_targets
 
