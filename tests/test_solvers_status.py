@@ -162,3 +162,9 @@ def test_gap_is_relative_and_bounded():
     res = finish(p, "x", SolveStatus.FEASIBLE, ev_dec, 0.0, bound=1.0)
     assert res.objective == 0.0
     assert res.gap == 1.0
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs", "brute"])
+def test_unknown_solver_parameters_are_input_errors(solver):
+    with pytest.raises(InputError, match="foo"):
+        solve(make_problem([decode("d0")]), solver, foo=1)

@@ -33,6 +33,9 @@ class BruteSolver:
         self, problem: StepProblem, time_limit: float | None = None, **params: Any
     ) -> SolveResult:
         started = time.perf_counter()
+        unknown = sorted(set(params) - {"max_requests", "max_states"})
+        if unknown:
+            raise InputError("brute parameters", "valid: max_requests, max_states", unknown)
         max_requests = int(params.get("max_requests", MAX_REQUESTS))
         max_states = int(params.get("max_states", MAX_STATES))
         n = len(problem.requests)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pulp
 
+from stepopt.errors import InputError
 from stepopt.formulation import build
 from stepopt.formulation.milp import MilpEncoding, encode
 from stepopt.model import NS_PER_MS, Decision, StepProblem
@@ -173,6 +174,10 @@ class MilpSolver:
     ) -> SolveResult:
         started = time.perf_counter()
         name = self.name
+        if params:
+            raise InputError(
+                f"{name} parameters", "this solver takes none", ", ".join(sorted(params))
+            )
         form = build(problem)
         early = trivial_result(problem, form, name, started, time_limit)
         if early is not None:
@@ -246,7 +251,7 @@ class MilpSolver:
             dec, lat = _read(enc)
             info["model_latency_ns"] = lat
         status = SolveStatus.OPTIMAL if st2 == SolveStatus.OPTIMAL else SolveStatus.FEASIBLE
-        msg = "" if status == SolveStatus.OPTIMAL else "tie-break not proven"
+        msg = "" if status == SolveStatus.OPTIMAL else f"tie-break not proven (phase 2: {st2})"
         return self._done(problem, enc, status, dec, started, time_limit, info, best_i, msg)
 
     def _run(self, enc, objective, started, time_limit, phases_left, log):
