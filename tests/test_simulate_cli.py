@@ -137,3 +137,15 @@ def test_real_trace_prefix_under_three_policies(capsys):
     for s in doc["policies"].values():
         assert s["finished"] == 150
         assert s["slo_attainment"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("blocked", "flag", "extra"),
+    [("pyarrow", "-o", "parquet"), ("matplotlib", "--plot", "plot")],
+)
+def test_missing_extra_is_one_line(trace_file, tmp_path, capsys, monkeypatch, blocked, flag, extra):
+    monkeypatch.setitem(__import__("sys").modules, blocked, None)  # import raises ImportError
+    args = ["simulate", str(trace_file), "--max-requests", "5", flag, str(tmp_path / "x")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"stepopt[{extra}]" in err[0]
