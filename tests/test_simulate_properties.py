@@ -23,6 +23,7 @@ def setups(draw):
     prompts = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
     outputs = draw(st.lists(st.integers(1, 15), min_size=n, max_size=n))
     arrivals = sorted(draw(st.lists(st.floats(0, 0.2), min_size=n, max_size=n)))
+    prios = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     block = draw(st.sampled_from([4, 16]))
     engine = EngineConfig(
         max_num_scheduled_tokens=draw(st.sampled_from([32, 128, 512])),
@@ -33,7 +34,7 @@ def setups(draw):
     )
     kv = draw(st.sampled_from([None, 12, 30, 200]))
     policy = draw(st.sampled_from(["three-stage", "sarathi", "vllm-v1", "vllm-v1-priority"]))
-    return make_trace(prompts, outputs, arrivals), engine, kv, policy
+    return make_trace(prompts, outputs, arrivals, prios), engine, kv, policy
 
 
 @settings(max_examples=150)
