@@ -5,6 +5,8 @@ Skipped where vLLM is not installed: ``pip install 'stepopt[vllm]'``.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("vllm", reason="needs the optional vLLM package: pip install 'stepopt[vllm]'")
@@ -13,7 +15,7 @@ from stepopt.errors import InputError, UnknownNameError
 from stepopt.evaluate import HARD_RULES, Rule, evaluate
 from stepopt.heuristics.base import get_heuristic, register_heuristic
 from stepopt.integrations import vllm as adapter
-from stepopt.integrations.vllm_settings import SchedulerSettings
+from stepopt.integrations.vllm_settings import SchedulerSettings, load_latency
 from stepopt.integrations.vllm_testing import (
     fake_output,
     make_request,
@@ -21,6 +23,7 @@ from stepopt.integrations.vllm_testing import (
     step,
 )
 from stepopt.latency.presets import load_preset
+from stepopt.latency.serialize import model_to_dict
 from stepopt.model import Decision
 
 pytestmark = pytest.mark.vllm
@@ -43,7 +46,8 @@ class Driver:
     def before(self):
         for rid, prompt, kw in self.arrivals.get(self.k, ()):
             kw = dict(kw)
-            kw.setdefault("arrival_time", float(self.k) + int(rid.lstrip("r") or 0) * 1e-3)
+            if "arrival_time" not in kw:
+                kw["arrival_time"] = float(self.k) + int(rid.lstrip("r")) * 1e-3
             self.s.add_request(make_request(rid, prompt, **kw))
 
     def schedule(self):
@@ -304,6 +308,7 @@ def settings(**kw):
     kw.setdefault("target_ms", 40.0)
     kw.setdefault("heuristic", "test-vllm-shapes")
     kw.setdefault("log_interval", 0)
+    kw.setdefault("fast_decode_steps", 0)
     return SchedulerSettings(**kw)
 
 
@@ -392,8 +397,6 @@ def test_unknown_heuristic_fails_at_start_with_the_valid_names():
 
 
 def test_step_log_has_one_line_per_step(tmp_path):
-    import json
-
     log = tmp_path / "steps.jsonl"
     s = make_scheduler(
         adapter.OptimizedSyncScheduler,
@@ -408,11 +411,9 @@ def test_step_log_has_one_line_per_step(tmp_path):
     s.shutdown()
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == n
-    # Step 1: the test heuristic's budget is below min_prefill_chunk, so vLLM takes it.
-    assert lines[0]["fallback"] == "empty decision" and lines[0]["vllm_tokens"] > 0
-    steered = [x for x in lines if "fallback" not in x]
-    assert len(steered) == n - 1
-    assert all(x["target_ms"] == 40.0 and x["decision"] == x["vllm"] for x in steered)
+    # Step 1: the test heuristic's budget is below min_prefill_chunk: the smallest step.
+    assert lines[0]["reason"].startswith("empty decision") and lines[0]["vllm"] == {"r0": 64}
+    assert all(x["target_ms"] == 40.0 and x["decision"] == x["vllm"] for x in lines)
 
 
 def test_vllm_resolves_the_class_by_name_and_it_reads_the_environment(monkeypatch):
@@ -435,3 +436,99 @@ def test_vllm_resolves_the_class_by_name_and_it_reads_the_environment(monkeypatc
     monkeypatch.setenv("STEPOPT_OBJECTIVE", "fast")
     with pytest.raises(InputError, match=r"^STEPOPT_OBJECTIVE:"):
         make_scheduler(cls)
+
+
+def test_decode_only_steps_take_the_fast_path_within_a_true_bound():
+    spec = arrivals([(0, 300 + 40 * k, {"max_tokens": 120}) for k in range(8)])
+    spec[70] = [("late", 500, {"max_tokens": 5, "arrival_time": 70.0})]
+    opt = make_scheduler(
+        adapter.OptimizedScheduler,
+        max_num_batched_tokens=4096,
+        stepopt_settings=settings(
+            heuristic="three-stage", objective="goodput", target_ms=60.0, fast_decode_steps=16
+        ),
+    )
+    db = Driver(opt, spec, lag=True)
+    kinds = []
+    for _ in range(100):
+        db.before()
+        v = read(opt)
+        b = db.schedule()
+        rec = opt.stepopt.last
+        if rec is None:
+            continue
+        kinds.append("fast" if rec.get("fast") else "steered")
+        if rec.get("fast"):
+            # vLLM's own step: every decode, and the bound holds for it.
+            assert dict(b.num_scheduled_tokens) == {r.id: 1 for r in v.problem.running}
+            true_ns = DEMO.predict_ns(v.problem, b.num_scheduled_tokens)
+            assert true_ns <= rec["predicted_max_ms"] * 1e6 <= 60e6
+            assert not v.problem.waiting and not v.problem.running_prefills
+        else:
+            assert rec["exact"] and rec["vllm_predicted_ms"] <= 60.0
+        if db.k - 1 == 70:
+            assert kinds[-1] == "steered"  # a new request: the heuristic decides again
+    runs = "".join("F" if k == "fast" else "s" for k in kinds)
+    assert "F" * 16 in runs and "F" * 17 not in runs  # at most 16 in a row, then a refresh
+    assert opt.stepopt.fast == runs.count("F") > 50
+
+
+def test_fast_path_ends_before_its_bound_passes_the_target(tmp_path):
+    # A latency model whose decode attention grows fast (10 us per context token), so that the
+    # decodes' growing contexts push the step past the cap within the test.
+    doc = model_to_dict(DEMO) | {"decode_context_ps": 10_000_000}
+    (tmp_path / "model.json").write_text(json.dumps(doc))
+    model = load_latency(str(tmp_path / "model.json"))
+    spec = arrivals([(0, 300 + 40 * k, {"max_tokens": 150}) for k in range(8)])
+    # The cap: 3 ms above every decode's step at the first decode-only state of plain vLLM.
+    plain = make_scheduler(max_num_batched_tokens=4096)
+    d = Driver(plain, spec)
+    while True:
+        d.before()
+        p = read(plain).problem
+        if p.running and not p.running_prefills:
+            break
+        d.schedule()
+    cap = model.predict_ns(p, {r.id: 1 for r in p.running}) / 1e6 + 3.0
+    opt = make_scheduler(
+        adapter.OptimizedScheduler,
+        max_num_batched_tokens=4096,
+        stepopt_settings=settings(
+            heuristic="three-stage",
+            objective="goodput",
+            target_ms=cap,
+            preset=str(tmp_path / "model.json"),
+            fast_decode_steps=16,
+        ),
+    )
+    d = Driver(opt, spec)
+    fast = cut = 0
+    for _ in range(140):
+        d.before()
+        v = adapter.problem_from_scheduler(s := opt, latency=model, target_latency_ms=cap)
+        out = d.schedule()
+        rec = s.stepopt.last
+        true_ms = model.predict_ns(v.problem, out.num_scheduled_tokens) / 1e6
+        if rec.get("fast"):
+            fast += 1
+            assert true_ms <= rec["predicted_max_ms"] <= cap
+        else:
+            assert rec["exact"] and true_ms == rec["vllm_predicted_ms"] <= cap
+            cut += bool(v.problem.running_decodes) and (
+                out.total_num_scheduled_tokens < len(v.problem.running_decodes)
+            )
+    assert fast >= 5 and cut >= 5  # the fast path ran, and later the cap cut decodes
+
+
+def test_an_empty_decision_becomes_the_smallest_step():
+    s = make_scheduler(
+        adapter.OptimizedScheduler,
+        stepopt_settings=settings(heuristic="three-stage", objective="goodput", target_ms=1.0),
+    )
+    for k in range(3):
+        s.add_request(make_request(f"e{k}", 500, arrival_time=float(k)))
+    out = step(s)
+    assert dict(out.num_scheduled_tokens) == {"e0": 64}  # min_prefill_chunk of the first
+    rec = s.stepopt.last
+    assert rec["exact"] and rec["reason"].startswith("empty decision")
+    assert rec["vllm_predicted_ms"] > 1.0  # nothing could meet the cap

@@ -43,6 +43,10 @@ class SchedulerSettings(BaseModel):
     prefix_cache_lookup: bool = True
     step_log: str | None = None
     """Write one JSON line per step to this file (target, prediction, decision, vLLM's step)."""
+    fast_decode_steps: int = Field(default=32, ge=0)
+    """In a decode-only state the heuristic chose every decode for, leave up to this many
+    following decode-only steps to vLLM while a bound on their latency stays within the target
+    (0 = ask the heuristic every step)."""
     log_interval: int = Field(default=500, ge=0)
     """Log an INFO summary every this many steps (0 = never); every step goes to DEBUG."""
 
