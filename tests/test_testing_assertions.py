@@ -4,8 +4,11 @@ can act on (the rule, the decision, the problem, commands that reproduce it)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 from hypothesis import strategies as st
@@ -68,7 +71,10 @@ BROKEN = [
 
 
 def _commands(message: str) -> list[list[str]]:
-    return [shlex.split(m)[1:] for m in re.findall(r"^  (stepopt .+)$", message, re.M)]
+    return [
+        shlex.split(m)[1:]
+        for m in re.findall(r"^  (?:PYTHONPATH=\S+ )?(stepopt .+)$", message, re.M)
+    ]
 
 
 def _problem_json(message: str) -> StepProblem:
@@ -163,6 +169,14 @@ def test_gap_failure_shows_worst_problem_both_decisions_and_commands(tmp_path, c
     assert load_decision(cmds[1][2]).scheduled() == solve(worst, "cpsat").decision.scheduled()
     assert main(cmds[0]) == 0 and main(cmds[1]) == 0 and main(cmds[2]) == 0
     capsys.readouterr()
+    # The heuristic's import path resolves in a fresh process from any directory.
+    pythonpath, name = re.search(
+        r"PYTHONPATH=(\S+) stepopt heuristic \S+ --name (\S+)", msg
+    ).groups()
+    assert name == f"{__name__}:empty"
+    code = f"from stepopt.heuristics.base import resolve_heuristic as r; r({name!r})"
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True)
 
 
 def test_quantile_lets_a_share_of_problems_exceed_max_gap():

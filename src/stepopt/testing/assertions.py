@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -358,8 +360,24 @@ def _commands(
         lines.append(f"  stepopt evaluate {case.problem} {case.decisions['optimal']}")
     lines.append(f"  stepopt solve {case.problem} --solver {solver}{tl}")
     if name is not None:
-        lines.append(f"  stepopt heuristic {case.problem} --name {name}")
+        lines.append(f"  {_pythonpath(name)}stepopt heuristic {case.problem} --name {name}")
     return lines
+
+
+def _pythonpath(name: str) -> str:
+    """``PYTHONPATH=DIR `` when ``module:function``'s module lives outside site-packages (a
+    test directory, an uninstalled example), so the command works from any directory."""
+    if ":" not in name:
+        return ""
+    top = name.partition(":")[0].split(".")[0]
+    file = getattr(sys.modules.get(top), "__file__", None)
+    if not file:
+        return ""
+    path = Path(file).resolve()
+    root = path.parent.parent if path.name == "__init__.py" else path.parent
+    if "site-packages" in root.parts or "dist-packages" in root.parts:
+        return ""
+    return f"PYTHONPATH={shlex.quote(str(root))} "
 
 
 def _smallest(cases: list[Case]) -> Case:
