@@ -31,7 +31,10 @@ def test_preset_problems_are_valid_files_and_keep_the_fields(problem):
     ev = evaluate(problem, Decision())
     assert ev.hard_feasible
     lo = problem.latency.predict_ns(problem, {r.id: 1 for r in problem.running_decodes})
-    assert problem.target_ns >= lo - 1000
+    assert problem.target_ns >= lo
+    assert evaluate(problem, Decision.of({r.id: 1 for r in problem.running_decodes})).feasible or (
+        problem.config.num_free_blocks is not None  # KV pressure may leave decodes out
+    )
 
 
 @pytest.mark.parametrize(("objective", "mode"), [("target", "strict"), ("goodput", "weighted")])

@@ -7,6 +7,7 @@ brute-force oracle can solve them and so that greedy choices are not optimal by 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import strategies as st
@@ -191,15 +192,16 @@ def _preset_problems(
             -(-(r.computed_tokens + full[r.id]) // BLOCK) - -(-r.computed_tokens // BLOCK)
             for r in problem.requests
         )
-        free = draw(st.integers(0, max(need, 1)))
+        # KV pressure: a share of what scheduling everything would need.
+        free = int(need * draw(st.sampled_from([0.1, 0.3, 0.6, 0.9])))
         problem = problem.with_changes(config=_with_free_blocks(cfg, free))
     # Target: between the decode-only batch (the least a real step does) and the full batch,
-    # so there is something to trade and the empty decision always meets a goodput cap.
+    # so there is something to trade and a goodput cap admits at least the decodes.
     decodes = {r.id: 1 for r in problem.running_decodes}
     lo = latency.predict_ns(problem, decodes)
     hi = max(latency.predict_ns(problem, full), lo + 1_000_000)
     frac = draw(st.sampled_from([0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1]))
-    target_us = round((lo + frac * (hi - lo)) / 1000)
+    target_us = math.ceil((lo + frac * (hi - lo)) / 1000)
     return problem.with_changes(target_latency_ms=target_us / 1000)
 
 
