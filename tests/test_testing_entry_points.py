@@ -139,3 +139,20 @@ def test_import_path_errors_name_the_problem(site, name, needle):
     with pytest.raises(InputError, match=needle) as info:
         resolve_heuristic(name)
     assert str(info.value).startswith("heuristic: ")
+
+
+def test_plugins_follow_sys_path(tmp_path, monkeypatch):
+    """A plug-in installed while the process runs is seen; one whose path is gone is not."""
+    assert "ep-late" not in heuristic_names()
+    root = tmp_path / "late"
+    info = root / "stepopt_ep_late-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stepopt-ep-late\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[stepopt.heuristics]\nep-late = stepopt.heuristics.three_stage:three_stage\n"
+    )
+    with monkeypatch.context() as m:
+        m.syspath_prepend(str(root))
+        assert "ep-late" in heuristic_names()
+        assert get_heuristic("ep-late") is get_heuristic("three-stage")
+    assert "ep-late" not in heuristic_names()
