@@ -92,13 +92,17 @@ def test_table_plan_plot_and_snapshots(trace_file, tmp_path, capsys):
     assert len(manifest["problems"]) == -(-len(steps) // 10)
 
 
-def test_several_policies_write_one_plan_each(trace_file, tmp_path):
+def test_several_policies_write_one_plan_each(trace_file, tmp_path, capsys):
     pytest.importorskip("pyarrow")
     plan = tmp_path / "p.parquet"
-    args = ["simulate", str(trace_file), "--policies", "sarathi,vllm-v1", "-o", str(plan)]
+    pols = "sarathi,sarathi[chunk_size=128],vllm-v1"
+    args = ["simulate", str(trace_file), "--policies", pols, "-o", str(plan)]
     assert main([*args, "--duration", "1.5", "--json"]) == 0
     assert (tmp_path / "p.sarathi.parquet").is_file()
+    assert (tmp_path / "p.sarathi-chunk_size-128.parquet").is_file()
     assert (tmp_path / "p.vllm-v1.requests.parquet").is_file()
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["policies"]) == ["sarathi", "sarathi[chunk_size=128]", "vllm-v1"]
 
 
 @pytest.mark.parametrize(

@@ -265,3 +265,23 @@ def test_snapshot_sampling_is_seeded(tmp_path):
     assert files(1, "a") != files(2, "c")
     with pytest.raises(InputError, match="snapshot"):
         SnapshotWriter(tmp_path / "x")
+
+
+def test_policy_specs_with_parameters():
+    from stepopt.simulate.policies import parse_policy_spec, split_policies
+
+    assert split_policies("a,sarathi[chunk_size=512,x=y],exact:cpsat") == [
+        "a",
+        "sarathi[chunk_size=512,x=y]",
+        "exact:cpsat",
+    ]
+    assert parse_policy_spec("three-stage[full-scan=true]") == ("three-stage", {"full_scan": True})
+    pol = make_policy("sarathi[chunk_size=64]")
+    assert pol.name == "sarathi[chunk_size=64]"
+    res = simulate(small_trace(), pol, LIN, FixedTarget(15.0), SimConfig())
+    assert max(res.steps["scheduled_tokens"]) <= 64
+    wide = simulate(small_trace(), make_policy("sarathi"), LIN, FixedTarget(15.0), SimConfig())
+    assert max(wide.steps["scheduled_tokens"]) > 64
+    for bad in ("sarathi[speed=3]", "sarathi[chunk_size]", "sarathi[", "exact[x=1]"):
+        with pytest.raises(InputError, match="policy"):
+            make_policy(bad)

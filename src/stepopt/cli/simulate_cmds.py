@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -60,7 +61,7 @@ def comparison_table(summaries: list[dict[str, Any]], title: str) -> Table:
     t = Table(title=title)
     t.add_column("metric", style="bold")
     for s in summaries:
-        t.add_column(s["policy"], justify="right")
+        t.add_column(escape(s["policy"]), justify="right")
     for key, label, spec in _ROWS:
         if all(s.get(key) is None for s in summaries):
             continue
@@ -75,7 +76,7 @@ def _names(text: str) -> list[str]:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
 
 
 def _per_policy(path: Path, name: str, many: bool) -> Path:
@@ -90,7 +91,10 @@ def cmd_simulate(
     trace: Annotated[Path, typer.Argument(help="Trace CSV (arrived_at, num_prefill_tokens, ...)")],
     preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = "demo",
     policy: Annotated[
-        str, typer.Option("--policy", help="A heuristic name, or exact[:SOLVER].")
+        str,
+        typer.Option(
+            "--policy", help="A heuristic (NAME or NAME[key=value,...]), or exact[:SOLVER]."
+        ),
     ] = "three-stage",
     policies: Annotated[
         str | None, typer.Option("--policies", help="Compare several: a,b,c (overrides --policy).")
@@ -178,6 +182,7 @@ def cmd_simulate(
     from stepopt.model import EngineConfig
     from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
     from stepopt.simulate.metrics import request_columns
+    from stepopt.simulate.policies import split_policies
     from stepopt.simulate.snapshots import SnapshotWriter
     from stepopt.simulate.targets import FixedTarget, parse_target_rule
 
@@ -193,7 +198,7 @@ def cmd_simulate(
     for name, v in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tbt-ms", slo_tbt_ms)):
         if v is not None and not v > 0:
             raise InputError(name, "must be > 0", v)
-    names = _names(policies) if policies is not None else [policy]
+    names = split_policies(policies) if policies is not None else [policy]
     if not names:
         raise InputError("--policies", "give at least one policy", policies)
     if len(set(names)) != len(names):
@@ -238,7 +243,7 @@ def cmd_simulate(
                 console=err_console,
                 transient=True,
             ) as bar:
-                task = bar.add_task(what, total=len(tr))
+                task = bar.add_task(escape(what), total=len(tr))
 
                 def tick(step: int, finished: int, total: int, task=task, bar=bar) -> None:
                     bar.update(task, completed=finished)
@@ -300,7 +305,7 @@ def cmd_simulate(
     )
     for name, written in files.items():
         for f in written:
-            console.print(f"{name}: wrote {f}")
+            console.print(escape(f"{name}: wrote {f}"))
     if plot is not None:
         console.print(f"wrote {plot}")
 

@@ -9,6 +9,7 @@ simulator then leaves KV-capacity preemption to it.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -136,8 +137,82 @@ def make_policy(
     time_limit: float | None = 1.0,
     fallback: str = "three-stage",
 ) -> Policy:
-    """``exact`` (or ``exact:SOLVER``) or any registered heuristic name."""
-    kind, _, rest = name.partition(":")
+    """``exact`` (or ``exact:SOLVER``), or a registered heuristic name with optional keyword
+    parameters in brackets: ``sarathi[chunk_size=512]``, ``three-stage[full_scan=true]``."""
+    head, params = parse_policy_spec(name)
+    kind, _, rest = head.partition(":")
     if kind == EXACT:
+        if params:
+            raise InputError("policy", "the exact policy takes no [parameters]", name)
         return ExactPolicy(rest or solver, time_limit, fallback)
-    return HeuristicPolicy(name)
+    pol = HeuristicPolicy(head, params)
+    _check_params(pol._fn, params, name)
+    if params:
+        pol.name = f"{head}[{','.join(f'{k}={v}' for k, v in params.items())}]"
+    return pol
+
+
+def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME[k=v,k=v]`` -> (NAME, {k: v}); values are read as int, float, true/false or
+    text."""
+    text = spec.strip()
+    if "[" not in text:
+        if "]" in text or not text:
+            raise InputError("policy", "expected NAME or NAME[key=value,...]", spec)
+        return text, {}
+    head, _, rest = text.partition("[")
+    if not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1] or not head.strip():
+        raise InputError("policy", "expected NAME or NAME[key=value,...]", spec)
+    params: dict[str, Any] = {}
+    for item in rest[:-1].split(","):
+        if not item.strip():
+            continue
+        key, eq, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise InputError("policy", "expected key=value inside [...]", item)
+        params[key] = _value(raw.strip())
+    return head.strip(), params
+
+
+def split_policies(text: str) -> list[str]:
+    """Split ``a,b[k=1,j=2],c`` on the commas outside brackets."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+            continue
+        depth += (ch == "[") - (ch == "]")
+        cur.append(ch)
+    out.append("".join(cur).strip())
+    return [p for p in out if p]
+
+
+def _value(raw: str) -> Any:
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def _check_params(fn: Any, params: dict[str, Any], spec: str) -> None:
+    if not params:
+        return
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a callable without a signature: let it complain
+    rest = list(sig.parameters.values())[1:]  # the first one is the problem
+    if any(p.kind == p.VAR_KEYWORD for p in rest):
+        return
+    valid = {p.name for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    for key in params:
+        if key not in valid:
+            names = ", ".join(sorted(valid)) or "(none)"
+            raise InputError("policy", f"unknown parameter {key!r}; valid: {names}", spec)
