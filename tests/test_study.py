@@ -58,6 +58,13 @@ def fill_everything(problem):
     return Decision.of({r.id: problem.hi(r) for r in problem.requests})
 
 
+def preempt_last(problem):
+    """Preempts the last running request, decodes the others."""
+    last = problem.running[-1].id
+    toks = {r.id: 1 for r in problem.running_decodes if r.id != last}
+    return Decision(tokens=toks, preempted=(last,))
+
+
 def broken(problem):
     raise RuntimeError("boom")
 
@@ -113,6 +120,19 @@ def test_a_failing_heuristic_is_an_error_row_not_a_crash():
     assert rows["test_study:broken"]["status"] == "ERROR"
     assert "boom" in rows["test_study:broken"]["message"]
     assert rows["cpsat"]["status"] == "OPTIMAL"
+
+
+def test_a_preempting_decision_gets_no_gap_against_the_non_preempting_optimum():
+    rows = {
+        r["algorithm"]: r
+        for r in run_task(_task(_hand_problem("target"), ("test_study:preempt_last",)))
+    }
+    h = rows["test_study:preempt_last"]
+    assert h["feasible"] and h["n_preempted"] == 1
+    assert h["gap_kind"] == "preemption" and h["gap"] is None
+    assert rows["cpsat"]["n_preempted"] == 0
+    s = {g["heuristic"]: g for g in summarize(list(rows.values()))}["test_study:preempt_last"]
+    assert s["count_preempted"] == 1 and s["gap_mean"] is None
 
 
 def test_relative_gap_edge_cases():

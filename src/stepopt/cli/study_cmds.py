@@ -205,7 +205,14 @@ def print_report(rows: list[dict], by: str) -> None:
         + f" ({sum(v for k, v in st.items() if k != 'OPTIMAL')} not proven optimal: no gap; "
         "bound gap shown where the solver had a solution)"
     )
-    console.print(summary_table(summarize(rows)))
+    summary = summarize(rows)
+    console.print(summary_table(summary))
+    pre = [s for s in summary if s["count_preempted"]]
+    if pre:
+        console.print(
+            "decisions that preempt (no gap: the exact model does not preempt): "
+            + ", ".join(f"{s['heuristic']} {s['objective']} {s['count_preempted']}" for s in pre)
+        )
     console.print(breakdown_table(breakdown(rows, by), by))
     for h in sorted({r["algorithm"] for r in rows if r["kind"] == "heuristic"}):
         for line in where_it_loses(rows, h):

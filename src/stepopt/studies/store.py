@@ -54,6 +54,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("tiebreak", "DOUBLE"),
     ("scheduled_tokens", "INTEGER"),
     ("batch_size", "INTEGER"),
+    ("n_preempted", "INTEGER"),
     ("bound", "DOUBLE"),
     ("solver_gap", "DOUBLE"),
     ("ref_status", "VARCHAR"),

@@ -127,6 +127,7 @@ def run_task(task: Task) -> list[dict[str, Any]]:
         "gap_bound": None,
         "gap_incumbent": None,
         "gap_kind": "optimal" if proven else _no_gap_kind(ref_status, ref_ev),
+        "n_preempted": None if ref_tokens is None else 0,
         "decision_ms": solve_ms,
         "solve_ms": solve_ms,
         "decision": None if ref_tokens is None else json.dumps(ref_tokens, sort_keys=True),
@@ -153,12 +154,18 @@ def run_task(task: Task) -> list[dict[str, Any]]:
             decision_ms = (time.perf_counter() - t0) * 1000.0
             ev = None
             row.update(status="ERROR", message=f"{type(exc).__name__}: {exc}", decision=None)
+            dec = None
         row.update(_eval_cols(ev), decision_ms=decision_ms)
+        row["n_preempted"] = None if ev is None else len(dec.preempted)
         row.update(gap=None, gap_abs=None, gap_bound=None, gap_incumbent=None)
         if ev is None:
             row["gap_kind"] = "error"
         elif not ev.feasible:
             row["gap_kind"] = "violation"  # L > T under goodput, or any hard rule: not a gap
+        elif dec.preempted:
+            # Preemption frees slots and KV blocks: a decision the exact model does not have,
+            # so the optimum is no reference for it (it may even beat it).
+            row["gap_kind"] = "preemption"
         elif proven:
             row["gap"] = relative_gap(problem.objective, ev.objective, ref_obj, target)
             row["gap_abs"] = (
