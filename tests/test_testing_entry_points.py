@@ -156,3 +156,10 @@ def test_plugins_follow_sys_path(tmp_path, monkeypatch):
         assert "ep-late" in heuristic_names()
         assert get_heuristic("ep-late") is get_heuristic("three-stage")
     assert "ep-late" not in heuristic_names()
+
+
+def test_get_heuristic_takes_a_module_path_everywhere_a_name_is_taken():
+    from stepopt.heuristics.base import get_heuristic
+    from stepopt.heuristics.three_stage import three_stage
+
+    assert get_heuristic("stepopt.heuristics.three_stage:three_stage") is three_stage

@@ -79,10 +79,13 @@ def heuristic_names() -> list[str]:
 
 
 def get_heuristic(name: str) -> Heuristic:
-    """The heuristic registered (or provided by an entry point) under ``name``."""
+    """The heuristic registered (or provided by an entry point) under ``name``, or a
+    ``package.module:function`` path, so every place that takes a name takes a path too."""
     registered = _builtin()
     if name in registered:
         return registered[name]
+    if ":" in name:
+        return resolve_heuristic(name)
     ep = _plugins().get(name)
     if ep is None:
         raise UnknownNameError("heuristic", name, heuristic_names())
