@@ -8,6 +8,7 @@ with one of them strict (latency lower is better, tokens higher is better).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -96,8 +97,6 @@ def frontier(
                 )
             )
         for name, fn in fns.items():
-            import time
-
             t0 = time.perf_counter()
             d = fn(prob)
             ms = (time.perf_counter() - t0) * 1000
