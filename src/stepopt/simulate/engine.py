@@ -59,8 +59,8 @@ class SimConfig:
     """Engine limits and simulator switches.
 
     ``kv_blocks`` is the engine's total KV cache in blocks of ``engine.block_size`` tokens
-    (``engine.num_free_blocks`` is ignored: each step's problem gets the blocks left)
-    (None: unlimited, no preemption). ``validate`` judges every decision with the evaluator's
+    (None: unlimited, no preemption); ``engine.num_free_blocks`` is ignored, each step's
+    problem gets the blocks left. ``validate`` judges every decision with the evaluator's
     hard rules (the physical checks — unknown ids, token counts, budget, concurrency, KV — run
     always). ``record_decisions`` keeps every step's decision for the plan file.
     """
