@@ -93,7 +93,7 @@ def cmd_simulate(
     policy: Annotated[
         str,
         typer.Option(
-            "--policy", help="A heuristic (NAME or NAME[key=value,...]), or exact[:SOLVER]."
+            "--policy", help=r"A heuristic (NAME or NAME\[key=value,...]), or exact\[:SOLVER]."
         ),
     ] = "three-stage",
     policies: Annotated[
