@@ -326,6 +326,7 @@ def simulate(
         return (c + lo + bs - 1) // bs - (c + bs - 1) // bs
 
     lo_bound = (min_chunk + bs - 1) // bs + 1  # most blocks a minimum share can need
+    step_cfg = base_cfg if not kv_on else EngineConfig(budget, max_run, thr, min_chunk, bs, free)
     set_id, set_prompt, set_computed, set_prio, set_arrival, set_output = _SET
 
     while True:
@@ -392,9 +393,8 @@ def simulate(
             run_reqs.append(r)
         n_run, n_wait = len(run_reqs), len(waiting_tuple)
         target_ms = target(n_wait, n_run)
-        step_cfg = (
-            base_cfg if not kv_on else EngineConfig(budget, max_run, thr, min_chunk, bs, free)
-        )
+        if kv_on and step_cfg.num_free_blocks != free:
+            step_cfg = EngineConfig(budget, max_run, thr, min_chunk, bs, free)
         problem = StepProblem(
             tuple(run_reqs), waiting_tuple, step_cfg, latency, target_ms, objective, pmode
         )
@@ -441,14 +441,16 @@ def simulate(
         total = batch = ctx = att = pre_tok = admitted = 0
         emitters = []
         for rid, n in tokens.items():
-            if n == 0:
-                continue
-            s = by_id.get(rid)
-            if s is None or not WAITING <= s.where <= RUNNING:
-                raise fail("unknown_request", f"{rid!r} is not waiting or running")
-            if n < 0:
+            if n <= 0:
+                if n == 0:
+                    continue
                 raise fail("negative_tokens", f"{rid}={n}")
-            if s.where == WAITING:
+            s = by_id.get(rid)
+            if s is None:
+                raise fail("unknown_request", f"{rid!r} is not waiting or running")
+            if s.where != RUNNING:
+                if s.where != WAITING:
+                    raise fail("unknown_request", f"{rid!r} is not waiting or running")
                 s.where = RUNNING
                 s.seq = seq
                 seq += 1
