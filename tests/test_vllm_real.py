@@ -6,6 +6,7 @@ Skipped where vLLM is not installed: ``pip install 'stepopt[vllm]'``.
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -262,6 +263,44 @@ def test_vllm_v1_predicts_vllm_step_by_step(name, lag):
     if name.startswith("kv"):
         assert preemptions, "the KV scenario should make vLLM preempt"
     assert not mismatches, f"{len(mismatches)}/{steps} steps differ; first: {mismatches[:3]}"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vllm_v1_predicts_random_configurations(seed):
+    """Random budgets, limits, thresholds, KV sizes, policies and arrivals (no prefix caching:
+    see docs/vllm.md for the two prefix-cache effects a step problem cannot show)."""
+    rng = random.Random(seed)
+    kwargs = {
+        "policy": rng.choice(["fcfs", "priority"]),
+        "max_num_seqs": rng.choice([2, 4, 8, 16]),
+        "long_prefill_token_threshold": rng.choice([0, 0, 64, 100, 400]),
+        "num_blocks": rng.choice([20, 40, 80, 10000]),
+    }
+    kwargs["max_num_batched_tokens"] = max(rng.choice([128, 256, 512, 1024, 2048]), 16)
+    spec = arrivals(
+        [
+            (
+                rng.randrange(30),
+                rng.randrange(5, 600),
+                {"max_tokens": rng.randrange(1, 80), "priority": rng.randrange(3)},
+            )
+            for _ in range(rng.randrange(3, 25))
+        ]
+    )
+    heuristic = vllm_v1(kwargs["policy"])
+    s = make_scheduler(**kwargs)
+    d = Driver(s, spec, lag=seed % 2 == 1)
+    steps = 0
+    for _ in range(150):
+        d.before()
+        predicted = heuristic(read(s).problem)
+        out = d.schedule()
+        steps += 1
+        assert dict(out.num_scheduled_tokens) == dict(predicted.tokens), (d.k - 1, kwargs)
+        assert set(out.preempted_req_ids) == set(predicted.preempted), (d.k - 1, kwargs)
+        if not s.has_requests() and d.k > max(spec):
+            break
+    assert steps >= 10
 
 
 # ---- the optimized scheduler carries out the heuristic's decision ---------------------------
