@@ -66,8 +66,7 @@ def cmd_solve(
 ) -> None:
     """Solve a step problem exactly.
 
-    Exit 0 when a decision was found, 1 when the problem is infeasible, no decision was found
-    in time or the solver failed, 2 on bad input.
+    Exit 0 with a decision, 1 without (infeasible, timed out, solver failure), 2 on bad input.
     """
     from stepopt.solvers.base import get_solver
 
@@ -106,8 +105,8 @@ def cmd_export(
     else:
         enc.prob.writeMPS(str(output))
     console.print(
-        f"wrote {output} ({fmt}): {len(enc.prob.variables())} variables, "
-        f"{len(enc.prob.constraints)} constraints; objective: minimize "
+        f"wrote {output} ({fmt}): {enc.prob.numVariables()} variables, "
+        f"{enc.prob.numConstraints()} constraints; objective: minimize "
         + ("|L - T| in ns" if form.objective == "target" else "minus weighted tokens")
     )
 
