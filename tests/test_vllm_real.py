@@ -333,14 +333,22 @@ def _shape_heuristic(problem):
     return Decision.of(tokens)
 
 
-register_heuristic("test-vllm-shapes")(_shape_heuristic)
-
-
 def _boom(problem):
     raise RuntimeError("heuristic failed")
 
 
-register_heuristic("test-vllm-boom")(_boom)
+@pytest.fixture(autouse=True)
+def registered_test_heuristics():
+    """Register this file's test heuristics for each test, and take them out again so that no
+    other test sees them in the registry."""
+    from stepopt.heuristics import base
+
+    names = {"test-vllm-shapes": _shape_heuristic, "test-vllm-boom": _boom}
+    for name, fn in names.items():
+        register_heuristic(name)(fn)
+    yield
+    for name in names:
+        base._HEURISTICS.pop(name, None)
 
 
 def settings(**kw):
@@ -431,7 +439,7 @@ def test_any_error_leaves_the_step_to_vllm():
 
 
 def test_unknown_heuristic_fails_at_start_with_the_valid_names():
-    with pytest.raises(UnknownNameError, match="test-vllm-shapes"):
+    with pytest.raises(UnknownNameError, match="three-stage"):
         make_scheduler(adapter.OptimizedScheduler, stepopt_settings=settings(heuristic="nope"))
 
 
