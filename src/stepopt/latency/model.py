@@ -64,6 +64,39 @@ def _attention_curve(
     return PiecewiseLinear(tuple(xs), tuple(ys))
 
 
+@dataclass(frozen=True, slots=True)
+class StepAggregates:
+    """What the latency model reads from a decision: token count, batch size, decode context,
+    and one ``(chunk, cached, remaining)`` per prefill in the batch."""
+
+    total_tokens: int
+    batch_size: int
+    decode_context: int = 0
+    prefills: tuple[tuple[int, int, int], ...] = ()
+
+    @classmethod
+    def from_decision(cls, problem: StepProblem, tokens: Mapping[str, int]) -> StepAggregates:
+        """Ids that are not in the problem and non-positive counts are ignored (the evaluator
+        reports them as violations)."""
+        total = batch = context = 0
+        prefills = []
+        by_id = problem.by_id
+        for rid, c in tokens.items():
+            r = by_id.get(rid)
+            if r is None or c <= 0:
+                continue
+            total += c
+            batch += 1
+            if r.is_decode:
+                context += r.computed_tokens
+            else:
+                prefills.append((c, r.computed_tokens, r.remaining_prompt))
+        return cls(total, batch, context, tuple(prefills))
+
+    def predict_ns(self, model: LatencyModel) -> int:
+        return model.breakdown_of(self)["total"]
+
+
 @dataclass(frozen=True)
 class LatencyModel:
     """Predicts the latency of one engine step; see the module docstring for the formula."""
@@ -104,23 +137,16 @@ class LatencyModel:
 
     def breakdown_ns(self, problem: StepProblem, tokens: Mapping[str, int]) -> dict[str, int]:
         """The four terms and their total, in nanoseconds."""
-        by_id = problem.by_id
-        total = batch = context = attention = 0
-        for rid, c in tokens.items():
-            r = by_id.get(rid)
-            if r is None or c <= 0:
-                continue
-            total += c
-            batch += 1
-            if r.is_decode:
-                context += r.computed_tokens
-            else:
-                attention += self.prefill(c, r.computed_tokens, r.remaining_prompt)
+        return self.breakdown_of(StepAggregates.from_decision(problem, tokens))
+
+    def breakdown_of(self, agg: StepAggregates) -> dict[str, int]:
         parts = {
-            "tokens": self.tokens(total),
-            "batch": self.batch(batch),
-            "decode_attention": self.decode_ns(context),
-            "prefill_attention": attention,
+            "tokens": self.tokens(agg.total_tokens),
+            "batch": self.batch(agg.batch_size),
+            "decode_attention": self.decode_ns(agg.decode_context),
+            "prefill_attention": sum(
+                self.prefill(c, cached, rem) for c, cached, rem in agg.prefills
+            ),
         }
         parts["total"] = sum(parts.values())
         return parts

@@ -15,49 +15,14 @@ constant splits between the two curves; the ridge keeps the split of the current
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from stepopt.latency.model import LatencyModel, PrefillAttention
+from stepopt.latency.model import LatencyModel, PrefillAttention, StepAggregates
 from stepopt.latency.pwl import PiecewiseLinear
 from stepopt.latency.segment import hat_basis
-
-if TYPE_CHECKING:
-    from stepopt.model import StepProblem
-
-
-@dataclass(frozen=True, slots=True)
-class StepAggregates:
-    """What the latency model reads from a decision: token count, batch size, decode context,
-    and one ``(chunk, cached, remaining)`` per prefill in the batch."""
-
-    total_tokens: int
-    batch_size: int
-    decode_context: int = 0
-    prefills: tuple[tuple[int, int, int], ...] = ()
-
-    @classmethod
-    def from_decision(cls, problem: StepProblem, tokens: Mapping[str, int]) -> StepAggregates:
-        total = batch = context = 0
-        prefills = []
-        for rid, c in tokens.items():
-            r = problem.by_id.get(rid)
-            if r is None or c <= 0:
-                continue
-            total += c
-            batch += 1
-            if r.is_decode:
-                context += r.computed_tokens
-            else:
-                prefills.append((c, r.computed_tokens, r.remaining_prompt))
-        return cls(total, batch, context, tuple(prefills))
-
-    def predict_ns(self, model: LatencyModel) -> int:
-        attention = sum(model.prefill(c, cached, rem) for c, cached, rem in self.prefills)
-        return model.step_ns(self.total_tokens, self.batch_size, self.decode_context, attention)
 
 
 def _prefill_features(prefill: PrefillAttention, prefills) -> tuple[float, float]:
