@@ -38,6 +38,9 @@ def result_table(res: SolveResult) -> Table:
         t.add_row("bound", f"{res.bound:g}")
     if res.gap is not None:
         t.add_row("gap", f"{res.gap:.3g}")
+    if res.proven_within_ns is not None:
+        exact = " (proven optimal)" if res.proven_within_ns == 0 else ""
+        t.add_row("proven within", f"{res.proven_within_ns} ns of the optimum{exact}")
     t.add_row("solve time", f"{res.wall_ms:.1f} ms")
     if res.time_limit_s is not None:
         t.add_row("time limit", f"{res.time_limit_s:g} s")
@@ -59,6 +62,14 @@ def cmd_solve(
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", help="Seconds (split between phases).")
     ] = None,
+    tolerance_ns: Annotated[
+        int,
+        typer.Option(
+            "--tolerance-ns",
+            help="target objective: stop once |L - T| is proven within this many ns of the "
+            "optimum (then FEASIBLE with proven_within_ns, not OPTIMAL; brute ignores it).",
+        ),
+    ] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the decision to this file.")
@@ -66,15 +77,20 @@ def cmd_solve(
 ) -> None:
     """Solve a step problem exactly.
 
-    Exit 0 with a decision, 1 without (infeasible, timed out, solver failure), 2 on bad input.
+    OPTIMAL means proven optimal exactly; FEASIBLE carries the proven bound and, for target,
+    proven_within_ns (how far |L - T| may be from the optimum). Exit 0 with a decision, 1
+    without (infeasible, timed out, solver failure), 2 on bad input.
     """
     from stepopt.solvers.base import get_solver
 
     if time_limit is not None and time_limit <= 0:
         raise InputError("--time-limit", "must be positive", time_limit)
+    if tolerance_ns < 0:
+        raise InputError("--tolerance-ns", "must be >= 0", tolerance_ns)
     algo = get_solver(solver)  # unknown names list the valid ones (exit 2)
     prob = load_problem(problem)
-    res = algo.solve(prob, time_limit=time_limit)
+    extra = {"target_tolerance_ns": tolerance_ns} if tolerance_ns else {}
+    res = algo.solve(prob, time_limit=time_limit, **extra)
     if output is not None and res.decision is not None:
         save_decision(res.decision, output)
     if json_out:

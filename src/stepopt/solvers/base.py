@@ -15,12 +15,14 @@ from typing import Any, Protocol
 
 from stepopt.errors import UnknownNameError
 from stepopt.evaluate import Evaluation, evaluate
-from stepopt.model import Decision, StepProblem
+from stepopt.model import NS_PER_MS, Decision, StepProblem
 
 
 class SolveStatus(StrEnum):
     OPTIMAL = "OPTIMAL"  # proven optimal (both objective levels for ``target``)
-    FEASIBLE = "FEASIBLE"  # a solution, not proven optimal (time limit); see bound and gap
+    # a solution, not proven optimal (time limit, or stopped within ``target_tolerance_ns``);
+    # see bound, gap and proven_within_ns
+    FEASIBLE = "FEASIBLE"
     INFEASIBLE = "INFEASIBLE"  # proven: no decision satisfies the constraints
     NO_SOLUTION = "NO_SOLUTION"  # stopped (time limit) before finding any solution
     ERROR = "ERROR"  # the solver failed; ``message`` says why
@@ -37,6 +39,10 @@ class SolveResult:
     time_limit_s: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    # Proven distance of the primary objective from the optimum, in integer ns for ``target``
+    # (|L - T| minus the proven lower bound): 0 when proven optimal exactly, None when nothing
+    # is proven (no bound, or a ``goodput`` result short of optimal).
+    proven_within_ns: int | None = None
 
     @property
     def objective(self) -> float | None:
@@ -72,6 +78,7 @@ class SolveResult:
             "tiebreak": self.tiebreak,
             "bound": self.bound,
             "gap": self.gap,
+            "proven_within_ns": self.proven_within_ns,
             "latency_ms": None if ev is None else ev.latency_ms,
             "latency_ns": None if ev is None else ev.latency_ns,
             "feasible": None if ev is None else ev.feasible,
@@ -172,4 +179,18 @@ def finish(
         time_limit_s=time_limit,
         params=dict(params or {}),
         message=message,
+        proven_within_ns=_proven_within_ns(problem, status, ev, bound),
     )
+
+
+def _proven_within_ns(
+    problem: StepProblem, status: SolveStatus, ev: Evaluation | None, bound: float | None
+) -> int | None:
+    if ev is None:
+        return None
+    if status == SolveStatus.OPTIMAL:
+        return 0
+    if status != SolveStatus.FEASIBLE or bound is None or problem.objective != "target":
+        return None
+    # The bound is an integer number of ns reported in ms: round() recovers it exactly.
+    return max(ev.deviation_ns - round(bound * NS_PER_MS), 0)

@@ -33,7 +33,8 @@ class BruteSolver:
         self, problem: StepProblem, time_limit: float | None = None, **params: Any
     ) -> SolveResult:
         started = time.perf_counter()
-        unknown = sorted(set(params) - {"max_requests", "max_states"})
+        # target_tolerance_ns is accepted and ignored: brute force is always exact.
+        unknown = sorted(set(params) - {"max_requests", "max_states", "target_tolerance_ns"})
         if unknown:
             raise InputError("brute parameters", "valid: max_requests, max_states", unknown)
         max_requests = int(params.get("max_requests", MAX_REQUESTS))

@@ -10,10 +10,14 @@ limit on large states, it turns "no solution" or a poor incumbent into a near-op
 ``hull=True`` (default) encodes multi-piece latency terms in the disaggregated form (plain
 linear rows whose LP relaxation is each piece's convex hull) instead of enforced constraints:
 on goodput states with 384 requests it turned mostly-unproven 3 s runs into proofs in ~0.4 s.
+``target_tolerance_ns=N`` (default 0) lets the primary phase of ``target`` stop once its
+incumbent |L - T| is within N ns of the proven bound (CP-SAT's ``absolute_gap_limit``); CP-SAT
+then says OPTIMAL, but the result is FEASIBLE unless the bound met the incumbent exactly.
 Extra keyword parameters are CP-SAT parameters (``num_workers=2``, ``random_seed=...``)."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -24,7 +28,7 @@ from stepopt.formulation import build
 from stepopt.formulation.cpsat import CpsatEncoding, encode
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
-from stepopt.solvers.common import trivial_result
+from stepopt.solvers.common import pop_tolerance, tolerance_message, trivial_result
 from stepopt.solvers.hint import greedy_hint
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -46,6 +50,7 @@ class CpsatSolver:
         lex = params.pop("lexicographic", "two_phase")
         use_hint = bool(params.pop("hint", True))
         hull = bool(params.pop("hull", True))
+        tolerance = pop_tolerance(params)
         if lex not in LEXICOGRAPHIC:
             raise InputError("lexicographic", f"must be one of {', '.join(LEXICOGRAPHIC)}", lex)
         sat_params = {**DEFAULT_PARAMS, **params}
@@ -60,12 +65,13 @@ class CpsatSolver:
             "lexicographic": lex,
             "hint": use_hint,
             "hull": hull,
+            "target_tolerance_ns": tolerance,
             "build_ms": built_ms,
         }
         hint = greedy_hint(problem) if use_hint else None
         _add_hint(enc, hint)
         run = _two_phase if lex == "two_phase" else _weighted
-        res = run(problem, enc, started, time_limit, sat_params, info)
+        res = run(problem, enc, started, time_limit, sat_params, info, tolerance)
         if res.status == SolveStatus.NO_SOLUTION and hint is not None:
             # The greedy start is a valid decision (the evaluator checked it): better than none.
             return finish(
@@ -136,6 +142,22 @@ def _primary_bound(enc: CpsatEncoding, value: float) -> float:
     return -value
 
 
+def _proved(s: cp_model.CpSolver) -> bool:
+    """Whether an OPTIMAL answer is a proof: CP-SAT also says OPTIMAL when it stopped on
+    ``absolute_gap_limit`` with the bound still below the incumbent (minimization)."""
+    return math.ceil(s.best_objective_bound - 1e-6) >= round(s.objective_value)
+
+
+def _gap_params(
+    enc: CpsatEncoding, params: dict[str, Any], tolerance: int, k: int = 1
+) -> dict[str, Any]:
+    """Phase parameters with the ``target`` tolerance as CP-SAT's absolute gap limit (``k``
+    scales it to a weighted objective ``k * primary + secondary``)."""
+    if tolerance <= 0 or enc.form.objective != "target":
+        return params
+    return {**params, "absolute_gap_limit": float(tolerance * k)}
+
+
 def _status_of(code: int) -> SolveStatus | None:
     return {
         cp_model.OPTIMAL: SolveStatus.OPTIMAL,
@@ -145,10 +167,10 @@ def _status_of(code: int) -> SolveStatus | None:
     }.get(code)
 
 
-def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
+def _weighted(problem, enc, started, time_limit, params, info, tolerance) -> SolveResult:
     primary, secondary, k = _keys(enc)
     enc.model.minimize(k * primary + secondary)
-    s = _solver(params, _left(started, time_limit, 1))
+    s = _solver(_gap_params(enc, params, tolerance, k), _left(started, time_limit, 1))
     code = s.solve(enc.model)
     info["phases"] = 1
     status = _status_of(code) or SolveStatus.NO_SOLUTION
@@ -160,12 +182,14 @@ def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
     dec, lat = _decision(enc, s)
     info["model_latency_ns"] = lat
     bound = None
+    msg = "time limit reached: not proven optimal" if status == SolveStatus.FEASIBLE else ""
+    if status == SolveStatus.OPTIMAL and not _proved(s):
+        status, msg = SolveStatus.FEASIBLE, "stopped within the tolerance: not proven optimal"
     if status == SolveStatus.FEASIBLE:
         # K * primary + secondary >= B and 0 <= secondary < K  =>  primary >= ceil((B-K+1)/K)
         raw = s.best_objective_bound
         prim = -(-(int(raw) - k + 1) // k)
         bound = _primary_bound(enc, prim)
-    msg = "time limit reached: not proven optimal" if status == SolveStatus.FEASIBLE else ""
     return finish(
         problem,
         "cpsat",
@@ -179,10 +203,10 @@ def _weighted(problem, enc, started, time_limit, params, info) -> SolveResult:
     )
 
 
-def _two_phase(problem, enc, started, time_limit, params, info) -> SolveResult:
+def _two_phase(problem, enc, started, time_limit, params, info, tolerance) -> SolveResult:
     primary, secondary, _ = _keys(enc)
     enc.model.minimize(primary)
-    s = _solver(params, _left(started, time_limit, 2))
+    s = _solver(_gap_params(enc, params, tolerance), _left(started, time_limit, 2))
     code = s.solve(enc.model)
     info["phases"] = 1
     status = _status_of(code) or SolveStatus.NO_SOLUTION
@@ -207,6 +231,8 @@ def _two_phase(problem, enc, started, time_limit, params, info) -> SolveResult:
             message="primary objective not proven",
         )
     best = round(s.objective_value)
+    # Below ``best`` when phase 1 stopped on the tolerance (CP-SAT still says OPTIMAL).
+    proven = min(math.ceil(s.best_objective_bound - 1e-6), best)
     enc.model.add(primary <= best)
     enc.model.clear_hints()
     for v, val in zip(enc.c, s.values(enc.c), strict=True):
@@ -219,15 +245,26 @@ def _two_phase(problem, enc, started, time_limit, params, info) -> SolveResult:
     if st2 in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
         dec, lat = _decision(enc, s2)
         info["model_latency_ns"] = lat
-    status = SolveStatus.OPTIMAL if st2 == SolveStatus.OPTIMAL else SolveStatus.FEASIBLE
-    msg = "" if status == SolveStatus.OPTIMAL else "tie-break not proven"
+    exact = proven == best
+    status = SolveStatus.OPTIMAL if st2 == SolveStatus.OPTIMAL and exact else SolveStatus.FEASIBLE
+    notes = []
+    if not exact:
+        target = enc.form.objective == "target"
+        notes.append(
+            tolerance_message(tolerance)
+            if target
+            else "primary objective stopped on the gap limit, not proven"
+        )
+    if st2 != SolveStatus.OPTIMAL:
+        notes.append("tie-break not proven")
+    msg = "; ".join(notes)
     return finish(
         problem,
         "cpsat",
         status,
         dec,
         started,
-        bound=_primary_bound(enc, best),
+        bound=_primary_bound(enc, proven),
         time_limit=time_limit,
         params=info,
         message=msg,

@@ -6,6 +6,12 @@ limit left. Tolerances are tightened (integrality and feasibility 1e-9, relative
 absolute gap below 1 on objectives that are integers) so the optimum is exact; the decision
 is read back by rounding and judged by the evaluator.
 
+``target_tolerance_ns=N`` (default 0) raises the primary phase's absolute gap of ``target`` to
+``N + 0.99`` ns: it stops once |L - T| is within N ns of the bound. The backends then say
+optimal, but they prune the nodes within the gap, so this proves the optimum within N ns only
+(never exactly, unless |L - T| = 0): the result is FEASIBLE with the bound ``max(|L - T| - N,
+0)``, or the backend's bound when lower. Prefer ``cpsat`` with a tolerance.
+
 PuLP reports a time-limited run as ``status == "Optimal"``; only ``sol_status`` tells a proven
 optimum (``LpSolutionOptimal``) from an incumbent (``LpSolutionIntegerFeasible``).
 """
@@ -28,7 +34,12 @@ from stepopt.formulation import build
 from stepopt.formulation.milp import MilpEncoding, encode
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
-from stepopt.solvers.common import trivial_result
+from stepopt.solvers.common import (
+    TOLERANCE_PARAM,
+    pop_tolerance,
+    tolerance_message,
+    trivial_result,
+)
 
 TOLERANCE = 1e-9
 ABS_GAP = 0.99  # objectives are integers: a gap below 1 proves optimality
@@ -37,7 +48,9 @@ ABS_GAP = 0.99  # objectives are integers: a gap below 1 proves optimality
 class _PulpBackend:
     name = ""
 
-    def make(self, time_limit: float | None, log_path: str | None) -> pulp.LpSolver:
+    def make(
+        self, time_limit: float | None, log_path: str | None, abs_gap: float = ABS_GAP
+    ) -> pulp.LpSolver:
         raise NotImplementedError
 
     def bound(self, prob: pulp.LpProblem, log_path: str | None) -> float | None:
@@ -70,13 +83,13 @@ def _silence_banner() -> None:
 class _Highs(_PulpBackend):
     name = "highs"
 
-    def make(self, time_limit, log_path):
+    def make(self, time_limit, log_path, abs_gap=ABS_GAP):
         _silence_banner()
         return pulp.HiGHS(
             msg=False,
             timeLimit=time_limit,
             gapRel=0.0,
-            gapAbs=ABS_GAP,
+            gapAbs=abs_gap,
             threads=1,
             mip_feasibility_tolerance=TOLERANCE,
             primal_feasibility_tolerance=TOLERANCE,
@@ -100,18 +113,18 @@ _CBC_BOUND = re.compile(r"^Lower bound:\s*(\S+)", re.MULTILINE)
 class _Cbc(_PulpBackend):
     name = "cbc"
 
-    def make(self, time_limit, log_path):
+    def make(self, time_limit, log_path, abs_gap=ABS_GAP):
         with warnings.catch_warnings():
             # PuLP 3 deprecates the bundled-binary class; it is still the one that ships CBC.
             warnings.simplefilter("ignore", DeprecationWarning)
-            return self._make(time_limit, log_path)
+            return self._make(time_limit, log_path, abs_gap)
 
-    def _make(self, time_limit, log_path):
+    def _make(self, time_limit, log_path, abs_gap):
         return pulp.PULP_CBC_CMD(
             msg=False,
             timeLimit=time_limit,
             gapRel=0.0,
-            gapAbs=ABS_GAP,
+            gapAbs=abs_gap,
             threads=1,
             # CBC 2.10's preprocessing "proved" feasible tie-break phases infeasible on two
             # generated problems, and its two-step MIR cuts cut off an optimum; without both,
@@ -130,7 +143,10 @@ class _Cbc(_PulpBackend):
         if not log_path or not os.path.exists(log_path):
             return None
         with open(log_path, encoding="utf-8", errors="replace") as fh:
-            m = _CBC_BOUND.search(fh.read())
+            text = fh.read()
+        # A search that ran to completion prints no "Lower bound" line; with a gap limit
+        # above 1 it pruned nodes within that gap, so it proves nothing tighter than the gap.
+        m = _CBC_BOUND.search(text)
         try:
             return float(m.group(1)) if m else None
         except ValueError:
@@ -174,9 +190,13 @@ class MilpSolver:
     ) -> SolveResult:
         started = time.perf_counter()
         name = self.name
+        params = dict(params)
+        tolerance = pop_tolerance(params)
         if params:
             raise InputError(
-                f"{name} parameters", "this solver takes none", ", ".join(sorted(params))
+                f"{name} parameters",
+                f"this solver takes only {TOLERANCE_PARAM}",
+                ", ".join(sorted(params)),
             )
         form = build(problem)
         early = trivial_result(problem, form, name, started, time_limit)
@@ -186,13 +206,14 @@ class MilpSolver:
         info: dict[str, Any] = {
             "tolerance": TOLERANCE,
             "abs_gap": ABS_GAP,
+            "target_tolerance_ns": tolerance,
             "build_ms": (time.perf_counter() - started) * 1000.0,
             "phases": 1,
         }
         try:
             with tempfile.TemporaryDirectory(prefix="stepopt-") as tmp:
                 log = os.path.join(tmp, "solver.log") if name == "cbc" else None
-                return self._phases(problem, enc, started, time_limit, info, log)
+                return self._phases(problem, enc, started, time_limit, info, log, tolerance)
         except (pulp.PulpSolverError, OSError) as exc:
             return finish(
                 problem,
@@ -205,11 +226,13 @@ class MilpSolver:
                 message=f"{name}: {exc}",
             )
 
-    def _phases(self, problem, enc, started, time_limit, info, log) -> SolveResult:
+    def _phases(self, problem, enc, started, time_limit, info, log, tolerance) -> SolveResult:
         name = self.name
         target = enc.form.objective == "target"
         primary = enc.deviation if target else -enc.weighted
-        st, bound = self._run(enc, primary, started, time_limit, 2, log)
+        tol = tolerance if target else 0
+        gap = ABS_GAP + tol
+        st, bound = self._run(enc, primary, started, time_limit, 2, log, gap)
         if st not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             return finish(
                 problem,
@@ -239,6 +262,14 @@ class MilpSolver:
         # Phase 2: keep the primary at its optimum (integer-valued: +0.5 is slack for
         # tolerances only), optimize the tie-break.
         best_i = round(best)
+        # Without a tolerance the backend stops at a gap below 1: a proof on integers. With one,
+        # its "optimal" only proves |L - T| - opt < tol + 1, i.e. <= tol: CBC and HiGHS prune
+        # the nodes within the gap, so a reported bound above ``best - tol`` is not a proof.
+        proven = best_i
+        if tol > 0:
+            proven = max(best_i - tol, 0)
+            if bound is not None:
+                proven = max(min(math.ceil(bound - 1e-6), proven), 0)
         if target:
             enc.prob += enc.deviation <= best_i + 0.5, "fix_primary"
             secondary = -enc.weighted
@@ -250,11 +281,16 @@ class MilpSolver:
         if st2 in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             dec, lat = _read(enc)
             info["model_latency_ns"] = lat
-        status = SolveStatus.OPTIMAL if st2 == SolveStatus.OPTIMAL else SolveStatus.FEASIBLE
-        msg = "" if status == SolveStatus.OPTIMAL else f"tie-break not proven (phase 2: {st2})"
-        return self._done(problem, enc, status, dec, started, time_limit, info, best_i, msg)
+        exact = proven >= best_i
+        ok = st2 == SolveStatus.OPTIMAL and exact
+        status = SolveStatus.OPTIMAL if ok else SolveStatus.FEASIBLE
+        notes = [] if exact else [tolerance_message(tol)]
+        if st2 != SolveStatus.OPTIMAL:
+            notes.append(f"tie-break not proven (phase 2: {st2})")
+        msg = "; ".join(notes)
+        return self._done(problem, enc, status, dec, started, time_limit, info, proven, msg)
 
-    def _run(self, enc, objective, started, time_limit, phases_left, log):
+    def _run(self, enc, objective, started, time_limit, phases_left, log, abs_gap=ABS_GAP):
         enc.prob.setObjective(objective)
         tl = None
         if time_limit is not None:
@@ -262,7 +298,7 @@ class MilpSolver:
             tl = max(left / phases_left, 0.01)
         if log and os.path.exists(log):
             os.remove(log)
-        enc.prob.solve(self.backend.make(tl, log))
+        enc.prob.solve(self.backend.make(tl, log, abs_gap))
         return _status(enc.prob), self.backend.bound(enc.prob, log)
 
     def _done(self, problem, enc, status, dec, started, time_limit, info, bound, msg):
