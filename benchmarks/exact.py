@@ -9,6 +9,12 @@ latency of the decodes alone and that of a full token budget, so both objectives
     .venv/bin/python benchmarks/exact.py                         # all solvers, default sizes
     .venv/bin/python benchmarks/exact.py --solvers cpsat --sizes 384 --count 40
     .venv/bin/python benchmarks/exact.py --objective goodput --time-limit 2
+    .venv/bin/python benchmarks/exact.py --sizes 32,128,384 --count 10 --time-limit 2 \
+        --tolerance-ns 1000                                      # target within 1 us
+
+``exact``: |L - T| proven optimal exactly (``proven_within_ns == 0``; the tie-break may be
+unproven, see the statuses); ``in tol``: FEASIBLE but proven within the tolerance
+(``proven_within_ns <= --tolerance-ns``); ``dev med``: median |L - T| in ns (target).
 
 Times include building the model (``build`` column: formulation + encoding only).
 """
@@ -93,6 +99,9 @@ def main() -> None:
     ap.add_argument("--mode", default="strict", choices=["strict", "weighted"])
     ap.add_argument("--preset", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--tolerance-ns", type=int, default=0, help="target_tolerance_ns for every solver"
+    )
     ap.add_argument("--param", action="append", default=[], help="solver param k=v (cpsat)")
     args = ap.parse_args()
 
@@ -105,12 +114,13 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"preset {preset}; prompts from {source}; objective {args.objective}, {args.mode} "
-        f"priority; time limit {args.time_limit:g} s; {args.count} states per size; "
+        f"priority; time limit {args.time_limit:g} s; tolerance {args.tolerance_ns} ns; "
+        f"{args.count} states per size; "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
     )
     header = (
         f"{'solver':8} {'n':>5} {'median ms':>10} {'p95 ms':>9} {'max ms':>9} "
-        f"{'build ms':>9}  statuses"
+        f"{'build ms':>9} {'exact':>5} {'in tol':>6} {'dev med':>8}  statuses"
     )
     print(header)
     print("-" * len(header))
@@ -121,18 +131,27 @@ def main() -> None:
             for _ in range(args.count)
         ]
         for name in args.solvers.split(","):
-            times, builds, statuses = [], [], Counter()
+            times, builds, statuses, devs = [], [], Counter(), []
+            exact = within = 0
             for p in states:
                 t = time.perf_counter()
-                extra = params if name == "cpsat" else {}
+                extra = dict(params) if name == "cpsat" else {}
+                if args.tolerance_ns:
+                    extra["target_tolerance_ns"] = args.tolerance_ns
                 res = solve(p, name, time_limit=args.time_limit, **extra)
+                pw = res.proven_within_ns
+                exact += pw == 0
+                within += pw is not None and 0 < pw <= args.tolerance_ns
+                if res.evaluation is not None:
+                    devs.append(res.evaluation.deviation_ns)
                 times.append((time.perf_counter() - t) * 1000)
                 builds.append(res.params.get("build_ms", 0.0))
                 statuses[str(res.status)] += 1
             st = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
             print(
                 f"{name:8} {n:>5} {statistics.median(times):>10.1f} {pct(times, 0.95):>9.1f} "
-                f"{max(times):>9.1f} {statistics.median(builds):>9.1f}  {st}",
+                f"{max(times):>9.1f} {statistics.median(builds):>9.1f} {exact:>5} {within:>6} "
+                f"{statistics.median(devs) if devs else float('nan'):>8.0f}  {st}",
                 flush=True,
             )
     load = os.getloadavg()

@@ -211,9 +211,14 @@ def test_inline_run_stores_one_row_per_algorithm_and_rerun_adds_nothing(problem_
     # Reports read the latest run by default, or the one asked for.
     latest = load_rows(db, "latest")
     assert len(latest) == 20 and {r["settings"] for r in latest} == {
-        "cpsat;time_limit=4.0;params={}"
+        "cpsat;time_limit=4.0;target_tolerance_ns=1000;params={}"
     }
-    assert len(load_rows(db, "cpsat;time_limit=5.0;params={}")) == 40
+    assert len(load_rows(db, "cpsat;time_limit=5.0;target_tolerance_ns=1000;params={}")) == 40
+    # So is the target tolerance: exact proofs only (0) are rows of their own.
+    exact = run_study(_cfg(problem_dir, db, heuristics=FAKES[:1], target_tolerance_ns=0))
+    assert (exact.ran, exact.rows_written) == (10, 20)
+    rows = load_rows(db, "cpsat;time_limit=5.0;params={}")
+    assert len(rows) == 20 and {r["target_tolerance_ns"] for r in rows} == {0}
     with pytest.raises(InputError, match="settings"):
         load_rows(db, "cbc;time_limit=1")
 

@@ -1,7 +1,8 @@
 """Study plots as PNG (matplotlib, an optional extra, imported lazily).
 
 - ``gap_cdf.png``: share of problems with relative gap <= x, per heuristic and objective, over
-  the problems with a proven optimum; violations count as an infinite gap, so a curve tops out
+  the problems with a proven optimum (exactly, or within the study's target tolerance);
+  violations count as an infinite gap, so a curve tops out
   at the share of feasible decisions.
 - ``performance_profile.png``: Dolan-Moré profiles. Quality: cost ``1 + gap`` against the best
   algorithm on the problem (the exact optimum, cost 1); time: decision time over the fastest
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from stepopt.errors import MissingExtraError
+from stepopt.studies.worker import GAP_KINDS, reference_class
 
 
 def _plt():
@@ -46,7 +48,8 @@ def _colors(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _proven(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["ref_status"] == "OPTIMAL"]
+    """Rows whose reference gives gaps: proven optimal, or within the study's tolerance."""
+    return [r for r in rows if reference_class(r) in ("exact", "within_tolerance")]
 
 
 def gap_cdf(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -58,7 +61,7 @@ def gap_cdf(rows: list[dict[str, Any]], path: Path) -> Path:
         sub = _proven([r for r in rows if r["objective"] == obj])
         for h in _heuristics(sub):
             rs = [r for r in sub if r["algorithm"] == h]
-            gaps = np.sort([r["gap"] if r["gap_kind"] == "optimal" else np.inf for r in rs])
+            gaps = np.sort([r["gap"] if r["gap_kind"] in GAP_KINDS else np.inf for r in rs])
             finite = gaps[np.isfinite(gaps)]
             if not len(rs):
                 continue
@@ -120,12 +123,12 @@ def performance_profile(rows: list[dict[str, Any]], path: Path) -> Path:
         timing: dict[str, list[float]] = {a: [] for a in algs}
         for p in probs:
             d = by_prob[p]
-            proven = next(iter(d.values()))["ref_status"] == "OPTIMAL"
+            proven = bool(_proven([next(iter(d.values()))]))
             for a in algs:
                 r = d[a]
                 timing[a].append(max(r["decision_ms"] or 0.0, 1e-3))
                 if proven:
-                    ok = r["gap_kind"] == "optimal" and r["gap"] is not None
+                    ok = r["gap_kind"] in GAP_KINDS and r["gap"] is not None
                     quality[a].append(1.0 + max(r["gap"], 0.0) if ok else np.inf)
         _profile(
             axes[0][j], quality, "tau (cost 1 + relative gap)", f"quality profile ({obj})", colors
@@ -143,7 +146,7 @@ def gap_vs_load(rows: list[dict[str, Any]], path: Path) -> Path:
     colors = _colors(rows)
     fig, axes = plt.subplots(1, len(objs), figsize=(5.5 * len(objs), 4), squeeze=False)
     for ax, obj in zip(axes[0], objs, strict=True):
-        sub = [r for r in rows if r["objective"] == obj and r["gap_kind"] == "optimal"]
+        sub = [r for r in rows if r["objective"] == obj and r["gap_kind"] in GAP_KINDS]
         for h in _heuristics(sub):
             rs = [r for r in sub if r["algorithm"] == h and r["load"] is not None]
             if not rs:

@@ -129,6 +129,7 @@ def prepare_tasks(
                 solver=cfg.solver,
                 time_limit=cfg.time_limit,
                 solver_params=dict(cfg.solver_params),
+                target_tolerance_ns=cfg.target_tolerance_ns,
                 settings=cfg.settings,
                 version=__version__,
             )

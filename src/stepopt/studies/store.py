@@ -59,6 +59,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("solver_gap", "DOUBLE"),
     ("ref_status", "VARCHAR"),
     ("ref_objective", "DOUBLE"),
+    ("ref_proven_within_ns", "BIGINT"),
+    ("target_tolerance_ns", "BIGINT"),
     ("gap", "DOUBLE"),
     ("gap_abs", "DOUBLE"),
     ("gap_bound", "DOUBLE"),

@@ -18,6 +18,10 @@ from stepopt.evaluate import Evaluation, evaluate
 from stepopt.model import Decision, StepProblem
 
 HEURISTIC, EXACT = "heuristic", "exact"
+# gap_kind of a gap against a usable reference: proven optimal exactly, or (``target``) with
+# |L - T| proven within the study's ``target_tolerance_ns`` of the optimum.
+OPTIMAL_KIND, TOLERANCE_KIND = "optimal", "within_tolerance"
+GAP_KINDS = (OPTIMAL_KIND, TOLERANCE_KIND)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,20 @@ class Task:
     solver_params: dict[str, Any] = field(default_factory=dict)
     settings: str = ""
     version: str = ""
+    target_tolerance_ns: int = 0
+
+
+def reference_class(row: dict[str, Any]) -> str:
+    """What a stored row's exact reference is: ``exact`` (proven optimal), ``within_tolerance``
+    (``target``: |L - T| proven within the study's tolerance), ``unproven`` or ``missing``."""
+    status = row.get("ref_status")
+    if status == "OPTIMAL":
+        return "exact"
+    if status != "FEASIBLE":
+        return "missing"
+    within, tol = row.get("ref_proven_within_ns"), row.get("target_tolerance_ns")
+    ok = row.get("objective") == "target" and within is not None and tol is not None
+    return "within_tolerance" if ok and within <= tol else "unproven"
 
 
 def resolve_heuristic(name: str) -> Callable[[StepProblem], Decision]:
@@ -92,22 +110,39 @@ def run_task(task: Task) -> list[dict[str, Any]]:
         "settings": task.settings,
         "version": task.version,
         "worker": worker,
+        "target_tolerance_ns": task.target_tolerance_ns,
         **task.dims,
     }
+    tol = task.target_tolerance_ns
+    extra = {"target_tolerance_ns": tol} if tol else {}
 
     # The exact reference first: every heuristic row carries its status and bound.
     t0 = time.perf_counter()
     try:
-        res = solve(problem, task.solver, time_limit=task.time_limit, **task.solver_params)
+        res = solve(problem, task.solver, time_limit=task.time_limit, **extra, **task.solver_params)
         ref_status, ref_ev, bound, message = str(res.status), res.evaluation, res.bound, res.message
         solve_ms = res.wall_ms
         ref_tokens = None if res.decision is None else res.decision.scheduled()
         solver_gap = res.gap
+        within_ns = getattr(res, "proven_within_ns", None)  # a user's solver may lack it
     except Exception as exc:  # a solver failure is a result, not a crash of the study
         ref_status, ref_ev, bound, message = "ERROR", None, None, f"{type(exc).__name__}: {exc}"
         solve_ms = (time.perf_counter() - t0) * 1000.0
-        ref_tokens, solver_gap = None, None
+        ref_tokens, solver_gap, within_ns = None, None, None
     proven = ref_status == str(SolveStatus.OPTIMAL) and ref_ev is not None
+    # FEASIBLE but |L - T| proven within the tolerance (a tolerance stop, or a primary proven
+    # exactly with an unproven tie-break): its gaps are exact to within ``within_ns / T``.
+    within = (
+        not proven
+        and ref_status == str(SolveStatus.FEASIBLE)
+        and ref_ev is not None
+        and problem.objective == "target"
+        and within_ns is not None
+        and within_ns <= tol
+    )
+    usable = proven or within
+    kind = OPTIMAL_KIND if proven else TOLERANCE_KIND
+    base["ref_proven_within_ns"] = 0 if proven else within_ns
     ref_obj = None if ref_ev is None else ref_ev.objective
     rows = []
 
@@ -122,19 +157,21 @@ def run_task(task: Task) -> list[dict[str, Any]]:
         "solver_gap": solver_gap,
         "ref_status": ref_status,
         "ref_objective": ref_obj,
-        "gap": 0.0 if proven else None,
-        "gap_abs": 0.0 if proven else None,
+        "gap": 0.0 if usable else None,
+        "gap_abs": 0.0 if usable else None,
         "gap_bound": None,
         "gap_incumbent": None,
-        "gap_kind": "optimal" if proven else _no_gap_kind(ref_status, ref_ev),
+        "gap_kind": kind if usable else _no_gap_kind(ref_status, ref_ev),
         "n_preempted": None if ref_tokens is None else 0,
         "decision_ms": solve_ms,
         "solve_ms": solve_ms,
         "decision": None if ref_tokens is None else json.dumps(ref_tokens, sort_keys=True),
     }
     if ref_status == str(SolveStatus.FEASIBLE) and ref_ev is not None and bound is not None:
+        # Within tolerance: how far the reference itself may be from the optimum (<= tol / T).
         exact["gap_bound"] = relative_gap(problem.objective, ref_ev.objective, bound, target)
-        exact["gap_kind"] = "bound"
+        if not within:
+            exact["gap_kind"] = "bound"
     rows.append(exact)
 
     for name in task.heuristics:
@@ -166,12 +203,14 @@ def run_task(task: Task) -> list[dict[str, Any]]:
             # Preemption frees slots and KV blocks: a decision the exact model does not have,
             # so the optimum is no reference for it (it may even beat it).
             row["gap_kind"] = "preemption"
-        elif proven:
+        elif usable:
+            # Within tolerance the true gap lies in [gap, gap + within_ns / T]; it may be
+            # slightly negative when the heuristic beat the (not exactly optimal) reference.
             row["gap"] = relative_gap(problem.objective, ev.objective, ref_obj, target)
             row["gap_abs"] = (
                 ev.objective - ref_obj if problem.objective == "target" else ref_obj - ev.objective
             )
-            row["gap_kind"] = "optimal"
+            row["gap_kind"] = kind
         elif ref_status == str(SolveStatus.FEASIBLE) and ref_obj is not None:
             # Unproven: the true gap lies between these two (incumbent below, bound above).
             row["gap_incumbent"] = relative_gap(problem.objective, ev.objective, ref_obj, target)
