@@ -34,6 +34,27 @@ def test_strict_heuristics_pass_every_hard_rule(problem: StepProblem):
         # The goodput cap is reported, never hidden.
         over = problem.objective == "goodput" and ev.latency_ns > problem.target_ns
         assert (Rule.LATENCY_CAP in ev.rules()) == over
+    d = three_stage(problem, reserve_full_prompt=True)
+    assert evaluate(problem, d).hard_feasible
+    _check_full_prompt_gate(problem, d)
+
+
+def _blocks(problem: StepProblem, r: Request, n: int) -> int:
+    bs = problem.config.block_size
+    return _ceil(r.computed_tokens + n, bs) - _ceil(r.computed_tokens, bs)
+
+
+def _check_full_prompt_gate(problem: StepProblem, d: Decision) -> None:
+    # Every admitted request's whole remaining prompt fitted in the blocks still free when it
+    # was admitted (after the running requests' and the earlier admissions' chunks).
+    free = problem.config.num_free_blocks
+    if free is None:
+        return
+    free -= sum(_blocks(problem, r, d.get(r.id)) for r in problem.running)
+    for r in problem.waiting_order:
+        if d.get(r.id):
+            assert _blocks(problem, r, r.remaining_prompt) <= free, r.id
+            free -= _blocks(problem, r, d.get(r.id))
 
 
 @settings(max_examples=600)
@@ -137,6 +158,8 @@ def test_no_heuristic_beats_the_exact_optimum(problem: StepProblem):
         if d.preempted:
             continue  # preemption is outside the integer program (it frees KV blocks)
         assert rank_key(problem, evaluate(problem, d)) >= best, name
+    gated = three_stage(problem, reserve_full_prompt=True)
+    assert rank_key(problem, evaluate(problem, gated)) >= best
 
 
 @st.composite
@@ -211,6 +234,10 @@ def test_engine_scale_feasible_and_exact_latency(problem: StepProblem):
     if problem.objective == "goodput" and evaluate(problem, Decision()).within_target:
         assert ev.within_target
     assert evaluate(problem, get_heuristic("sarathi")(problem)).hard_feasible
+    gated = plan(problem, reserve_full_prompt=True)
+    ev = evaluate(problem, gated.decision)
+    assert ev.hard_feasible and gated.latency_ns == ev.latency_ns
+    _check_full_prompt_gate(problem, gated.decision)
 
 
 @settings(max_examples=25)

@@ -321,3 +321,97 @@ def test_three_stage_below_the_running_count_bisects_on_decodes():
     d = three_stage(p)
     assert d.tokens == {"d0": 1, "d2": 1, "d1": 1}  # by priority, then queue order
     assert evaluate(p, d).feasible
+
+
+def _weighted_gap_state(priority_mode: str):
+    # The gap-study pattern: a large min chunk, a running prefill and the first waiting
+    # requests too big for the target, a small prompt later in the queue.
+    return make_problem(
+        [decode(f"d{k}") for k in range(4)] + [prefill("big", 1000, 0)],
+        [
+            waiting("w0", 4000),
+            waiting("w1", 2000, arrival_time=1),
+            waiting("w2", 100, arrival_time=2),
+        ],
+        latency=linear_latency(),  # 5 ms + 50 us per token
+        target_ms=10.2,  # 4 decodes + 100 tokens
+        long_prefill_token_threshold=512,
+        min_prefill_chunk=512,
+        priority_mode=priority_mode,
+    )
+
+
+def test_three_stage_weighted_mode_skips_what_does_not_fit():
+    strict = _weighted_gap_state("strict")
+    # Strict: Running > Waiting and the waiting order bind; big's 512-token chunk overshoots
+    # by 20.6 ms, so the decodes alone (5.2 ms) are the closest.
+    assert three_stage(strict).tokens == {f"d{k}": 1 for k in range(4)}
+    # Weighted: big, w0 and w1 do not fit under the target and are skipped; w2 does.
+    weighted = _weighted_gap_state("weighted")
+    d = three_stage(weighted)
+    assert d.tokens == {**{f"d{k}": 1 for k in range(4)}, "w2": 100}
+    ev = evaluate(weighted, d)
+    assert ev.feasible and ev.deviation_ns == 0
+    assert ev.deviation_ns < evaluate(weighted, three_stage(strict)).deviation_ns
+
+
+def test_three_stage_weighted_mode_skips_a_request_short_of_kv_blocks():
+    p = make_problem(
+        [decode("d0", 32)],
+        [waiting("w0", 64), waiting("w1", 640, arrival_time=1), waiting("w2", 32, arrival_time=2)],
+        latency=linear_latency(),
+        target_ms=1000.0,
+        block_size=16,
+        num_free_blocks=6,
+        min_prefill_chunk=32,
+        priority_mode="weighted",
+    )
+    # d0 1 block, w0 4: one block left, under w1's 32-token smallest chunk (2 blocks)...
+    assert three_stage(p.with_changes(priority_mode="strict")).tokens == {"d0": 1, "w0": 64}
+    # ... and under w2's (2 blocks) too; with 7 blocks w1 is skipped and w2 fits.
+    p7 = p.with_changes(config=replace(p.config, num_free_blocks=7))
+    assert three_stage(p7.with_changes(priority_mode="strict")).tokens == {
+        "d0": 1,
+        "w0": 64,
+        "w1": 32,
+    }
+    p7m = p7.with_changes(config=replace(p7.config, min_prefill_chunk=48))
+    # min chunk 48: w1 needs 3 blocks (skipped), w2's whole 32-token prompt needs 2.
+    assert three_stage(p7m.with_changes(priority_mode="strict")).tokens == {"d0": 1, "w0": 64}
+    d = three_stage(p7m)
+    assert d.tokens == {"d0": 1, "w0": 64, "w2": 32}
+    assert evaluate(p7m, d).feasible
+
+
+def test_three_stage_reserve_full_prompt_gates_admission():
+    p = make_problem(
+        [decode("d0", 32)],
+        [waiting("w0", 64), waiting("w1", 640, arrival_time=1), waiting("w2", 32, arrival_time=2)],
+        latency=linear_latency(),
+        target_ms=1000.0,
+        block_size=16,
+        num_free_blocks=10,
+        min_prefill_chunk=16,
+    )
+    # By the chunk's blocks: w1 gets the 5 blocks left (80 tokens).
+    assert three_stage(p).tokens == {"d0": 1, "w0": 64, "w1": 80}
+    # Its whole prompt needs 40 blocks: with the gate it is not admitted, and strict mode
+    # stops there; weighted mode goes on to w2 (2 blocks).
+    assert three_stage(p, reserve_full_prompt=True).tokens == {"d0": 1, "w0": 64}
+    pw = p.with_changes(priority_mode="weighted")
+    d = three_stage(pw, reserve_full_prompt=True)
+    assert d.tokens == {"d0": 1, "w0": 64, "w2": 32}
+    assert evaluate(pw, d).feasible
+    # The tokens scheduled stay the chunk: a 640-token prompt that fits is cut by the budget.
+    big = p.with_changes(
+        config=replace(p.config, num_free_blocks=100, max_num_scheduled_tokens=200)
+    )
+    assert three_stage(big, reserve_full_prompt=True).tokens == {"d0": 1, "w0": 64, "w1": 135}
+    # Without a KV limit the gate changes nothing.
+    free = p.with_changes(config=replace(p.config, num_free_blocks=None))
+    assert three_stage(free, reserve_full_prompt=True) == three_stage(free)
+
+
+def test_three_stage_rejects_a_non_boolean_flag():
+    with pytest.raises(InputError, match="reserve_full_prompt"):
+        three_stage(make_problem(), reserve_full_prompt="maybe")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import compress
-from operator import attrgetter, ge
+from itertools import accumulate, compress
+from operator import attrgetter, ge, sub
 
+from stepopt.errors import InputError
 from stepopt.heuristics.base import register_heuristic
 from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
 from stepopt.model import NS_PER_MS, Decision, StepProblem
@@ -39,16 +40,20 @@ class ThreeStagePlan:
     candidates: int  # distinct (S, slots) simulations run
 
 
-def plan(problem: StepProblem, *, full_scan: bool = False) -> ThreeStagePlan:
+def plan(
+    problem: StepProblem, *, full_scan: bool = False, reserve_full_prompt: bool = False
+) -> ThreeStagePlan:
     """Run the three stages on ``problem``.
 
     ``full_scan`` tries every batch size up to ``min(max_num_running_reqs, running + waiting)``
-    instead of stopping once the slots no longer bind (see docs/heuristics.md).
+    instead of stopping once the slots no longer bind. ``reserve_full_prompt`` admits a waiting
+    request only if the blocks of its whole remaining prompt are free, not just those of this
+    step's chunk (for online use under KV pressure). See docs/heuristics.md.
     """
-    return ThreeStagePlan(*_plan(problem, full_scan))
+    return ThreeStagePlan(*_plan(problem, full_scan, reserve_full_prompt))
 
 
-def _plan(problem: StepProblem, full_scan: bool) -> tuple:
+def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple:
     cfg = problem.config
     lat = problem.latency
     budget_cap = cfg.max_num_scheduled_tokens
@@ -85,6 +90,15 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
     # KV blocks cannot bind when every decode, and every prefill chunk the token budget allows
     # (each at most budget/bs + 1 blocks), fit: then skip the block arithmetic altogether.
     kv_on = kv_free < n_dec + budget_cap // bs + n_run + len(waiting) + 1
+    # The admission gate (reserve_full_prompt) can bind only if some waiting request's whole
+    # remaining prompt needs more blocks than are free.
+    gate = reserve and cfg.num_free_blocks is not None and bool(waiting)
+    if gate:
+        need = max(
+            (r.prompt_tokens + bs - 1) // bs - (r.computed_tokens + bs - 1) // bs for r in waiting
+        )
+        gate = kv_free < n_dec + budget_cap // bs + n_run + len(waiting) + 1 + need
+        kv_on = kv_on or gate
     if not kv_on:
         kv_free = _UNLIMITED
     dec_kv = n_dec - sum(map(bool, map(bs.__rmod__, dec_comp))) if kv_on else 0
@@ -109,16 +123,22 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
         order = sorted(waiting, key=_WAITING_KEY) if len(waiting) > 1 else waiting
     n_wait = len(order)
     w_hi, w_kv, w_att, w_w, w_lo = [0], [0], [0], [0], []
+    # w_gate[k]: the most free blocks any of the first k admissions needs to pass the gate
+    # (blocks of the chunks before it plus its whole prompt); without the gate, w_kv.
+    w_gate = [0] if gate else w_kv
 
     def extend_waiting(left: int, kv_left: int, limit: int) -> None:
         # Add waiting requests until one would not fit fully (or ``limit`` are in).
         n = len(w_lo)
-        while n < limit and w_hi[-1] <= left and w_kv[-1] <= kv_left:
+        while n < limit and w_hi[-1] <= left and w_gate[-1] <= kv_left:
             r = order[n]
             c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
             hi = rem if thr <= 0 or rem < thr else thr
             w_lo.append(min_chunk if min_chunk < hi else hi)
             w_hi.append(w_hi[-1] + hi)
+            if gate:
+                full = w_kv[-1] + (c + rem + bs - 1) // bs - (c + bs - 1) // bs
+                w_gate.append(full if full > w_gate[-1] else w_gate[-1])
             w_kv.append(w_kv[-1] + ((c + hi + bs - 1) // bs - (c + bs - 1) // bs))
             w_att.append(w_att[-1] + attn(hi, c, rem))
             w_w.append(w_w[-1] + (1 + top - r.priority if weighted else 1) * hi)
@@ -185,6 +205,91 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
             budget,
         )
 
+    if weighted:  # (defined only where used: this is the hot path)
+        winfo: list[tuple] = []  # weighted mode: (id, cached, remaining, hi, lo, weight, gate, new)
+        rem_suffix: list[int] = []  # rem_suffix[i]: the least remaining prompt of order[i:]
+
+        def walk_entry(k: int) -> tuple:
+            # The walk's k-th request (running prefills, then the waiting order), built lazily.
+            while len(winfo) <= k:
+                r = order[len(winfo) - n_pre]
+                c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
+                hi = rem if thr <= 0 or rem < thr else thr
+                full = (c + rem + bs - 1) // bs - (c + bs - 1) // bs if gate else 0
+                lo = min_chunk if min_chunk < hi else hi
+                winfo.append((r.id, c, rem, hi, lo, 1 + top - r.priority, full, True))
+            return winfo[k]
+
+        def weighted_walk(budget: int, slots: int, j: int, left: int, kv_left: int) -> tuple:
+            # Weighted mode: neither Running > Waiting nor the waiting order binds, so a request
+            # that does not fit (budget left under its smallest chunk, KV blocks or the gate
+            # short) is skipped and the next ones are tried: the running prefills from ``j`` (the
+            # first without its full chunk), then the waiting ones, in the waiting order, at most
+            # ``slots`` of them. ``more`` is the smallest extra budget that changes some share
+            # along this walk (exact: below it every share stays the same).
+            if not winfo:
+                for k, r in enumerate(prefills):
+                    c = r.computed_tokens
+                    hi = p_hi[k + 1] - p_hi[k]
+                    wt = 1 + top - r.priority
+                    winfo.append((r.id, c, r.prompt_tokens - c, hi, p_lo[k], wt, 0, False))
+                rems = list(map(sub, map(_PROMPT, order), map(_COMPUTED, order)))
+                rem_suffix.extend(accumulate(reversed(rems), min))
+                rem_suffix.reverse()
+                rem_suffix.append(_UNLIMITED)
+            limit = slots if slots < n_wait else n_wait
+            # Without KV limits, once the budget is spent the rest of the walk only sets ``more``:
+            # the smallest lo left, min(min chunk, threshold, least remaining prompt).
+            early = not kv_on and limit
+            taken, toks, att, w, more, admitted = [], 0, 0, 0, _UNLIMITED, 0
+            for k in range(j, n_pre + (limit and n_wait)):
+                if left == 0 and early and admitted < limit:
+                    m = min(min_chunk, rem_suffix[max(k - n_pre, 0)])
+                    if thr > 0 and thr < m:
+                        m = thr
+                    if k < n_pre:
+                        m = min(m, *p_lo[k:])
+                    if m < more:
+                        more = m
+                    break
+                rid, c, rem, hi, lo, wt, full, new = winfo[k] if k < len(winfo) else walk_entry(k)
+                if new:
+                    if admitted >= limit:
+                        break
+                    if gate and full > kv_left:
+                        continue
+                fit = kv_fit(c, kv_left)
+                if fit < lo:
+                    continue  # KV blocks short: more budget would not help
+                n = hi if hi < left else left
+                if fit < n:
+                    n = fit
+                elif n < hi and n < fit:  # cut by the budget: a larger budget gives it more
+                    d = 1 if n >= lo else lo - n
+                    if d < more:
+                        more = d
+                    if n < lo:
+                        continue
+                taken.append((rid, n))
+                left -= n
+                kv_left -= (c + n + bs - 1) // bs - (c + bs - 1) // bs
+                toks += n
+                att += attn(n, c, rem)
+                w += wt * n
+                admitted += new
+            toks += n_dec + p_hi[j]
+            return (
+                toks,
+                n_dec + j + len(taken),
+                dec_ctx,
+                p_att[j] + att,
+                dec_w + p_w[j] + w,
+                admitted,
+                ("x", j, taken),
+                None if more == _UNLIMITED else budget + more,
+                toks,
+            )
+
     def simulate(budget: int, slots: int) -> tuple:
         if budget < n_dec or dec_kv > kv_free:
             res = partial_cache.get(budget)
@@ -194,6 +299,9 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
         left = budget - n_dec
         kv_left = kv_free - dec_kv
         if p_hi[-1] > left or p_kv[-1] > kv_left:
+            if weighted:
+                j = min(bisect_right(p_hi, left), bisect_right(p_kv, kv_left)) - 1
+                return weighted_walk(budget, slots, j, left - p_hi[j], kv_left - p_kv[j])
             res = partial_cache.get(budget)
             if res is None:
                 j = min(bisect_right(p_hi, left), bisect_right(p_kv, kv_left)) - 1
@@ -205,14 +313,14 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
         limit = slots if slots < n_wait else n_wait
         if len(w_lo) < limit:
             extend_waiting(left, kv_left, limit)
-        j = min(bisect_right(w_hi, left), bisect_right(w_kv, kv_left)) - 1
+        j = min(bisect_right(w_hi, left), bisect_right(w_gate, kv_left)) - 1
         if j > limit:
             j = limit
         toks = n_dec + p_hi[-1] + w_hi[j]
         att = p_att[-1] + w_att[j]
         w = dec_w + p_w[-1] + w_w[j]
         part = 0
-        if j < limit:
+        if j < limit and (not gate or w_gate[j + 1] <= kv_left):
             r = order[j]
             c = r.computed_tokens
             n = min(w_hi[j + 1] - w_hi[j], left - w_hi[j])
@@ -223,6 +331,10 @@ def _plan(problem: StepProblem, full_scan: bool) -> tuple:
                 toks += n
                 att += attn(n, c, r.prompt_tokens - c)
                 w += (1 + top - r.priority if weighted else 1) * n
+        if weighted and j < limit and (not part or toks < budget):
+            # A request did not fit (or got a chunk cut by KV blocks) with budget left: later
+            # ones might. Otherwise the walk would give this very result.
+            return weighted_walk(budget, slots, n_pre, left, kv_left)
         if part:
             grow, same = budget + 1, budget
         elif j < limit:  # the next waiting request starts at its smallest chunk
@@ -343,15 +455,15 @@ def _materialize(detail, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]
     if kind == "d":
         return dict.fromkeys(detail[1], 1)
     out = dict.fromkeys(map(_ID, decodes), 1)
-    if kind == "r":
+    if kind != "w":  # "r" (strict) or "x" (weighted): the first j prefills in full, then a list
         _, j, tail = detail
         for i in range(j):
             out[prefills[i].id] = p_hi[i + 1] - p_hi[i]
         out.update(tail)
         return out
-    _, j, part = detail
     for i, r in enumerate(prefills):
         out[r.id] = p_hi[i + 1] - p_hi[i]
+    _, j, part = detail
     for i in range(j):
         out[order[i].id] = w_hi[i + 1] - w_hi[i]
     if part:
@@ -360,6 +472,16 @@ def _materialize(detail, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]
 
 
 @register_heuristic("three-stage")
-def three_stage(problem: StepProblem, full_scan: bool = False) -> Decision:
+def three_stage(
+    problem: StepProblem, full_scan: bool = False, reserve_full_prompt: bool = False
+) -> Decision:
     """The three-stage greedy: budget by latency inversion, running first, then waiting."""
-    return _plan(problem, full_scan)[0]
+    if full_scan or reserve_full_prompt:  # (the default path skips the type check)
+        _check_flags(full_scan=full_scan, reserve_full_prompt=reserve_full_prompt)
+    return _plan(problem, full_scan, reserve_full_prompt)[0]
+
+
+def _check_flags(**flags: object) -> None:
+    for name, value in flags.items():
+        if value.__class__ is not bool:
+            raise InputError(name, "expected true or false", value)
