@@ -227,7 +227,7 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
             # first without its full chunk), then the waiting ones, in the waiting order, at most
             # ``slots`` of them. ``more`` is the smallest extra budget that changes some share
             # along this walk (exact: below it every share stays the same).
-            if not winfo:
+            if not rem_suffix:  # first walk: the running prefills, the suffix minima
                 for k, r in enumerate(prefills):
                     c = r.computed_tokens
                     hi = p_hi[k + 1] - p_hi[k]
