@@ -275,7 +275,11 @@ def test_policy_specs_with_parameters():
         "sarathi[chunk_size=512,x=y]",
         "exact:cpsat",
     ]
-    assert parse_policy_spec("three-stage[full-scan=true]") == ("three-stage", {"full_scan": True})
+    # The spec keeps text; make_policy types it by the heuristic's signature.
+    assert parse_policy_spec("three-stage[full-scan=true]") == (
+        "three-stage",
+        {"full_scan": "true"},
+    )
     pol = make_policy("sarathi[chunk_size=64]")
     assert pol.name == "sarathi[chunk_size=64]"
     res = simulate(small_trace(), pol, LIN, FixedTarget(15.0), SimConfig())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from stepopt.cli.core import evaluation_table
 from stepopt.errors import InputError
 from stepopt.evaluate import evaluate
 from stepopt.heuristics import get_heuristic
+from stepopt.heuristics.base import coerce_params
 from stepopt.io import load_problem, save_decision
 from stepopt.model import Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus
@@ -22,39 +22,15 @@ HEURISTIC_STATUS = "HEURISTIC"
 
 
 def parse_params(items: list[str], fn: Any) -> dict[str, Any]:
-    """``key=value`` pairs checked against the heuristic's keyword parameters; values are
-    read as int, then true/false, else kept as text."""
-    accepted = _keyword_params(fn)
-    out: dict[str, Any] = {}
+    """``key=value`` pairs checked against the heuristic's keyword parameters and converted
+    to the type of each one's default (:func:`stepopt.heuristics.base.coerce_params`)."""
+    raw: dict[str, str] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise InputError("--param", "expected key=value", item)
-        if key not in accepted:
-            valid = ", ".join(sorted(accepted)) or "(none)"
-            raise InputError("--param", f"unknown parameter {key!r}; valid: {valid}", item)
-        out[key] = _value(raw.strip())
-    return out
-
-
-def _keyword_params(fn: Any) -> set[str]:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return set()
-    params = list(sig.parameters.values())[1:]  # the first one is the problem
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
-def _value(raw: str) -> Any:
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(raw)
-    except ValueError:
-        return raw
+        raw[key] = value
+    return coerce_params(fn, raw, "--param")
 
 
 def run_heuristic(

@@ -9,9 +9,11 @@ heuristic that is not registered at all.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from stepopt.errors import InputError, UnknownNameError
 from stepopt.model import Decision, StepProblem
@@ -122,3 +124,65 @@ def resolve_heuristic(name_or_path: str) -> Heuristic:
     if not callable(obj):
         raise InputError("heuristic", f"{name_or_path!r} is not callable", type(obj).__name__)
     return obj
+
+
+def coerce_params(fn: Heuristic, raw: Mapping[str, str], field: str) -> dict[str, Any]:
+    """Text ``key=value`` parameters (from a command line or a policy spec) checked against
+    ``fn``'s keyword parameters and converted to the type of each one's default: ``true`` or
+    ``false`` for a bool, an integer for an int, a number for a float. Where a parameter has
+    no default, the value is read as true/false, then int, then float, else kept as text."""
+    try:
+        rest = list(inspect.signature(fn).parameters.values())[1:]  # [0] is the problem
+    except (TypeError, ValueError):
+        rest = []
+    if any(p.kind == p.VAR_KEYWORD for p in rest) or not rest:
+        known: dict[str, inspect.Parameter] | None = None
+    else:
+        known = {p.name: p for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        key = key.strip().replace("-", "_")
+        if known is not None and key not in known:
+            valid = ", ".join(sorted(known)) or "(none)"
+            raise InputError(field, f"unknown parameter {key!r}; valid: {valid}", key)
+        param = known[key] if known is not None else None
+        out[key] = _coerce(text.strip(), _kind(param), field, key)
+    return out
+
+
+def _kind(param: inspect.Parameter | None) -> Any:
+    """A value whose type says what the parameter takes: its default, or else a sample of
+    the type its annotation names (``int | None`` takes an int)."""
+    if param is None:
+        return None
+    if param.default not in (None, inspect.Parameter.empty):
+        return param.default
+    note = param.annotation if isinstance(param.annotation, str) else str(param.annotation)
+    for name, sample in (("bool", False), ("int", 0), ("float", 0.0), ("str", "")):
+        if name in note:
+            return sample
+    return None
+
+
+def _coerce(text: str, default: Any, field: str, key: str) -> Any:
+    low = text.lower()
+    if isinstance(default, bool):
+        if low not in ("true", "false"):
+            raise InputError(field, f"{key} takes true or false", text)
+        return low == "true"
+    for kind, cast, word in ((int, int, "an integer"), (float, float, "a number")):
+        if isinstance(default, kind):
+            try:
+                return cast(text)
+            except ValueError:
+                raise InputError(field, f"{key} takes {word}", text) from None
+    if isinstance(default, str):
+        return text
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

@@ -9,7 +9,6 @@ simulator then leaves KV-capacity preemption to it.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 from stepopt.errors import InputError
 from stepopt.evaluate import Rule, evaluate, rank_key
-from stepopt.heuristics.base import get_heuristic
+from stepopt.heuristics.base import coerce_params, get_heuristic
 from stepopt.model import Decision, StepProblem
 
 # Rules vLLM's own schedule may break (docs/heuristics.md): no minimum chunk and the threshold
@@ -145,16 +144,16 @@ def make_policy(
         if params:
             raise InputError("policy", "the exact policy takes no [parameters]", name)
         return ExactPolicy(rest or solver, time_limit, fallback)
+    params = coerce_params(get_heuristic(head), params, "policy")
     pol = HeuristicPolicy(head, params)
-    _check_params(pol._fn, params, name)
     if params:
         pol.name = f"{head}[{','.join(f'{k}={v}' for k, v in params.items())}]"
     return pol
 
 
-def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``NAME[k=v,k=v]`` -> (NAME, {k: v}); values are read as int, float, true/false or
-    text."""
+def parse_policy_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``NAME[k=v,k=v]`` -> (NAME, {k: v}) with the values as text (typed by
+    :func:`stepopt.heuristics.base.coerce_params`)."""
     text = spec.strip()
     if "[" not in text:
         if "]" in text or not text:
@@ -163,7 +162,7 @@ def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
     head, _, rest = text.partition("[")
     if not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1] or not head.strip():
         raise InputError("policy", "expected NAME or NAME[key=value,...]", spec)
-    params: dict[str, Any] = {}
+    params: dict[str, str] = {}
     for item in rest[:-1].split(","):
         if not item.strip():
             continue
@@ -171,7 +170,7 @@ def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key = key.strip().replace("-", "_")
         if not eq or not key:
             raise InputError("policy", "expected key=value inside [...]", item)
-        params[key] = _value(raw.strip())
+        params[key] = raw.strip()
     return head.strip(), params
 
 
@@ -187,32 +186,3 @@ def split_policies(text: str) -> list[str]:
         cur.append(ch)
     out.append("".join(cur).strip())
     return [p for p in out if p]
-
-
-def _value(raw: str) -> Any:
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def _check_params(fn: Any, params: dict[str, Any], spec: str) -> None:
-    if not params:
-        return
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return  # a callable without a signature: let it complain
-    rest = list(sig.parameters.values())[1:]  # the first one is the problem
-    if any(p.kind == p.VAR_KEYWORD for p in rest):
-        return
-    valid = {p.name for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    for key in params:
-        if key not in valid:
-            names = ", ".join(sorted(valid)) or "(none)"
-            raise InputError("policy", f"unknown parameter {key!r}; valid: {names}", spec)
