@@ -77,9 +77,9 @@ def cmd_solve(
 ) -> None:
     """Solve a step problem exactly.
 
-    OPTIMAL means proven optimal exactly; FEASIBLE carries the proven bound and, for target,
-    proven_within_ns (how far |L - T| may be from the optimum). Exit 0 with a decision, 1
-    without (infeasible, timed out, solver failure), 2 on bad input.
+    OPTIMAL means proven optimal exactly; FEASIBLE carries the proven bound when there is one
+    and, for target, proven_within_ns (how far |L - T| may be from the optimum). Exit 0 with
+    a decision, 1 without (infeasible, timed out, solver failure), 2 on bad input.
     """
     from stepopt.solvers.base import get_solver
 
