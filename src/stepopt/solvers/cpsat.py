@@ -173,20 +173,32 @@ def _status_of(code: int) -> SolveStatus | None:
     }.get(code)
 
 
-def _weighted(problem, enc, started, time_limit, params, info, tolerance) -> SolveResult:
-    primary, secondary, k = _keys(enc)
-    enc.model.minimize(k * primary + secondary)
-    s = _solver(_gap_params(enc, params, tolerance, k), _left(started, time_limit))
+def _first_phase(problem, enc, started, time_limit, info, params, share):
+    """Solve the model as it stands: (solver, status, decision, result) where ``result`` is
+    the final answer when there is no decision (infeasible, nothing found, error)."""
+    s = _solver(params, _left(started, time_limit, share))
     code = s.solve(enc.model)
     info["phases"] = 1
     status = _status_of(code) or SolveStatus.NO_SOLUTION
     if status in (SolveStatus.INFEASIBLE, SolveStatus.NO_SOLUTION, SolveStatus.ERROR):
         msg = "" if status != SolveStatus.ERROR else f"CP-SAT: {s.status_name(code)}"
-        return finish(
+        done = finish(
             problem, "cpsat", status, None, started, time_limit=time_limit, params=info, message=msg
         )
+        return s, status, None, done
     dec, lat = _decision(enc, s)
     info["model_latency_ns"] = lat
+    return s, status, dec, None
+
+
+def _weighted(problem, enc, started, time_limit, params, info, tolerance) -> SolveResult:
+    primary, secondary, k = _keys(enc)
+    enc.model.minimize(k * primary + secondary)
+    s, status, dec, done = _first_phase(
+        problem, enc, started, time_limit, info, _gap_params(enc, params, tolerance, k), 1.0
+    )
+    if done is not None:
+        return done
     bound = None
     msg = "time limit reached: not proven optimal" if status == SolveStatus.FEASIBLE else ""
     if status == SolveStatus.OPTIMAL and not _proved(s):
@@ -212,17 +224,11 @@ def _weighted(problem, enc, started, time_limit, params, info, tolerance) -> Sol
 def _two_phase(problem, enc, started, time_limit, params, info, tolerance) -> SolveResult:
     primary, secondary, _ = _keys(enc)
     enc.model.minimize(primary)
-    s = _solver(_gap_params(enc, params, tolerance), _left(started, time_limit, PHASE1_SHARE))
-    code = s.solve(enc.model)
-    info["phases"] = 1
-    status = _status_of(code) or SolveStatus.NO_SOLUTION
-    if status in (SolveStatus.INFEASIBLE, SolveStatus.NO_SOLUTION, SolveStatus.ERROR):
-        msg = "" if status != SolveStatus.ERROR else f"CP-SAT: {s.status_name(code)}"
-        return finish(
-            problem, "cpsat", status, None, started, time_limit=time_limit, params=info, message=msg
-        )
-    dec, lat = _decision(enc, s)
-    info["model_latency_ns"] = lat
+    s, status, dec, done = _first_phase(
+        problem, enc, started, time_limit, info, _gap_params(enc, params, tolerance), PHASE1_SHARE
+    )
+    if done is not None:
+        return done
     if status == SolveStatus.FEASIBLE:
         bound = _primary_bound(enc, s.best_objective_bound)
         return finish(
