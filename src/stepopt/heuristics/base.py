@@ -87,7 +87,7 @@ def get_heuristic(name: str) -> Heuristic:
     if name in registered:
         return registered[name]
     if ":" in name:
-        return resolve_heuristic(name)
+        return _import_path(name)
     ep = _plugins().get(name)
     if ep is None:
         raise UnknownNameError("heuristic", name, heuristic_names())
@@ -95,13 +95,14 @@ def get_heuristic(name: str) -> Heuristic:
 
 
 def resolve_heuristic(name_or_path: str) -> Heuristic:
-    """A heuristic by registered name, entry-point name or ``package.module:function`` path.
+    """A heuristic by registered name, entry-point name or ``package.module:function`` path
+    (the same as :func:`get_heuristic`, which takes paths too)."""
+    return get_heuristic(name_or_path)
 
-    Use this wherever users name a heuristic (CLI, study configs, settings): a team's own
-    heuristic then works without registering it. Errors name what failed to import.
-    """
-    if ":" not in name_or_path:
-        return get_heuristic(name_or_path)
+
+def _import_path(name_or_path: str) -> Heuristic:
+    """The callable at ``package.module:function``; errors name what failed to import, so a
+    team's own heuristic works without registering it."""
     module, _, attr = name_or_path.partition(":")
     if not module or not attr:
         raise InputError("heuristic", "expected a name or module:function", name_or_path)

@@ -17,10 +17,11 @@ from typing import Any
 
 from stepopt import __version__
 from stepopt.errors import InputError, MissingExtraError, StepoptError
+from stepopt.heuristics.base import resolve_heuristic
 from stepopt.io import problem_hash, read_document
 from stepopt.studies.config import DEFAULT_HEURISTICS, StudyConfig
 from stepopt.studies.store import Store
-from stepopt.studies.worker import Task, resolve_heuristic, run_task
+from stepopt.studies.worker import Task, run_task
 
 
 @dataclass(frozen=True)

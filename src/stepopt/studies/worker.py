@@ -10,12 +10,11 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from stepopt.evaluate import Evaluation, evaluate
-from stepopt.model import Decision, StepProblem
+from stepopt.heuristics.base import resolve_heuristic
 
 HEURISTIC, EXACT = "heuristic", "exact"
 # gap_kind of a gap against a usable reference: proven optimal exactly, or (``target``) with
@@ -51,14 +50,6 @@ def reference_class(row: dict[str, Any]) -> str:
     within, tol = row.get("ref_proven_within_ns"), row.get("target_tolerance_ns")
     ok = row.get("objective") == "target" and within is not None and tol is not None
     return "within_tolerance" if ok and within <= tol else "unproven"
-
-
-def resolve_heuristic(name: str) -> Callable[[StepProblem], Decision]:
-    """A registered heuristic, or ``package.module:function`` for one that is not registered
-    (:func:`stepopt.heuristics.base.resolve_heuristic`)."""
-    from stepopt.heuristics.base import resolve_heuristic as resolve
-
-    return resolve(name)
 
 
 def relative_gap(objective: str, value: float, reference: float, target_ms: float) -> float | None:
