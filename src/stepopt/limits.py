@@ -84,3 +84,26 @@ def check_int(value: int, field: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise InputError(field, f"must be in {lo}..{hi}", value)
     return value
+
+
+def whole_number(text: str, field: str, lo: int, hi: int = MAX_TOKENS) -> int:
+    """A count from a CSV cell (``374`` or ``374.0``): ``12.5``, ``nan``, ``inf`` and values
+    outside ``lo..hi`` are one-line errors, never truncated."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(field, "not a number", text) from None
+    if not math.isfinite(value) or value != int(value):
+        raise InputError(field, "must be a whole number", text)
+    return check_int(int(value), field, lo, hi)
+
+
+def seconds(text: str, field: str) -> float:
+    """A time in seconds from a CSV cell: finite, in ``0..MAX_TIME_S``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(field, "not a number", text) from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_TIME_S):
+        raise InputError(field, f"must be a finite number of seconds in 0..{MAX_TIME_S:g}", text)
+    return value

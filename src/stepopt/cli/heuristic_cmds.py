@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stepopt.cli.common import console, exit_with, print_json
-from stepopt.cli.core import evaluation_table
-from stepopt.errors import InputError
-from stepopt.evaluate import evaluate
-from stepopt.heuristics import get_heuristic
-from stepopt.heuristics.base import coerce_params
-from stepopt.io import load_problem, save_decision
-from stepopt.model import Decision, StepProblem
-from stepopt.solvers.base import SolveResult, SolveStatus
+from stepopt.cli.common import command, console, exit_with, output_file, print_json
+from stepopt.errors import InputError, StepoptError
+
+if TYPE_CHECKING:
+    from stepopt.model import StepProblem
+    from stepopt.solvers.base import SolveResult
 
 HEURISTIC_STATUS = "HEURISTIC"
 
@@ -24,6 +21,8 @@ HEURISTIC_STATUS = "HEURISTIC"
 def parse_params(items: list[str], fn: Any) -> dict[str, Any]:
     """``key=value`` pairs checked against the heuristic's keyword parameters and converted
     to the type of each one's default (:func:`stepopt.heuristics.base.coerce_params`)."""
+    from stepopt.heuristics.base import coerce_params
+
     raw: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -37,11 +36,26 @@ def run_heuristic(
     problem: StepProblem, name: str, params: dict[str, Any] | None = None
 ) -> tuple[SolveResult, dict[str, Any]]:
     """Run ``name`` and judge its decision: the result and its ``stepopt solve``-style dict
-    (``status`` = ``HEURISTIC``, ``solve_ms`` = decision time, no bound or gap)."""
+    (``status`` = ``HEURISTIC``, ``solve_ms`` = decision time, no bound or gap). A user's
+    heuristic that raises or returns no Decision is a one-line error."""
+    from stepopt.evaluate import evaluate
+    from stepopt.heuristics.base import checked_decision, get_heuristic, heuristic_names
+    from stepopt.solvers.base import SolveResult, SolveStatus
+
     fn = get_heuristic(name)
     params = dict(params or {})
     started = time.perf_counter()
-    decision: Decision = fn(problem, **params)
+    try:
+        decision = checked_decision(fn(problem, **params), name)
+    except StepoptError:
+        raise
+    except Exception as exc:
+        if name in heuristic_names():
+            raise  # a built-in or installed heuristic failing is a bug: show the traceback
+        raise StepoptError(
+            f"heuristic {name!r} raised {type(exc).__name__}: {exc} "
+            "(STEPOPT_DEBUG=1 shows the traceback)"
+        ) from exc
     wall_ms = (time.perf_counter() - started) * 1000.0
     res = SolveResult(
         status=SolveStatus.FEASIBLE,  # placeholder: reported as HEURISTIC below
@@ -63,7 +77,12 @@ def run_heuristic(
 def cmd_heuristic(
     problem: Annotated[Path, typer.Argument(help="Problem file (JSON or YAML).")],
     name: Annotated[
-        str, typer.Option("--name", "-n", help="three-stage, vllm-v1, vllm-v1-priority, sarathi.")
+        str,
+        typer.Option(
+            "--name",
+            "-n",
+            help="three-stage, vllm-v1, vllm-v1-priority, sarathi, or module:function.",
+        ),
     ] = "three-stage",
     param: Annotated[
         list[str] | None,
@@ -79,8 +98,17 @@ def cmd_heuristic(
     Exit 0 when the decision is feasible, 1 when the evaluator reports violations (vLLM's
     rules differ from stepopt's; see docs/heuristics.md), 2 on bad input.
     """
+    from rich.markup import escape
+
+    from stepopt.cli.core import evaluation_table
+    from stepopt.cli.solve_cmds import decision_text
+    from stepopt.heuristics.base import check_signature, get_heuristic
+    from stepopt.io import load_problem, save_decision
+
     fn = get_heuristic(name)  # unknown names list the valid ones (exit 2)
     params = parse_params(param or [], fn)
+    check_signature(fn, name, params)
+    output_file(output, "--output")
     prob = load_problem(problem)
     res, doc = run_heuristic(prob, name, params)
     assert res.decision is not None and res.evaluation is not None
@@ -91,15 +119,12 @@ def cmd_heuristic(
     else:
         t = evaluation_table(res.evaluation, title=f"heuristic: {name}")
         t.add_row("decision time", f"{res.wall_ms:.3f} ms")
-        tokens = res.decision.scheduled()
-        shown = ", ".join(f"{k}={v}" for k, v in list(tokens.items())[:20])
-        more = f" ... (+{len(tokens) - 20})" if len(tokens) > 20 else ""
-        t.add_row("decision", (shown or "(empty)") + more)
+        t.add_row("decision", escape(decision_text(res.decision.scheduled())))
         if res.decision.preempted:
-            t.add_row("preempted", ", ".join(res.decision.preempted))
+            t.add_row("preempted", escape(", ".join(res.decision.preempted)))
         console.print(t)
     exit_with(0 if res.evaluation.feasible else 1)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("heuristic")(cmd_heuristic)
+    command(app, "heuristic")(cmd_heuristic)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stepopt.cli.common import console, print_json
+from stepopt.cli.common import command, console, figure_file, output_file, print_json
 from stepopt.cli.core import latency_app
 from stepopt.errors import InputError
 
@@ -26,8 +26,11 @@ def cmd_fit(
     """Fit a latency preset to one GPU/model/TP combination of a profiling folder."""
     from stepopt.latency.build import fit_combo, preset_document, write_document
 
-    if max_segments < 1:
-        raise InputError("--max-segments", "must be at least 1", max_segments)
+    if not 1 <= max_segments <= 1024:
+        raise InputError("--max-segments", "must be in 1..1024", max_segments)
+    if not 1 <= tp <= 1024:
+        raise InputError("--tp", "must be in 1..1024", tp)
+    output_file(output, "--output")
     fitter = fit_combo(profile_dir, gpu, model, tp, max_segments=max_segments)
     doc = preset_document(fitter)
     write_document(doc, output)
@@ -76,7 +79,7 @@ def cmd_plot(
         matplotlib.use("Agg")  # files only, no display needed
     except ImportError:
         pass  # plot_fit raises the one-line missing-extra error
-
+    figure_file(output, "--output")
     model = _load_model(preset)
     meta = model.meta
     missing = [k for k in ("gpu", "model", "tp") if k not in meta]
@@ -86,11 +89,10 @@ def cmd_plot(
         )
     profile = load_profile(data, str(meta["gpu"]), str(meta["model"]), int(meta["tp"]))
     fig = plot_fit(model, profile)
-    output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)
     console.print(f"wrote {output}")
 
 
 def register(app: typer.Typer) -> None:
-    latency_app.command("fit")(cmd_fit)
-    latency_app.command("plot")(cmd_plot)
+    command(latency_app, "fit")(cmd_fit)
+    command(latency_app, "plot")(cmd_plot)
