@@ -112,6 +112,7 @@ def figure_file(path: Path | None, option: str) -> Path | None:
     output_file(path, option)
     suffix = path.suffix.lower().lstrip(".")
     try:
+        import matplotlib  # noqa: F401  (the extra itself, before its submodule)
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         raise MissingExtraError("matplotlib", "plot", f"{option} (a figure)") from None
