@@ -49,7 +49,9 @@ def cmd_evaluate(
     decision: Annotated[Path, typer.Argument(help='Decision file: {"tokens": {"id": n}}.')],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Judge a decision: feasibility, violations, latency, objective.
+    """Judge a decision: feasibility, latency, objective.
+
+    Lists every violated rule.
 
     Exit 0 when feasible, 1 when infeasible, 2 on bad input.
     """

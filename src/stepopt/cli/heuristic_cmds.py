@@ -93,7 +93,9 @@ def cmd_heuristic(
         Path | None, typer.Option("--output", "-o", help="Write the decision to this file.")
     ] = None,
 ) -> None:
-    """Run an online heuristic on a step problem; the evaluator judges its decision.
+    """Run an online heuristic on one problem, judged.
+
+    The evaluator judges the heuristic's decision like any other.
 
     Exit 0 when the decision is feasible, 1 when the evaluator reports violations (vLLM's
     rules differ from stepopt's; see docs/heuristics.md), 2 on bad input.

@@ -23,7 +23,10 @@ def cmd_fit(
     max_segments: Annotated[int, typer.Option(help="Most segments of the token curve.")] = 16,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Fit a latency preset to one GPU/model/TP combination of a profiling folder."""
+    """Fit a latency preset to one GPU, model and TP degree.
+
+    Reads one combination of a Vidur profiling folder and writes a preset file.
+    """
     from stepopt.latency.build import fit_combo, preset_document, write_document
 
     if not 1 <= max_segments <= 1024:
@@ -69,7 +72,7 @@ def cmd_plot(
     data: Annotated[Path, typer.Option("--data", help="Vidur's data/profiling folder.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Figure file (PNG, PDF, SVG).")],
 ) -> None:
-    """Plot a preset's curves against the measured points it was fitted on."""
+    """Plot a preset against the points it was fitted on."""
     from stepopt.latency.plot import plot_fit
     from stepopt.latency.profiles import load_profile
 

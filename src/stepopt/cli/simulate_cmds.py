@@ -213,7 +213,10 @@ def cmd_simulate(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Replay a request trace step by step under one or more policies and compare them.
+    """Replay a trace under one or more policies; compare them.
+
+    Each engine step becomes a step problem that the policy decides; the clock advances by
+    the latency model's prediction.
 
     Prints throughput, TTFT/TBT percentiles, SLO attainment and goodput per policy; writes
     plans (-o), a figure (--plot) and snapshots (--snapshot-dir). See docs/simulate.md.
@@ -372,7 +375,9 @@ def cmd_frontier(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the frontier figure.")] = None,
 ) -> None:
-    """Solve one step exactly for several targets: latency/throughput trade-off, Pareto points.
+    """Solve one step for several targets: the Pareto frontier.
+
+    The latency/throughput trade-off of one step, solved exactly at each target.
 
     Each heuristic is placed on the same problem at every target; the evaluator scores all.
     """

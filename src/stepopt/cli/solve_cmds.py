@@ -92,14 +92,16 @@ def cmd_solve(
     a decision, 1 without (infeasible, timed out, solver failure), 2 on bad input.
     """
     from stepopt.io import load_problem, save_decision
-    from stepopt.solvers.base import SolveStatus, get_solver
 
     check_time_limit(time_limit)
     if tolerance_ns < 0:
         raise InputError("--tolerance-ns", "must be >= 0", tolerance_ns)
     output_file(output, "--output")
+    prob = load_problem(problem)  # bad input fails before the solvers are imported
+
+    from stepopt.solvers.base import SolveStatus, get_solver
+
     algo = get_solver(solver)  # unknown names list the valid ones (exit 2)
-    prob = load_problem(problem)
     extra = {"target_tolerance_ns": tolerance_ns} if tolerance_ns else {}
     res = algo.solve(prob, time_limit=time_limit, **extra)
     if output is not None and res.decision is not None:
@@ -124,8 +126,11 @@ def cmd_export(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Write the step's MILP (primary objective) for external solvers, and the map of its
-    token variables to request ids that `stepopt import-solution` reads back."""
+    """Write the step's MILP for external solvers (LP or MPS).
+
+    The model has the primary objective. The map of its token variables to request ids
+    (OUTPUT's stem + .map.json) lets `stepopt import-solution` read a solver's answer back.
+    """
     from stepopt.exchange import default_map_path, export_milp
     from stepopt.io import load_problem
 
@@ -135,10 +140,9 @@ def cmd_export(
     if json_out:
         print_json(doc)
         return
-    console.print(
+    print(
         f"wrote {output} ({fmt}): {doc['variables']} variables, {doc['constraints']} "
-        f"constraints; objective: {doc['objective']}; variable map: {map_path}",
-        markup=False,
+        f"constraints; objective: {doc['objective']}; variable map: {map_path}"
     )
 
 
@@ -155,7 +159,10 @@ def cmd_import_solution(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Turn an external solver's answer to `stepopt export` into a decision and judge it.
+    """Read an external solver's answer back as a decision.
+
+    The solution of a model written by `stepopt export` becomes a decision file (-o), judged
+    by the evaluator like any other.
 
     Exit 0 when the decision is feasible, 1 when not, 2 on bad input.
     """

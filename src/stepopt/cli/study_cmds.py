@@ -64,7 +64,9 @@ def cmd_generate(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Write one problem file per generated state, and manifest.json with each one's knobs.
+    """Write a problem set: one file per state, and manifest.json.
+
+    The manifest records each problem's knobs (regime, load, target factor, ...).
 
     OUT must be empty of problem files unless --force is given (a study reads every problem
     file of a directory, and a set generated with other settings would be lost silently).
@@ -139,7 +141,11 @@ def cmd_run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Run every heuristic and the exact solver on every problem; resumable (rerun to finish)."""
+    """Run the heuristics and the exact solver on every problem.
+
+    Resumable: rerun the same command to finish a run that stopped. While it runs,
+    `stepopt study report` reads what is stored so far.
+    """
     from stepopt.cli.progress import progress_mode
     from stepopt.studies import StudyConfig, load_study, run_study
 
@@ -320,7 +326,11 @@ def cmd_report(
         ),
     ] = "latest",
 ) -> None:
-    """Gap statistics per heuristic and objective, a breakdown, plots and a Markdown summary."""
+    """Gap statistics, a breakdown, plots and report.md.
+
+    Per heuristic and objective, against the proven optimum; errors counted apart. --json
+    prints the document written as report.json.
+    """
     from stepopt.studies import load_rows, report_document, write_report
 
     output_dir(out, "--out")

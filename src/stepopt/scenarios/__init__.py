@@ -95,8 +95,8 @@ def write_problem_set(
             raise InputError(
                 "out",
                 f"already holds a problem set ({len(old)} problem file(s), e.g. "
-                f"{(old[0].name if old else MANIFEST)}); give --force (replace=True) to replace "
-                "it, or another directory",
+                f"{(old[0].name if old else MANIFEST)}); replace it with --force (replace=True "
+                "in Python) or use another directory",
                 str(out),
             )
         for f in old:

@@ -20,7 +20,7 @@ from typing import Any
 from stepopt.errors import InputError, MissingExtraError, StepoptError
 from stepopt.studies.worker import Task, run_task
 
-DASK_CONNECT_TIMEOUT_S = 10.0
+DASK_CONNECT_TIMEOUT_S = 5.0
 PARENT_POLL_S = 0.5
 
 
