@@ -220,7 +220,10 @@ def summary_table(summary: list[dict]) -> Table:
         "exact ms",
     )
     for col in cols:
-        t.add_column(col, justify="left" if col in ("algorithm", "obj") else "right")
+        # Long algorithm names (module:function) wrap rather than lose their end.
+        t.add_column(
+            col, justify="left" if col in ("algorithm", "obj") else "right", overflow="fold"
+        )
     for s in summary:
         errors = s["count_error"]
         t.add_row(
@@ -249,7 +252,9 @@ def breakdown_table(rows: list[dict], by: str) -> Table:
 
     t = Table(title=f"by {by}", box=box.SIMPLE_HEAD, padding=(0, 1))
     for col in ("algorithm", "obj", by, "n", "opt", "feas", "mean", "p95", "max"):
-        t.add_column(col, justify="left" if col in ("algorithm", "obj", by) else "right")
+        t.add_column(
+            col, justify="left" if col in ("algorithm", "obj", by) else "right", overflow="fold"
+        )
     for b in rows:
         t.add_row(
             escape(b["heuristic"]),
