@@ -196,3 +196,14 @@ def test_simulate_progress_lines_in_a_log(tmp_path, capsys, monkeypatch):
     assert err and all(
         re.search(r"\d+/30 finished, \d+ steps, simulated [\d.]+ s, .* ETA", line) for line in err
     ), err
+
+
+def test_infeasible_says_why(problem, tmp_path, capsys):
+    prob, _ = problem
+    path = tmp_path / "inf.json"
+    save_problem(prob.with_changes(objective="goodput", target_latency_ms=0.5), path)
+    assert main(["solve", str(path), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "INFEASIBLE"
+    assert doc["message"].startswith("even the empty step is infeasible: latency_cap")
+    assert "exceeds the target 0.500 ms" in doc["message"]

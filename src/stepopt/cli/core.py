@@ -98,7 +98,11 @@ def cmd_presets(
     if json_out:
         print_json(rows)
         return
-    t = Table(title="latency presets")
+    fitted = sum(1 for r in rows if r["fit_mape_pct"] is not None)
+    t = Table(
+        title=f"{len(rows)} latency presets ({fitted} fitted on GPU profiles, "
+        f"{len(rows) - fitted} hand-made)"
+    )
     t.add_column("name", no_wrap=True)
     t.add_column("attention")
     t.add_column("fit error (MAPE %)", justify="right")

@@ -104,6 +104,12 @@ def cmd_solve(
     algo = get_solver(solver)  # unknown names list the valid ones (exit 2)
     extra = {"target_tolerance_ns": tolerance_ns} if tolerance_ns else {}
     res = algo.solve(prob, time_limit=time_limit, **extra)
+    if res.status == SolveStatus.INFEASIBLE and not res.message:
+        from dataclasses import replace
+
+        from stepopt.diagnose import infeasibility_reason
+
+        res = replace(res, message=infeasibility_reason(prob))
     if output is not None and res.decision is not None:
         save_decision(res.decision, output)
     if json_out:

@@ -112,6 +112,10 @@ def run_task(task: Task) -> list[dict[str, Any]]:
     try:
         res = solve(problem, task.solver, time_limit=task.time_limit, **extra, **task.solver_params)
         ref_status, ref_ev, bound, message = str(res.status), res.evaluation, res.bound, res.message
+        if res.status == SolveStatus.INFEASIBLE and not message:
+            from stepopt.diagnose import infeasibility_reason
+
+            message = infeasibility_reason(problem)
         solve_ms = res.wall_ms
         ref_tokens = None if res.decision is None else res.decision.scheduled()
         solver_gap = res.gap
