@@ -417,9 +417,13 @@ def cmd_frontier(
     t = Table(
         title=escape(f"frontier of {problem.name} ({objective or prob.objective} objective)"),
         box=box.SIMPLE_HEAD,
+        padding=(0, 1),
     )
+    widest = max([len(p.algorithm) for p in points] + [len(p.status) for p in points] + [9])
     for col in ("T ms", "algorithm", "L ms", "tokens", "batch", "status", "Pareto", "solve ms"):
-        t.add_column(col, justify="left" if col in ("algorithm", "status") else "right")
+        left = col in ("algorithm", "status")
+        # Names and statuses keep their full width; the numbers give way on a narrow terminal.
+        t.add_column(col, justify="left" if left else "right", min_width=widest if left else None)
     for p in points:
         if p.kind == "exact":
             status = p.status if p.feasible else f"[red]{p.status}[/red]"

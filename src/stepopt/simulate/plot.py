@@ -66,6 +66,7 @@ def plot_comparison(
     ax_att.set_xticks(x, names, rotation=20, fontsize=8)
     ax_att.set_ylabel("fraction of requests")
     _legend_above_bars(ax_att, 1.0, ncol=3)
+    ax_att.set_yticks(np.linspace(0, 1, 6))  # fractions: no tick above 1 in the legend band
     thr = [r[2].get("throughput_rps") or 0.0 for r in runs]
     good = [r[2].get("goodput_rps") or 0.0 for r in runs]
     ax_good.bar(x - 0.2, thr, 0.4, label="throughput")
@@ -91,13 +92,17 @@ def target_labels(points: Sequence[Any]) -> list[tuple[float, float, str]]:
 
 
 def _label_targets(ax: Any, points: Sequence[Any]) -> None:
-    # Alternate the offsets of neighbours so labels of close points do not overlap either.
+    # The exact points rise to the right: labels alternate between the upper left and the
+    # lower right of their point, off the line and off their neighbours.
     for k, (x, y, text) in enumerate(sorted(target_labels(points))):
+        upper = k % 2 == 0
         ax.annotate(
             text,
             (x, y),
-            xytext=(5, 6 if k % 2 == 0 else -12),
+            xytext=(-7, 5) if upper else (7, -5),
             textcoords="offset points",
+            ha="right" if upper else "left",
+            va="bottom" if upper else "top",
             fontsize=7,
         )
 
