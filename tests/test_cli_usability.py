@@ -207,3 +207,13 @@ def test_infeasible_says_why(problem, tmp_path, capsys):
     assert doc["status"] == "INFEASIBLE"
     assert doc["message"].startswith("even the empty step is infeasible: latency_cap")
     assert "exceeds the target 0.500 ms" in doc["message"]
+
+
+def test_heuristic_json_has_the_fields_of_solve_json(problem, capsys):
+    _, path = problem
+    main(["solve", str(path), "--json"])
+    solved = json.loads(capsys.readouterr().out)
+    main(["heuristic", str(path), "--json"])
+    heur = json.loads(capsys.readouterr().out)
+    assert set(heur) == set(solved) | {"preempted"}
+    assert heur["status"] == "HEURISTIC" and heur["bound"] is None and heur["gap"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,8 +13,8 @@ from stepopt.cli.common import command, console, exit_with, output_file, print_j
 from stepopt.errors import InputError, StepoptError
 
 if TYPE_CHECKING:
-    from stepopt.model import StepProblem
-    from stepopt.solvers.base import SolveResult
+    from stepopt.evaluate import Evaluation
+    from stepopt.model import Decision, StepProblem
 
 HEURISTIC_STATUS = "HEURISTIC"
 
@@ -32,15 +33,24 @@ def parse_params(items: list[str], fn: Any) -> dict[str, Any]:
     return coerce_params(fn, raw, "--param")
 
 
+@dataclass(frozen=True)
+class HeuristicRun:
+    decision: Decision
+    evaluation: Evaluation
+    wall_ms: float
+    doc: dict[str, Any]  # the fields of `stepopt solve --json`, status HEURISTIC
+
+
 def run_heuristic(
     problem: StepProblem, name: str, params: dict[str, Any] | None = None
-) -> tuple[SolveResult, dict[str, Any]]:
-    """Run ``name`` and judge its decision: the result and its ``stepopt solve``-style dict
-    (``status`` = ``HEURISTIC``, ``solve_ms`` = decision time, no bound or gap). A user's
-    heuristic that raises or returns no Decision is a one-line error."""
+) -> HeuristicRun:
+    """Run ``name`` and judge its decision. The JSON has the fields of ``stepopt solve --json``
+    (``status`` = ``HEURISTIC``, ``solve_ms`` = decision time, no bound or gap) and is built
+    here rather than through the solvers' result type, so that running a heuristic does not
+    import the solvers (about a second of start-up). A user's heuristic that raises or returns
+    no Decision is a one-line error."""
     from stepopt.evaluate import evaluate
     from stepopt.heuristics.base import checked_decision, get_heuristic, heuristic_names
-    from stepopt.solvers.base import SolveResult, SolveStatus
 
     fn = get_heuristic(name)
     params = dict(params or {})
@@ -57,21 +67,29 @@ def run_heuristic(
             "(STEPOPT_DEBUG=1 shows the traceback)"
         ) from exc
     wall_ms = (time.perf_counter() - started) * 1000.0
-    res = SolveResult(
-        status=SolveStatus.FEASIBLE,  # placeholder: reported as HEURISTIC below
-        solver=name,
-        decision=decision,
-        evaluation=evaluate(problem, decision),
-        bound=None,
-        wall_ms=wall_ms,
-        params=params,
-    )
-    doc = res.to_dict()
-    doc["status"] = HEURISTIC_STATUS
-    doc["bound"] = None
-    doc["gap"] = None
-    doc["preempted"] = list(decision.preempted)
-    return res, doc
+    ev = evaluate(problem, decision)
+    doc = {
+        "status": HEURISTIC_STATUS,
+        "solver": name,
+        "objective": ev.objective,
+        "tiebreak": ev.tiebreak,
+        "bound": None,
+        "gap": None,
+        "proven_within_ns": None,
+        "latency_ms": ev.latency_ms,
+        "latency_ns": ev.latency_ns,
+        "feasible": ev.feasible,
+        "violations": [v.to_dict() for v in ev.violations],
+        "scheduled_tokens": ev.scheduled_tokens,
+        "batch_size": ev.batch_size,
+        "tokens": decision.scheduled(),
+        "solve_ms": wall_ms,
+        "time_limit_s": None,
+        "params": params,
+        "message": "",
+        "preempted": list(decision.preempted),
+    }
+    return HeuristicRun(decision, ev, wall_ms, doc)
 
 
 def cmd_heuristic(
@@ -112,12 +130,11 @@ def cmd_heuristic(
     check_signature(fn, name, params)
     output_file(output, "--output")
     prob = load_problem(problem)
-    res, doc = run_heuristic(prob, name, params)
-    assert res.decision is not None and res.evaluation is not None
+    res = run_heuristic(prob, name, params)
     if output is not None:
         save_decision(res.decision, output)
     if json_out:
-        print_json(doc)
+        print_json(res.doc)
     else:
         t = evaluation_table(res.evaluation, title=f"heuristic: {name}")
         t.add_row("decision time", f"{res.wall_ms:.3f} ms")
