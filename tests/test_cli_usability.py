@@ -217,3 +217,16 @@ def test_heuristic_json_has_the_fields_of_solve_json(problem, capsys):
     heur = json.loads(capsys.readouterr().out)
     assert set(heur) == set(solved) | {"preempted"}
     assert heur["status"] == "HEURISTIC" and heur["bound"] is None and heur["gap"] is None
+
+
+def test_schema_states_the_bounds(capsys):
+    from stepopt.limits import MAX_TARGET_MS, MAX_TOKENS, MIN_TARGET_MS
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    req = schema["$defs"]["RequestSpec"]["properties"]
+    assert req["prompt_tokens"]["maximum"] == req["computed_tokens"]["maximum"] == MAX_TOKENS
+    target = schema["properties"]["target_latency_ms"]
+    assert (target["minimum"], target["maximum"]) == (MIN_TARGET_MS, MAX_TARGET_MS)
+    cfg = schema["$defs"]["ConfigSpec"]["properties"]
+    assert all("maximum" in cfg[k] for k in ("block_size", "max_num_scheduled_tokens"))

@@ -46,7 +46,15 @@ def _clean_id(text: str) -> str:
 
 
 # A request id: printable on one line (no control, line-separator or bidi characters).
-RequestId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_clean_id)]
+RequestId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="No control, line-separator or bidi-control character.",
+    ),
+    AfterValidator(_clean_id),
+]
 
 
 class _Strict(BaseModel):
@@ -61,7 +69,13 @@ class RequestSpec(_Strict):
     prompt_tokens: StrictInt = Field(ge=1, le=MAX_TOKENS)
     computed_tokens: StrictInt = Field(default=0, ge=0, le=MAX_TOKENS)
     priority: StrictInt = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
-    arrival_time: float = Field(default=0.0, ge=-MAX_TIME_S, le=MAX_TIME_S, allow_inf_nan=False)
+    arrival_time: float = Field(
+        default=0.0,
+        ge=-MAX_TIME_S,
+        le=MAX_TIME_S,
+        allow_inf_nan=False,
+        description="Seconds (finite); orders the waiting queue.",
+    )
     output_tokens: StrictInt | None = Field(default=None, ge=0, le=MAX_TOKENS)
 
 
@@ -82,7 +96,12 @@ class ProblemSpec(_Strict):
     config: ConfigSpec = Field(default_factory=ConfigSpec)
     latency_model: PresetRef | LatencySpec
     # At least 1 ns; at most 1e9 ms so that |L - T| in ns stays exact in every solver.
-    target_latency_ms: float = Field(ge=MIN_TARGET_MS, le=MAX_TARGET_MS, allow_inf_nan=False)
+    target_latency_ms: float = Field(
+        ge=MIN_TARGET_MS,
+        le=MAX_TARGET_MS,
+        allow_inf_nan=False,
+        description="At least 1 ns; finite. Numbers anywhere in the file must be finite.",
+    )
     objective: Literal["target", "goodput"] = "target"
     priority_mode: Literal["strict", "weighted"] = "strict"
     running: list[RequestSpec] = Field(default_factory=list, max_length=MAX_REQUESTS)

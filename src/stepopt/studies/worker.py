@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepopt.evaluate import Evaluation, evaluate
-from stepopt.heuristics.base import resolve_heuristic
+from stepopt.heuristics.base import checked_decision, resolve_heuristic
 
 HEURISTIC, EXACT = "heuristic", "exact"
 # gap_kind of a gap against a usable reference: proven optimal exactly, or (``target``) with
@@ -178,6 +178,7 @@ def run_task(task: Task) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             dec = fn(problem)
             decision_ms = (time.perf_counter() - t0) * 1000.0
+            dec = checked_decision(dec, name)  # a user's callable may return anything
             ev = evaluate(problem, dec)
             row.update(
                 status="OK", message="", decision=json.dumps(dec.scheduled(), sort_keys=True)
