@@ -230,3 +230,19 @@ def test_schema_states_the_bounds(capsys):
     assert (target["minimum"], target["maximum"]) == (MIN_TARGET_MS, MAX_TARGET_MS)
     cfg = schema["$defs"]["ConfigSpec"]["properties"]
     assert all("maximum" in cfg[k] for k in ("block_size", "max_num_scheduled_tokens"))
+
+
+def test_module_function_is_found_in_the_current_directory(tmp_path, monkeypatch, capsys):
+    import sys
+
+    (tmp_path / "team_heuristics_cwd.py").write_text(
+        "from stepopt import Decision\n\ndef nothing(problem):\n    return Decision({})\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    # As under the console script: neither "" nor the current directory on the path.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    path = tmp_path / "p.json"
+    save_problem(make_problem([decode("d0", 100)], [], preset="demo", target_ms=10.0), path)
+    assert main(["heuristic", str(path), "-n", "team_heuristics_cwd:nothing", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == {}
+    assert sys.path[-1] == str(tmp_path)  # searched after everything installed

@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`stepopt ... | head`): stop quietly, as other tools do.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the exit flush must not fail)
+        return 141
     except OSError as exc:
         # Writing a result failed (disk full, permissions): the file and the reason.
         if debug or exc.filename is None:
