@@ -40,6 +40,9 @@ def takes_nothing():
 
 def raises(problem):
     raise ValueError("no idea")
+
+def scaled(problem, factor: float = 1.0):
+    return Decision({})
 """
 
 
@@ -364,6 +367,14 @@ CASES: dict[str, tuple[Args, list[str]]] = {
     "heuristic that raises": (
         lambda e: ["heuristic", e.good, "-n", "user_heur:raises"],
         ["user_heur:raises", "ValueError", "no idea"],
+    ),
+    "heuristic parameter nan": (
+        lambda e: ["heuristic", e.good, "-n", "user_heur:scaled", "-p", "factor=nan"],
+        ["--param", "factor", "finite"],
+    ),
+    "heuristic unknown parameter": (
+        lambda e: ["heuristic", e.good, "-n", "sarathi", "-p", "chunk=5"],
+        ["--param", "chunk", "chunk_size"],
     ),
     "simulate policy returns None": (
         lambda e: ["simulate", e.trace, "--policy", "user_heur:returns_none"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -228,12 +229,15 @@ def _coerce(text: str, default: Any, field: str, key: str) -> Any:
         if low not in ("true", "false"):
             raise InputError(field, f"{key} takes true or false", text)
         return low == "true"
-    for kind, cast, word in ((int, int, "an integer"), (float, float, "a number")):
+    for kind, cast, word in ((int, int, "an integer"), (float, float, "a finite number")):
         if isinstance(default, kind):
             try:
-                return cast(text)
+                value = cast(text)
             except ValueError:
                 raise InputError(field, f"{key} takes {word}", text) from None
+            if not math.isfinite(value):
+                raise InputError(field, f"{key} takes {word}", text)
+            return value
     if isinstance(default, str):
         return text
     if low in ("true", "false"):
