@@ -243,8 +243,18 @@ def test_snapshots_written_by_the_simulator_become_a_problem_set(tmp_path, trace
         assert prob.requests == load_problem(snap / rec["snapshot_file"]).requests
 
 
-def test_generate_refuses_a_directory_with_other_problem_files(tmp_path):
-    generate("synthetic", GenerateOptions(count=5, seed=1), tmp_path)
-    generate("synthetic", GenerateOptions(count=5, seed=1), tmp_path)  # same set: overwritten
-    with pytest.raises(InputError, match=r"2 other problem file\(s\) \(p00003\.json"):
-        generate("synthetic", GenerateOptions(count=3, seed=1), tmp_path)
+def test_generate_refuses_a_directory_with_a_problem_set_unless_replacing(tmp_path):
+    first = generate("synthetic", GenerateOptions(count=5, seed=1), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for count in (5, 3):  # the same set or another: refused, nothing touched
+        with pytest.raises(InputError, match=r"already holds a problem set \(5 problem file"):
+            generate("synthetic", GenerateOptions(count=count, seed=1), tmp_path)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    again = generate("synthetic", GenerateOptions(count=3, seed=1), tmp_path, replace=True)
+    assert again == first[:3]  # problem i depends on (seed, i) alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json",
+        "p00000.json",
+        "p00001.json",
+        "p00002.json",
+    ]

@@ -73,8 +73,8 @@ def test_poisson_rate_is_respected():
     ("text", "field"),
     [
         ("num_prefill_tokens\n10\n", "num_decode_tokens"),
-        ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,0,3\n", "prompt_tokens"),
-        ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,5,0\n", "output_tokens"),
+        ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,0,3\n", "line 2.num_prefill_tokens"),
+        ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,5,0\n", "line 2.num_decode_tokens"),
         ("arrived_at,num_prefill_tokens,num_decode_tokens\nx,5,3\n", "line 2"),
     ],
 )

@@ -352,12 +352,16 @@ def test_summary_statistics_by_hand():
 def test_report_cli_json_markdown_and_plots(problem_dir, tmp_path, capsys):
     db = tmp_path / "r.duckdb"
     run_study(_cfg(problem_dir, db))
-    assert main(["study", "report", str(db), "--json"]) == 0
-    groups = json.loads(capsys.readouterr().out)
-    assert isinstance(groups, list) and all(set(g) >= REPORT_FIELDS for g in groups)
+    assert main(["study", "report", str(db), "--json", "--by", "queue_size"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"info", "summary", "by", "breakdown"} and doc["by"] == "queue_size"
+    groups = doc["summary"]
+    assert all(set(g) >= REPORT_FIELDS for g in groups)
     assert {g["heuristic"] for g in groups} == {*FAKES, "cpsat"}
     out = tmp_path / "rep"
     assert main(["study", "report", str(db), "-o", str(out), "--by", "queue_size"]) == 0
+    # `--json` prints report.json (one shape; only the run's timing may differ)
+    assert json.loads((out / "report.json").read_text()) == doc
     text = (out / "report.md").read_text()
     assert "## By queue_size" in text and "proved" in text
     for png in ("gap_cdf.png", "performance_profile.png", "gap_vs_load.png"):

@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete previous demo output first")
     args = ap.parse_args(argv)
 
+    from stepopt.cli.progress import progress_mode
     from stepopt.cli.study_cmds import print_report
     from stepopt.errors import StepoptError
     from stepopt.scenarios import GenerateOptions, default_presets, generate
     from stepopt.studies import StudyConfig, load_rows, run_study, write_report
-    from stepopt.studies.runner import progress_mode
 
     out: Path = args.out
     if args.fresh and out.exists():

@@ -8,15 +8,53 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+)
 
 from stepopt.errors import InputError
 from stepopt.latency.model import LatencyModel
 from stepopt.latency.serialize import LatencySpec, PresetRef, model_from_dict, model_to_dict
+from stepopt.limits import (
+    MAX_BLOCKS,
+    MAX_ID_LENGTH,
+    MAX_PRIORITY,
+    MAX_REQUESTS,
+    MAX_TARGET_MS,
+    MAX_TIME_S,
+    MAX_TOKENS,
+    MIN_TARGET_MS,
+    bad_id_char,
+)
 from stepopt.model import Decision, EngineConfig, Request, StepProblem
+
+
+def _clean_id(text: str) -> str:
+    bad = bad_id_char(text)
+    if bad is not None:
+        raise ValueError(f"ids must not contain control or bidi characters ({bad})")
+    return text
+
+
+# A request id: printable on one line (no control, line-separator or bidi characters).
+RequestId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="No control, line-separator or bidi-control character.",
+    ),
+    AfterValidator(_clean_id),
+]
 
 
 class _Strict(BaseModel):
@@ -27,23 +65,29 @@ class RequestSpec(_Strict):
     """A request: ``computed_tokens`` are already in the KV cache; lower ``priority`` = more
     urgent."""
 
-    id: str = Field(min_length=1)
-    prompt_tokens: StrictInt = Field(ge=1)
-    computed_tokens: StrictInt = Field(default=0, ge=0)
-    priority: StrictInt = 0
-    arrival_time: float = 0.0
-    output_tokens: StrictInt | None = Field(default=None, ge=0)
+    id: RequestId
+    prompt_tokens: StrictInt = Field(ge=1, le=MAX_TOKENS)
+    computed_tokens: StrictInt = Field(default=0, ge=0, le=MAX_TOKENS)
+    priority: StrictInt = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    arrival_time: float = Field(
+        default=0.0,
+        ge=-MAX_TIME_S,
+        le=MAX_TIME_S,
+        allow_inf_nan=False,
+        description="Seconds (finite); orders the waiting queue.",
+    )
+    output_tokens: StrictInt | None = Field(default=None, ge=0, le=MAX_TOKENS)
 
 
 class ConfigSpec(_Strict):
     """Engine limits (vLLM's names)."""
 
-    max_num_scheduled_tokens: StrictInt = Field(default=8192, ge=1)
-    max_num_running_reqs: StrictInt = Field(default=256, ge=1)
-    long_prefill_token_threshold: StrictInt = Field(default=0, ge=0)
-    min_prefill_chunk: StrictInt = Field(default=64, ge=1)
-    block_size: StrictInt = Field(default=16, ge=1)
-    num_free_blocks: StrictInt | None = Field(default=None, ge=0)
+    max_num_scheduled_tokens: StrictInt = Field(default=8192, ge=1, le=MAX_TOKENS)
+    max_num_running_reqs: StrictInt = Field(default=256, ge=1, le=MAX_REQUESTS)
+    long_prefill_token_threshold: StrictInt = Field(default=0, ge=0, le=MAX_TOKENS)
+    min_prefill_chunk: StrictInt = Field(default=64, ge=1, le=MAX_TOKENS)
+    block_size: StrictInt = Field(default=16, ge=1, le=MAX_TOKENS)
+    num_free_blocks: StrictInt | None = Field(default=None, ge=0, le=MAX_BLOCKS)
 
 
 class ProblemSpec(_Strict):
@@ -51,18 +95,25 @@ class ProblemSpec(_Strict):
 
     config: ConfigSpec = Field(default_factory=ConfigSpec)
     latency_model: PresetRef | LatencySpec
-    target_latency_ms: float = Field(gt=0)
+    # At least 1 ns; at most 1e9 ms so that |L - T| in ns stays exact in every solver.
+    target_latency_ms: float = Field(
+        ge=MIN_TARGET_MS,
+        le=MAX_TARGET_MS,
+        allow_inf_nan=False,
+        description="At least 1 ns; finite. Numbers anywhere in the file must be finite.",
+    )
     objective: Literal["target", "goodput"] = "target"
     priority_mode: Literal["strict", "weighted"] = "strict"
-    running: list[RequestSpec] = Field(default_factory=list)
-    waiting: list[RequestSpec] = Field(default_factory=list)
+    running: list[RequestSpec] = Field(default_factory=list, max_length=MAX_REQUESTS)
+    waiting: list[RequestSpec] = Field(default_factory=list, max_length=MAX_REQUESTS)
 
 
 class DecisionSpec(_Strict):
-    """A decision file: tokens per request id (absent ids get 0)."""
+    """A decision file: tokens per request id (absent ids get 0; negative counts are kept so
+    that the evaluator reports them)."""
 
-    tokens: dict[str, StrictInt]
-    preempted: list[str] = Field(default_factory=list)
+    tokens: dict[RequestId, Annotated[StrictInt, Field(ge=-MAX_TOKENS, le=MAX_TOKENS)]]
+    preempted: list[RequestId] = Field(default_factory=list)
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
@@ -84,34 +135,105 @@ def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
     return InputError(path or "file", msg[0].lower() + msg[1:], value, show_value=show)
 
 
-def read_document(path: str | Path) -> Any:
-    """JSON (or YAML for .yaml/.yml) from a file, with one-line errors."""
+def read_text(path: str | Path, field: str = "file") -> str:
+    """A text file's content as UTF-8 (a byte-order mark is skipped), with one-line errors."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise InputError("file", "no such file", str(p)) from None
+        raise InputError(field, "no such file", str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            field,
+            f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            show_value=False,
+        ) from None
     except OSError as exc:
-        raise InputError("file", f"cannot read: {exc.strerror}", str(p)) from None
-    if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+        raise InputError(field, f"cannot read: {exc.strerror}", str(p)) from None
 
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError("file", f"{p}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+def read_document(path: str | Path) -> Any:
+    """JSON (or YAML for .yaml/.yml) from a file, with one-line errors. A key given twice in
+    one object and a number that is not finite (``Infinity``, ``NaN``, ``.inf``, ``1e999``)
+    are errors too: the first would silently drop a value, the second breaks the arithmetic."""
+    p = Path(path)
+    text = read_text(p)
+    yaml = p.suffix.lower() in (".yaml", ".yml")
     try:
-        return json.loads(text)
+        doc = _load_yaml(text, p) if yaml else _load_json(text, p)
+    except RecursionError:
+        raise InputError("file", f"{p}: nested too deeply", show_value=False) from None
+    check_values(doc)
+    return doc
+
+
+class _Object(dict):
+    """A parsed object that remembers the first key given twice (parsers keep the last)."""
+
+    duplicate: str | None = None
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object()
+    for key, value in pairs:
+        if key in obj and obj.duplicate is None:
+            obj.duplicate = key
+        obj[key] = value
+    return obj
+
+
+def _load_json(text: str, p: Path) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_json_object)
     except json.JSONDecodeError as exc:
         raise InputError(
             "file", f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
 
 
+def _load_yaml(text: str, p: Path) -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Loader, node: Any, deep: bool = False) -> Any:
+        obj = _Object(loader.construct_mapping(node, deep=deep))
+        keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+        obj.duplicate = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        return obj
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=Loader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise InputError("file", f"{p}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def check_values(node: Any, path: str = "") -> None:
+    """Reject a key given twice and a non-finite number anywhere in a parsed document."""
+    if isinstance(node, dict):
+        dup = getattr(node, "duplicate", None)
+        if dup is not None:
+            raise InputError(_join(path, dup), "key given twice in one object", show_value=False)
+        for key, value in node.items():
+            check_values(value, _join(path, str(key)))
+    elif isinstance(node, list):
+        for k, value in enumerate(node):
+            check_values(value, f"{path}[{k}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise InputError(path or "file", "must be a finite number", node)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
 def problem_from_dict(doc: Any) -> StepProblem:
     """Validate a problem document and build the :class:`StepProblem`."""
     if not isinstance(doc, dict):
         raise InputError("file", "a problem must be a JSON object", type(doc).__name__)
+    check_values(doc)  # documents built in Python skip read_document
     lat_doc = doc.get("latency_model")
     rest = {k: v for k, v in doc.items() if k != "latency_model"}
     try:
@@ -220,6 +342,7 @@ def problem_hash(problem: StepProblem) -> str:
 def decision_from_dict(doc: Any) -> Decision:
     if not isinstance(doc, dict):
         raise InputError("file", "a decision must be a JSON object", type(doc).__name__)
+    check_values(doc)
     try:
         spec = DecisionSpec.model_validate(doc)
     except ValidationError as exc:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from stepopt.cli.common import console, exit_with, print_json
-from stepopt.evaluate import Evaluation, evaluate
-from stepopt.io import load_decision, load_problem, problem_json_schema
+from stepopt.cli.common import command, console, exit_with, print_json, sub_app
 
-latency_app = typer.Typer(help="Latency models: presets, fitting, plots.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from stepopt.evaluate import Evaluation
+
+latency_app = sub_app("Latency models: presets, fitting, plots.")
 
 
 def evaluation_table(ev: Evaluation, title: str = "evaluation") -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     t = Table(title=title, show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
@@ -29,7 +34,7 @@ def evaluation_table(ev: Evaluation, title: str = "evaluation") -> Table:
     t.add_row("admitted", str(ev.num_admitted))
     t.add_row("new KV blocks", str(ev.new_blocks))
     for v in ev.violations:
-        t.add_row(f"[red]violation: {v.rule}[/red]", v.message)
+        t.add_row(f"[red]violation: {v.rule}[/red]", escape(v.message))
     return t
 
 
@@ -44,10 +49,15 @@ def cmd_evaluate(
     decision: Annotated[Path, typer.Argument(help='Decision file: {"tokens": {"id": n}}.')],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Judge a decision: feasibility, violations, latency, objective.
+    """Judge a decision: feasibility, latency, objective.
+
+    Lists every violated rule.
 
     Exit 0 when feasible, 1 when infeasible, 2 on bad input.
     """
+    from stepopt.evaluate import evaluate
+    from stepopt.io import load_decision, load_problem
+
     prob = load_problem(problem)
     dec = load_decision(decision)
     ev = evaluate(prob, dec)
@@ -60,6 +70,8 @@ def cmd_evaluate(
 
 def cmd_schema() -> None:
     """Print the JSON Schema of a problem file."""
+    from stepopt.io import problem_json_schema
+
     print_json(problem_json_schema())
 
 
@@ -67,6 +79,8 @@ def cmd_presets(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the shipped latency presets."""
+    from rich.table import Table
+
     from stepopt.latency.presets import preset_document, preset_names
 
     rows = []
@@ -84,7 +98,11 @@ def cmd_presets(
     if json_out:
         print_json(rows)
         return
-    t = Table(title="latency presets")
+    fitted = sum(1 for r in rows if r["fit_mape_pct"] is not None)
+    t = Table(
+        title=f"{len(rows)} latency presets ({fitted} fitted on GPU profiles, "
+        f"{len(rows) - fitted} hand-made)"
+    )
     t.add_column("name", no_wrap=True)
     t.add_column("attention")
     t.add_column("fit error (MAPE %)", justify="right")
@@ -95,7 +113,7 @@ def cmd_presets(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(cmd_evaluate)
-    app.command("schema")(cmd_schema)
-    latency_app.command("presets")(cmd_presets)
+    command(app, "evaluate")(cmd_evaluate)
+    command(app, "schema")(cmd_schema)
+    command(latency_app, "presets")(cmd_presets)
     app.add_typer(latency_app, name="latency")

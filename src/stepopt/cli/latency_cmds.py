@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stepopt.cli.common import console, print_json
+from stepopt.cli.common import command, console, figure_file, output_file, print_json
 from stepopt.cli.core import latency_app
 from stepopt.errors import InputError
 
@@ -23,11 +23,17 @@ def cmd_fit(
     max_segments: Annotated[int, typer.Option(help="Most segments of the token curve.")] = 16,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Fit a latency preset to one GPU/model/TP combination of a profiling folder."""
+    """Fit a latency preset to one GPU, model and TP degree.
+
+    Reads one combination of a Vidur profiling folder and writes a preset file.
+    """
     from stepopt.latency.build import fit_combo, preset_document, write_document
 
-    if max_segments < 1:
-        raise InputError("--max-segments", "must be at least 1", max_segments)
+    if not 1 <= max_segments <= 1024:
+        raise InputError("--max-segments", "must be in 1..1024", max_segments)
+    if not 1 <= tp <= 1024:
+        raise InputError("--tp", "must be in 1..1024", tp)
+    output_file(output, "--output")
     fitter = fit_combo(profile_dir, gpu, model, tp, max_segments=max_segments)
     doc = preset_document(fitter)
     write_document(doc, output)
@@ -66,7 +72,7 @@ def cmd_plot(
     data: Annotated[Path, typer.Option("--data", help="Vidur's data/profiling folder.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Figure file (PNG, PDF, SVG).")],
 ) -> None:
-    """Plot a preset's curves against the measured points it was fitted on."""
+    """Plot a preset against the points it was fitted on."""
     from stepopt.latency.plot import plot_fit
     from stepopt.latency.profiles import load_profile
 
@@ -76,7 +82,7 @@ def cmd_plot(
         matplotlib.use("Agg")  # files only, no display needed
     except ImportError:
         pass  # plot_fit raises the one-line missing-extra error
-
+    figure_file(output, "--output")
     model = _load_model(preset)
     meta = model.meta
     missing = [k for k in ("gpu", "model", "tp") if k not in meta]
@@ -86,11 +92,10 @@ def cmd_plot(
         )
     profile = load_profile(data, str(meta["gpu"]), str(meta["model"]), int(meta["tp"]))
     fig = plot_fit(model, profile)
-    output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)
     console.print(f"wrote {output}")
 
 
 def register(app: typer.Typer) -> None:
-    latency_app.command("fit")(cmd_fit)
-    latency_app.command("plot")(cmd_plot)
+    command(latency_app, "fit")(cmd_fit)
+    command(latency_app, "plot")(cmd_plot)

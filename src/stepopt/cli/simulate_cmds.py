@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from stepopt.cli.common import console, err_console, print_json
+from stepopt.cli.common import (
+    command,
+    console,
+    figure_file,
+    output_dir,
+    output_file,
+    print_json,
+)
 from stepopt.errors import InputError
+from stepopt.limits import check_seed, check_target_ms, check_time_limit, finite
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 DEFAULT_TARGET_MS = 50.0
+# Steps between progress updates: frequent enough for an exact policy (~0.05 s a step), cheap
+# for a heuristic (~10,000 steps/s: a few hundred updates a second, well under 1 % of the run).
+PROGRESS_EVERY_STEPS = 20
 
 # Rows of the comparison table: (summary key, label, format).
 _ROWS: tuple[tuple[str, str, str], ...] = (
@@ -58,7 +68,10 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def comparison_table(summaries: list[dict[str, Any]], title: str) -> Table:
-    t = Table(title=title)
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=escape(title))
     t.add_column("metric", style="bold")
     for s in summaries:
         t.add_column(escape(s["policy"]), justify="right")
@@ -87,13 +100,34 @@ def _per_policy(path: Path, name: str, many: bool) -> Path:
     return path.with_name(f"{stem}.{_slug(name)}{suffix}")
 
 
+def _check_flags(
+    *,
+    time_limit: float | None,
+    seed: int | None = None,
+    positive: dict[str, float | None],
+    files: dict[str, Path | None],
+) -> None:
+    """Numeric flags and output files checked before any work, each a one-line error."""
+    check_time_limit(time_limit)
+    if seed is not None:
+        check_seed(seed)
+    for flag, value in positive.items():
+        if value is not None and not finite(value, flag) > 0:
+            raise InputError(flag, "must be > 0", value)
+    for flag, path in files.items():
+        if flag == "--plot":
+            figure_file(path, flag)
+        else:
+            output_file(path, flag)
+
+
 def cmd_simulate(
     trace: Annotated[Path, typer.Argument(help="Trace CSV (arrived_at, num_prefill_tokens, ...)")],
     preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = "demo",
     policy: Annotated[
         str,
         typer.Option(
-            "--policy", help=r"A heuristic (NAME or NAME\[key=value,...]), or exact\[:SOLVER]."
+            "--policy", help="A heuristic (NAME or NAME[key=value,...]), or exact[:SOLVER]."
         ),
     ] = "three-stage",
     policies: Annotated[
@@ -146,7 +180,12 @@ def cmd_simulate(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Plan file PLAN.parquet (+ PLAN.requests.parquet)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Plan file PLAN.parquet (+ PLAN.requests.parquet); with several policies "
+            "one pair per policy: PLAN.POLICY.parquet and PLAN.POLICY.requests.parquet.",
+        ),
     ] = None,
     slo_ttft_ms: Annotated[float | None, typer.Option("--slo-ttft-ms", help="TTFT SLO.")] = None,
     slo_tbt_ms: Annotated[
@@ -172,12 +211,19 @@ def cmd_simulate(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N steps.")
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Replay a request trace step by step under one or more policies and compare them.
+    """Replay a trace under one or more policies; compare them.
+
+    Each engine step becomes a step problem that the policy decides; the clock advances by
+    the latency model's prediction.
 
     Prints throughput, TTFT/TBT percentiles, SLO attainment and goodput per policy; writes
     plans (-o), a figure (--plot) and snapshots (--snapshot-dir). See docs/simulate.md.
     """
+    from rich.markup import escape
+
+    from stepopt.cli.progress import SimProgress, progress_mode
     from stepopt.latency.presets import load_preset
     from stepopt.model import EngineConfig
     from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
@@ -188,16 +234,31 @@ def cmd_simulate(
 
     if target_ms is not None and target_rule is not None:
         raise InputError("--target-rule", "give --target-ms or --target-rule, not both", None)
+    if target_ms is not None:
+        check_target_ms(target_ms, "--target-ms")
     rule = (
         parse_target_rule(target_rule)
         if target_rule is not None
         else FixedTarget(DEFAULT_TARGET_MS if target_ms is None else target_ms)
     )
+    _check_flags(
+        time_limit=time_limit,
+        seed=seed,
+        positive={
+            "--rate": rate,
+            "--duration": duration,
+            "--slo-ttft-ms": slo_ttft_ms,
+            "--slo-tbt-ms": slo_tbt_ms,
+        },
+        files={"--output": output, "--plot": plot},
+    )
+    output_dir(snapshot_dir, "--snapshot-dir")
+    if output is not None:
+        from stepopt.simulate.plan import require_pyarrow
+
+        require_pyarrow()  # a missing extra fails now, not after the run
     if snapshot_dir is not None and (snapshot_every is None) == (snapshot_prob is None):
         raise InputError("--snapshot-dir", "needs one of --snapshot-every, --snapshot-prob", None)
-    for name, v in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tbt-ms", slo_tbt_ms)):
-        if v is not None and not v > 0:
-            raise InputError(name, "must be > 0", v)
     names = split_policies(policies) if policies is not None else [policy]
     if not names:
         raise InputError("--policies", "give at least one policy", policies)
@@ -216,6 +277,7 @@ def cmd_simulate(
     )
     tr = load_trace(trace, rate=rate, seed=seed).cut(max_requests, duration)
     many = len(made) > 1
+    mode = progress_mode(quiet or json_out)
     summaries: list[dict[str, Any]] = []
     runs = []
     files: dict[str, list[str]] = {}
@@ -232,32 +294,17 @@ def cmd_simulate(
                 preset=preset,
             )
         what = f"{pol.name}: {len(tr)} requests of {tr.source}, target {rule.spec}"
-        if json_out or not err_console.is_terminal:
-            res = simulate(tr, pol, latency, rule, config, snapshots=snaps)
-        else:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} finished"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(escape(what), total=len(tr))
-
-                def tick(step: int, finished: int, total: int, task=task, bar=bar) -> None:
-                    bar.update(task, completed=finished)
-
-                res = simulate(
-                    tr,
-                    pol,
-                    latency,
-                    rule,
-                    config,
-                    snapshots=snaps,
-                    progress=tick,
-                    progress_every=1000,
-                )
+        with SimProgress(what, len(tr), mode) as tick:
+            res = simulate(
+                tr,
+                pol,
+                latency,
+                rule,
+                config,
+                snapshots=snaps,
+                progress=None if mode == "quiet" else tick,
+                progress_every=PROGRESS_EVERY_STEPS,
+            )
         cols = request_columns(res)
         summary = summarize(res, slo_ttft_ms, slo_tbt_ms, columns=cols)
         summaries.append(summary)
@@ -307,7 +354,7 @@ def cmd_simulate(
         for f in written:
             console.print(escape(f"{name}: wrote {f}"))
     if plot is not None:
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {plot}", markup=False)
 
 
 def cmd_frontier(
@@ -328,15 +375,20 @@ def cmd_frontier(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the frontier figure.")] = None,
 ) -> None:
-    """Solve one step exactly for several targets: latency/throughput trade-off, Pareto points.
+    """Solve one step for several targets: the Pareto frontier.
+
+    The latency/throughput trade-off of one step, solved exactly at each target.
 
     Each heuristic is placed on the same problem at every target; the evaluator scores all.
     """
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     from stepopt.io import load_problem
     from stepopt.simulate.frontier import frontier, parse_targets
 
-    if time_limit is not None and not time_limit > 0:
-        raise InputError("--time-limit", "must be positive", time_limit)
+    _check_flags(time_limit=time_limit, positive={}, files={"--plot": plot})
     ts = parse_targets(targets)
     prob = load_problem(problem)
     points = frontier(
@@ -363,11 +415,15 @@ def cmd_frontier(
         )
         return
     t = Table(
-        title=f"frontier of {problem.name} ({objective or prob.objective} objective)",
+        title=escape(f"frontier of {problem.name} ({objective or prob.objective} objective)"),
         box=box.SIMPLE_HEAD,
+        padding=(0, 1),
     )
+    widest = max([len(p.algorithm) for p in points] + [len(p.status) for p in points] + [9])
     for col in ("T ms", "algorithm", "L ms", "tokens", "batch", "status", "Pareto", "solve ms"):
-        t.add_column(col, justify="left" if col in ("algorithm", "status") else "right")
+        left = col in ("algorithm", "status")
+        # Names and statuses keep their full width; the numbers give way on a narrow terminal.
+        t.add_column(col, justify="left" if left else "right", min_width=widest if left else None)
     for p in points:
         if p.kind == "exact":
             status = p.status if p.feasible else f"[red]{p.status}[/red]"
@@ -375,7 +431,7 @@ def cmd_frontier(
             status = "feasible" if p.feasible else "[red]violates[/red]"
         t.add_row(
             f"{p.target_ms:g}",
-            p.algorithm,
+            escape(p.algorithm),
             "-" if p.latency_ms is None else f"{p.latency_ms:.3f}",
             "-" if p.scheduled_tokens is None else str(p.scheduled_tokens),
             "-" if p.batch_size is None else str(p.batch_size),
@@ -389,5 +445,5 @@ def cmd_frontier(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("simulate")(cmd_simulate)
-    app.command("frontier")(cmd_frontier)
+    command(app, "simulate")(cmd_simulate)
+    command(app, "frontier")(cmd_frontier)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from stepopt.cli.common import console, exit_with, print_json
+from stepopt.cli.common import command, console, exit_with, output_file, print_json
 from stepopt.errors import InputError
-from stepopt.io import load_problem, save_decision
-from stepopt.solvers.base import SolveResult, SolveStatus
+from stepopt.limits import check_time_limit
 
-EXPORT_FORMATS = ("lp", "mps")
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from stepopt.solvers.base import SolveResult
 
 
 def result_table(res: SolveResult) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from stepopt.solvers.base import SolveStatus
+
     t = Table(title=f"solve: {res.solver}", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
@@ -45,13 +51,17 @@ def result_table(res: SolveResult) -> Table:
     if res.time_limit_s is not None:
         t.add_row("time limit", f"{res.time_limit_s:g} s")
     if res.message:
-        t.add_row("message", res.message)
+        t.add_row("message", escape(res.message))
     if res.decision is not None:
-        tokens = res.decision.scheduled()
-        shown = ", ".join(f"{k}={v}" for k, v in list(tokens.items())[:20])
-        more = f" ... (+{len(tokens) - 20})" if len(tokens) > 20 else ""
-        t.add_row("decision", (shown or "(empty)") + more)
+        t.add_row("decision", escape(decision_text(res.decision.scheduled())))
     return t
+
+
+def decision_text(tokens: dict[str, int], limit: int = 20) -> str:
+    """``id=tokens, ...`` for a table cell: the first ``limit`` entries and how many more."""
+    shown = ", ".join(f"{k}={v}" for k, v in list(tokens.items())[:limit])
+    more = f" ... (+{len(tokens) - limit})" if len(tokens) > limit else ""
+    return (shown or "(empty)") + more
 
 
 def cmd_solve(
@@ -81,16 +91,25 @@ def cmd_solve(
     and, for target, proven_within_ns (how far |L - T| may be from the optimum). Exit 0 with
     a decision, 1 without (infeasible, timed out, solver failure), 2 on bad input.
     """
-    from stepopt.solvers.base import get_solver
+    from stepopt.io import load_problem, save_decision
 
-    if time_limit is not None and time_limit <= 0:
-        raise InputError("--time-limit", "must be positive", time_limit)
+    check_time_limit(time_limit)
     if tolerance_ns < 0:
         raise InputError("--tolerance-ns", "must be >= 0", tolerance_ns)
+    output_file(output, "--output")
+    prob = load_problem(problem)  # bad input fails before the solvers are imported
+
+    from stepopt.solvers.base import SolveStatus, get_solver
+
     algo = get_solver(solver)  # unknown names list the valid ones (exit 2)
-    prob = load_problem(problem)
     extra = {"target_tolerance_ns": tolerance_ns} if tolerance_ns else {}
     res = algo.solve(prob, time_limit=time_limit, **extra)
+    if res.status == SolveStatus.INFEASIBLE and not res.message:
+        from dataclasses import replace
+
+        from stepopt.diagnose import infeasibility_reason
+
+        res = replace(res, message=infeasibility_reason(prob))
     if output is not None and res.decision is not None:
         save_decision(res.decision, output)
     if json_out:
@@ -105,28 +124,73 @@ def cmd_export(
     problem: Annotated[Path, typer.Argument(help="Problem file (JSON or YAML).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="lp or mps.")] = "lp",
+    map_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--map", help="Variable-to-request map to write (default: OUTPUT's stem + .map.json)."
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Write the step's MILP (primary objective) for external solvers."""
-    from stepopt.formulation import build
-    from stepopt.formulation.milp import encode
+    """Write the step's MILP for external solvers (LP or MPS).
 
-    if fmt not in EXPORT_FORMATS:
-        raise InputError("--format", f"must be one of {', '.join(EXPORT_FORMATS)}", fmt)
-    prob = load_problem(problem)
-    form = build(prob)
-    enc = encode(form)
-    enc.prob.setObjective(enc.deviation if form.objective == "target" else -enc.weighted)
-    if fmt == "lp":
-        enc.prob.writeLP(str(output))
-    else:
-        enc.prob.writeMPS(str(output))
-    console.print(
-        f"wrote {output} ({fmt}): {enc.prob.numVariables()} variables, "
-        f"{enc.prob.numConstraints()} constraints; objective: minimize "
-        + ("|L - T| in ns" if form.objective == "target" else "minus weighted tokens")
+    The model has the primary objective. The map of its token variables to request ids
+    (OUTPUT's stem + .map.json) lets `stepopt import-solution` read a solver's answer back.
+    """
+    from stepopt.exchange import default_map_path, export_milp
+    from stepopt.io import load_problem
+
+    output_file(output, "--output")
+    map_path = output_file(map_path, "--map") or default_map_path(output)
+    doc = export_milp(load_problem(problem), output, fmt, map_path)
+    if json_out:
+        print_json(doc)
+        return
+    print(
+        f"wrote {output} ({fmt}): {doc['variables']} variables, {doc['constraints']} "
+        f"constraints; objective: {doc['objective']}; variable map: {map_path}"
     )
 
 
+def cmd_import_solution(
+    problem: Annotated[Path, typer.Argument(help="The problem file that was exported.")],
+    solution: Annotated[
+        Path, typer.Argument(help="The solver's solution file (CBC, HiGHS, name-value lines).")
+    ],
+    map_path: Annotated[
+        Path, typer.Option("--map", help="The map `stepopt export` wrote next to the model.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the decision to this file.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Read an external solver's answer back as a decision.
+
+    The solution of a model written by `stepopt export` becomes a decision file (-o), judged
+    by the evaluator like any other.
+
+    Exit 0 when the decision is feasible, 1 when not, 2 on bad input.
+    """
+    from stepopt.cli.core import evaluation_json, evaluation_table
+    from stepopt.evaluate import evaluate
+    from stepopt.exchange import load_map, read_solution
+    from stepopt.io import load_problem, save_decision
+
+    output_file(output, "--output")
+    prob = load_problem(problem)
+    decision = read_solution(solution, load_map(map_path, prob))
+    ev = evaluate(prob, decision)
+    if output is not None:
+        save_decision(decision, output)
+    if json_out:
+        print_json(evaluation_json(ev, decision.scheduled()))
+    else:
+        console.print(evaluation_table(ev, title=f"solution {solution.name}"))
+    exit_with(0 if ev.feasible else 1)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("solve")(cmd_solve)
-    app.command("export")(cmd_export)
+    command(app, "solve")(cmd_solve)
+    command(app, "export")(cmd_export)
+    command(app, "import-solution")(cmd_import_solution)

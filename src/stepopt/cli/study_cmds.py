@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
-from stepopt.cli.common import console, err_console, print_json
-from stepopt.errors import InputError
-
-scenarios_app = typer.Typer(
-    help="Problem generators (synthetic, trace, snapshot).", no_args_is_help=True
+from stepopt.cli.common import (
+    command,
+    console,
+    err_console,
+    exit_with,
+    output_dir,
+    print_json,
+    sub_app,
 )
-study_app = typer.Typer(help="Optimality-gap studies: run, report.", no_args_is_help=True)
+from stepopt.errors import InputError
+from stepopt.limits import check_seed, check_target_ms, check_time_limit, finite
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+scenarios_app = sub_app("Problem generators (synthetic, trace, snapshot).")
+study_app = sub_app("Optimality-gap studies: run, report.")
+# The most problems one `scenarios generate` writes (a study reads them all into memory).
+MAX_COUNT = 1_000_000
 
 
 def _mix(value: str | None, field: str, valid: tuple[str, ...]) -> str | None:
@@ -48,11 +58,29 @@ def cmd_generate(
         str | None, typer.Option(help="Regimes to mix, comma-separated (default: all).")
     ] = None,
     load: Annotated[float | None, typer.Option(help="Fixed load (default U(0.3, 1.3)).")] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace the problem set OUT already holds (else refused)."),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Write one problem file per generated state, and manifest.json with each one's knobs."""
+    """Write a problem set: one file per state, and manifest.json.
+
+    The manifest records each problem's knobs (regime, load, target factor, ...).
+
+    OUT must be empty of problem files unless --force is given (a study reads every problem
+    file of a directory, and a set generated with other settings would be lost silently).
+    """
     from stepopt.scenarios import REGIMES, GenerateOptions, default_presets, generate
 
+    check_seed(seed)
+    if not 0 <= count <= MAX_COUNT:
+        raise InputError("--count", f"must be in 0..{MAX_COUNT}", count)
+    if target_ms is not None:
+        check_target_ms(target_ms, "--target-ms")
+    if load is not None:
+        finite(load, "--load")
+    output_dir(out, "--out")
     presets = tuple(p for p in (preset or "").split(",") if p) or default_presets()
     opts = GenerateOptions(
         count=count,
@@ -64,7 +92,7 @@ def cmd_generate(
         regimes=tuple(r for r in (regime or "").split(",") if r) or REGIMES,
         load=load,
     )
-    records = generate(source, opts, out)
+    records = generate(source, opts, out, replace=force)
     regimes: dict[str, int] = {}
     for r in records:
         regimes[r["regime"]] = regimes.get(r["regime"], 0) + 1
@@ -104,15 +132,24 @@ def cmd_run(
         int | None, typer.Option(help="Worker processes (default 2; 0 = this process).")
     ] = None,
     executor: Annotated[
-        str | None, typer.Option(help="local (default) or dask://HOST:PORT")
+        str | None,
+        typer.Option(
+            help="local (default), dask (a local Dask cluster of --workers processes) or "
+            "dask://HOST:PORT (a running scheduler)."
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Run every heuristic and the exact solver on every problem; resumable (rerun to finish)."""
-    from stepopt.studies import StudyConfig, load_study, run_study
-    from stepopt.studies.runner import progress_mode
+    """Run the heuristics and the exact solver on every problem.
 
+    Resumable: rerun the same command to finish a run that stopped. While it runs,
+    `stepopt study report` reads what is stored so far.
+    """
+    from stepopt.cli.progress import progress_mode
+    from stepopt.studies import StudyConfig, load_study, run_study
+
+    check_time_limit(time_limit)
     cfg = load_study(study) if study is not None else StudyConfig()
     cfg = cfg.with_flags(
         problems=problems,
@@ -131,8 +168,25 @@ def cmd_run(
         d = summary.to_dict()
         err_console.print(
             f"{d['problems']} problems: {d['ran']} run, {d['skipped']} already stored; "
-            f"{d['rows_written']} rows written to {d['db']} in {d['seconds']} s"
+            f"{d['rows_written']} rows written to {d['db']} in {d['seconds']} s",
+            markup=False,
         )
+    for name, e in summary.errors.items():
+        if name not in summary.failed:
+            err_console.print(
+                f"warning: {name} failed on {e['errors']} of {e['rows']} problems; first: "
+                f"{e['first']}",
+                markup=False,
+            )
+    if summary.failed:
+        name, first = next(iter(summary.failed.items()))
+        e = summary.errors[name]
+        others = f" (and {len(summary.failed) - 1} more)" if len(summary.failed) > 1 else ""
+        err_console.print(
+            f"error: {name}{others} failed on every problem ({e['rows']}): {first}",
+            markup=False,
+        )
+        exit_with(1)
 
 
 def _pct(v: float | None) -> str:
@@ -144,6 +198,10 @@ def _ms(v: float | None) -> str:
 
 
 def summary_table(summary: list[dict]) -> Table:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     t = Table(title="relative gap to the proven optimum", box=box.SIMPLE_HEAD, padding=(0, 1))
     cols = (
         "algorithm",
@@ -151,6 +209,7 @@ def summary_table(summary: list[dict]) -> Table:
         "n",
         "opt",
         "feas",
+        "err",
         "mean",
         "med",
         "p95",
@@ -161,14 +220,19 @@ def summary_table(summary: list[dict]) -> Table:
         "exact ms",
     )
     for col in cols:
-        t.add_column(col, justify="left" if col in ("algorithm", "obj") else "right")
+        # Long algorithm names (module:function) wrap rather than lose their end.
+        t.add_column(
+            col, justify="left" if col in ("algorithm", "obj") else "right", overflow="fold"
+        )
     for s in summary:
+        errors = s["count_error"]
         t.add_row(
-            s["heuristic"],
+            escape(s["heuristic"]),
             s["objective"],
             str(s["count"]),
             _pct(s["share_proven_optimal"]),
             _pct(s["share_feasible"]),
+            f"[red]{errors}[/red]" if errors else "0",
             _pct(s["gap_mean"]),
             _pct(s["gap_median"]),
             _pct(s["gap_p95"]),
@@ -182,14 +246,20 @@ def summary_table(summary: list[dict]) -> Table:
 
 
 def breakdown_table(rows: list[dict], by: str) -> Table:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     t = Table(title=f"by {by}", box=box.SIMPLE_HEAD, padding=(0, 1))
     for col in ("algorithm", "obj", by, "n", "opt", "feas", "mean", "p95", "max"):
-        t.add_column(col, justify="left" if col in ("algorithm", "obj", by) else "right")
+        t.add_column(
+            col, justify="left" if col in ("algorithm", "obj", by) else "right", overflow="fold"
+        )
     for b in rows:
         t.add_row(
-            b["heuristic"],
+            escape(b["heuristic"]),
             b["objective"],
-            str(b[by]),
+            escape(str(b[by])),
             str(b["count"]),
             _pct(b["share_proven_optimal"]),
             _pct(b["share_feasible"]),
@@ -202,6 +272,7 @@ def breakdown_table(rows: list[dict], by: str) -> Table:
 
 def print_report(rows: list[dict], by: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from stepopt.studies.report import (
         breakdown,
@@ -225,6 +296,12 @@ def print_report(rows: list[dict], by: str) -> None:
     console.print(tolerance_sentence(info))
     summary = summarize(rows)
     console.print(summary_table(summary))
+    for s in summary:
+        if s["count_error"]:
+            console.print(
+                f"[red]errors[/red]: {escape(s['heuristic'])} ({s['objective']}) failed on "
+                f"{s['count_error']} of {s['count']} problems; first: {escape(s['first_error'])}"
+            )
     pre = [s for s in summary if s["count_preempted"]]
     if pre:
         console.print(
@@ -254,25 +331,29 @@ def cmd_report(
         ),
     ] = "latest",
 ) -> None:
-    """Gap statistics per heuristic and objective, a breakdown, plots and a Markdown summary."""
-    from stepopt.studies import load_rows, write_report
-    from stepopt.studies.report import breakdown, summarize
+    """Gap statistics, a breakdown, plots and report.md.
 
+    Per heuristic and objective, against the proven optimum; errors counted apart. --json
+    prints the document written as report.json.
+    """
+    from stepopt.studies import load_rows, report_document, write_report
+
+    output_dir(out, "--out")
     rows = load_rows(db, settings)
-    breakdown(rows, by)  # validates the dimension before any output
+    doc = report_document(rows, by)  # validates the dimension before any output
     if out is not None:
-        write_report(db, out, by, settings=settings)
+        write_report(db, out, by, settings=settings, rows=rows)
     if json_out:
-        print_json(summarize(rows))
+        print_json(doc)  # the same document as report.json
         return
     print_report(rows, by)
     if out is not None:
-        console.print(f"report: {out / 'report.md'}")
+        console.print(f"report: {out / 'report.md'}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    scenarios_app.command("generate")(cmd_generate)
-    study_app.command("run")(cmd_run)
-    study_app.command("report")(cmd_report)
+    command(scenarios_app, "generate")(cmd_generate)
+    command(study_app, "run")(cmd_run)
+    command(study_app, "report")(cmd_report)
     app.add_typer(scenarios_app, name="scenarios")
     app.add_typer(study_app, name="study")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import os
 import sys
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
@@ -75,6 +77,45 @@ def _load_entry_point(ep: EntryPoint) -> Heuristic:
     return _ep_loaded[key]
 
 
+def check_signature(fn: Heuristic, name: str, params: Mapping[str, Any] | None = None) -> None:
+    """A user's heuristic must be callable as ``fn(problem, **params)``: a one-line error
+    naming it otherwise (``-n builtins:print``, a function of two required arguments)."""
+    if getattr(fn, "__module__", None) == "builtins":
+        raise InputError("heuristic", f"{name!r} is a Python built-in, not a heuristic")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no signature to read: its result is checked instead
+    try:
+        if params is None:  # only the problem is known yet: keyword parameters may follow
+            sig.bind_partial(None)
+            required = [
+                p
+                for p in sig.parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            ]
+            if len(required) > 1:
+                raise TypeError(f"it requires {len(required)} positional arguments")
+        else:
+            sig.bind(None, **params)
+    except TypeError as exc:
+        call = f"{name}(problem{', **params' if params else ''})"
+        raise InputError(
+            "heuristic", f"cannot be called as {call}: {exc}; signature {sig}", show_value=False
+        ) from None
+
+
+def checked_decision(value: Any, name: str) -> Decision:
+    """``value`` when a heuristic returned a Decision; a one-line error otherwise."""
+    if not isinstance(value, Decision):
+        raise InputError(
+            "heuristic",
+            f"{name!r} returned {type(value).__name__}, not a stepopt Decision",
+            show_value=False,
+        )
+    return value
+
+
 def heuristic_names() -> list[str]:
     """Registered heuristics and those of installed plug-ins (entry points)."""
     return sorted(set(_builtin()) | set(_plugins()))
@@ -87,11 +128,14 @@ def get_heuristic(name: str) -> Heuristic:
     if name in registered:
         return registered[name]
     if ":" in name:
-        return _import_path(name)
-    ep = _plugins().get(name)
-    if ep is None:
-        raise UnknownNameError("heuristic", name, heuristic_names())
-    return _load_entry_point(ep)
+        fn = _import_path(name)
+    else:
+        ep = _plugins().get(name)
+        if ep is None:
+            raise UnknownNameError("heuristic", name, heuristic_names())
+        fn = _load_entry_point(ep)
+    check_signature(fn, name)
+    return fn
 
 
 def resolve_heuristic(name_or_path: str) -> Heuristic:
@@ -107,7 +151,7 @@ def _import_path(name_or_path: str) -> Heuristic:
     if not module or not attr:
         raise InputError("heuristic", "expected a name or module:function", name_or_path)
     try:
-        obj = importlib.import_module(module)
+        obj = _import_module(module)
     except ImportError as exc:
         raise InputError(
             "heuristic",
@@ -125,6 +169,20 @@ def _import_path(name_or_path: str) -> Heuristic:
     if not callable(obj):
         raise InputError("heuristic", f"{name_or_path!r} is not callable", type(obj).__name__)
     return obj
+
+
+def _import_module(module: str) -> Any:
+    """Import ``module``; a module in the current directory is found too (as with
+    ``python -m``), searched after everything installed so it never shadows a package."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = module.partition(".")[0]
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module)
 
 
 def coerce_params(fn: Heuristic, raw: Mapping[str, str], field: str) -> dict[str, Any]:
@@ -171,12 +229,15 @@ def _coerce(text: str, default: Any, field: str, key: str) -> Any:
         if low not in ("true", "false"):
             raise InputError(field, f"{key} takes true or false", text)
         return low == "true"
-    for kind, cast, word in ((int, int, "an integer"), (float, float, "a number")):
+    for kind, cast, word in ((int, int, "an integer"), (float, float, "a finite number")):
         if isinstance(default, kind):
             try:
-                return cast(text)
+                value = cast(text)
             except ValueError:
                 raise InputError(field, f"{key} takes {word}", text) from None
+            if not math.isfinite(value):
+                raise InputError(field, f"{key} takes {word}", text)
+            return value
     if isinstance(default, str):
         return text
     if low in ("true", "false"):

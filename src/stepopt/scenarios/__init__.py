@@ -77,21 +77,31 @@ def write_problem_set(
     scenarios: Iterable[Scenario],
     out_dir: str | Path,
     args: dict[str, Any] | None = None,
+    *,
+    replace: bool = False,
 ) -> list[dict[str, Any]]:
-    """Write ``p00000.json``... and ``manifest.json``; returns the manifest records."""
+    """Write ``p00000.json``... and ``manifest.json``; returns the manifest records.
+
+    A directory that already holds a problem set is refused (a study reads every problem file
+    of it, and the old set would be lost without a word) unless ``replace``: then its problem
+    files and manifest are removed once every new problem is generated."""
     out = Path(out_dir)
     scenarios = list(scenarios)
     names = [f"p{i:05d}.json" for i in range(len(scenarios))]
     if out.is_dir():
-        # A study reads every problem file of the directory: stale ones would join it.
-        extra = sorted({p.name for p in problem_files(out)} - set(names))
-        if extra:
+        old = problem_files(out)
+        manifest = out / MANIFEST
+        if (old or manifest.exists()) and not replace:
             raise InputError(
                 "out",
-                f"already holds {len(extra)} other problem file(s) ({extra[0]}, ...); "
-                "use an empty directory",
+                f"already holds a problem set ({len(old)} problem file(s), e.g. "
+                f"{(old[0].name if old else MANIFEST)}); replace it with --force (replace=True "
+                "in Python) or use another directory",
                 str(out),
             )
+        for f in old:
+            f.unlink()
+        manifest.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for name, sc in zip(names, scenarios, strict=True):
@@ -105,8 +115,11 @@ def write_problem_set(
     return records
 
 
-def generate(source: str, opts: GenerateOptions, out_dir: str | Path) -> list[dict[str, Any]]:
-    """Generate ``opts.count`` problems from ``source`` into ``out_dir``."""
+def generate(
+    source: str, opts: GenerateOptions, out_dir: str | Path, *, replace: bool = False
+) -> list[dict[str, Any]]:
+    """Generate ``opts.count`` problems from ``source`` into ``out_dir`` (refused when it holds
+    a problem set already, unless ``replace``)."""
     args = {
         "source": source,
         "count": opts.count,
@@ -120,7 +133,7 @@ def generate(source: str, opts: GenerateOptions, out_dir: str | Path) -> list[di
         "concurrency": opts.concurrency,
         "max_waiting": opts.max_waiting,
     }
-    return write_problem_set(iter_scenarios(source, opts), out_dir, args)
+    return write_problem_set(iter_scenarios(source, opts), out_dir, args, replace=replace)
 
 
 __all__ = [

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from stepopt.errors import InputError
+from stepopt.io import read_text
 from stepopt.latency.presets import load_preset
+from stepopt.limits import seconds, whole_number
 from stepopt.model import Request
 from stepopt.scenarios.common import (
     GenerateOptions,
@@ -55,27 +57,20 @@ def load_trace(path: str) -> Trace:
     prompts: list[int] = []
     outputs: list[int] = []
     arrivals: list[float] = []
-    with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or ())
-        for need in ("num_prefill_tokens", "num_decode_tokens"):
-            if need not in cols:
-                raise InputError(f"{p.name}", f"missing column {need!r}", sorted(cols))
-        has_arr = "arrived_at" in cols
-        for line, row in enumerate(reader, start=2):
-            try:
-                pt = int(float(row["num_prefill_tokens"]))
-                dt = int(float(row["num_decode_tokens"]))
-                if has_arr:
-                    arrivals.append(float(row["arrived_at"]))
-            except (TypeError, ValueError):
-                raise InputError(f"{p.name} line {line}", "not a number", dict(row)) from None
-            if pt < 1 or dt < 0:
-                raise InputError(
-                    f"{p.name} line {line}.num_prefill_tokens", "must be >= 1 (decode >= 0)", pt
-                )
-            prompts.append(pt)
-            outputs.append(dt)
+    reader = csv.DictReader(read_text(p, "source").splitlines())
+    cols = set(reader.fieldnames or ())
+    for need in ("num_prefill_tokens", "num_decode_tokens"):
+        if need not in cols:
+            raise InputError(f"{p.name}", f"missing column {need!r}", sorted(cols))
+    has_arr = "arrived_at" in cols
+    for line, row in enumerate(reader, start=2):
+        at = f"{p.name} line {line}"
+        if None in row.values():
+            raise InputError(at, "fewer cells than the header has columns", dict(row))
+        prompts.append(whole_number(row["num_prefill_tokens"], f"{at}.num_prefill_tokens", 1))
+        outputs.append(whole_number(row["num_decode_tokens"], f"{at}.num_decode_tokens", 0))
+        if has_arr:
+            arrivals.append(seconds(row["arrived_at"], f"{at}.arrived_at"))
     if not prompts:
         raise InputError("source", "trace has no rows", str(p))
     return Trace(

@@ -26,6 +26,7 @@ from stepopt.errors import InputError, StepoptError
 from stepopt.evaluate import HARD_RULES, evaluate
 from stepopt.heuristics.common import attention_fn, fast_curve
 from stepopt.latency.model import LatencyModel
+from stepopt.limits import MAX_BLOCKS, MAX_REQUESTS, MAX_TOKENS, check_int
 from stepopt.model import (
     OBJECTIVES,
     PRIORITY_MODES,
@@ -75,20 +76,16 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         e = self.engine
-        if e.max_num_scheduled_tokens < 1:
-            raise InputError("max_num_scheduled_tokens", "must be >= 1", e.max_num_scheduled_tokens)
-        if e.max_num_running_reqs < 1:
-            raise InputError("max_num_running_reqs", "must be >= 1", e.max_num_running_reqs)
-        if e.long_prefill_token_threshold < 0:
-            raise InputError(
-                "long_prefill_token_threshold", "must be >= 0", e.long_prefill_token_threshold
-            )
-        if e.min_prefill_chunk < 1:
-            raise InputError("min_prefill_chunk", "must be >= 1", e.min_prefill_chunk)
-        if e.block_size < 1:
-            raise InputError("block_size", "must be >= 1", e.block_size)
-        if self.kv_blocks is not None and self.kv_blocks < 1:
-            raise InputError("kv_blocks", "must be >= 1 (or unset for unlimited)", self.kv_blocks)
+        for name, lo, hi in (
+            ("max_num_scheduled_tokens", 1, MAX_TOKENS),
+            ("max_num_running_reqs", 1, MAX_REQUESTS),
+            ("long_prefill_token_threshold", 0, MAX_TOKENS),
+            ("min_prefill_chunk", 1, MAX_TOKENS),
+            ("block_size", 1, MAX_TOKENS),
+        ):
+            check_int(getattr(e, name), name, lo, hi)
+        if self.kv_blocks is not None:
+            check_int(self.kv_blocks, "kv_blocks", 1, MAX_BLOCKS)
         if self.objective not in OBJECTIVES:
             raise InputError("objective", f"must be one of {', '.join(OBJECTIVES)}", self.objective)
         if self.priority_mode not in PRIORITY_MODES:
@@ -215,13 +212,14 @@ def simulate(
     config: SimConfig | None = None,
     *,
     snapshots: Any = None,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Callable[[int, int, int, int], None] | None = None,
     progress_every: int = 5000,
 ) -> SimResult:
     """Replay ``trace`` under ``policy``; deterministic for given inputs.
 
     ``snapshots`` (a :class:`stepopt.simulate.snapshots.SnapshotWriter`) captures sampled step
-    problems; ``progress(step, finished, total)`` is called every ``progress_every`` steps.
+    problems; ``progress(step, finished, total, simulated_ns)`` is called every
+    ``progress_every`` steps.
     """
     cfg = config or SimConfig()
     eng = cfg.engine
@@ -559,7 +557,7 @@ def simulate(
         t = end
         step += 1
         if progress is not None and step % progress_every == 0:
-            progress(step, n_finished, n_total)
+            progress(step, n_finished, n_total, t)
 
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0

@@ -2,8 +2,10 @@
 
 For each target ``T`` the problem is solved exactly (its own objective unless overridden) and
 every requested heuristic is run on the same problem; the evaluator scores all points. A point
-is Pareto-optimal when no other hard-feasible point has latency <= and scheduled tokens >=
-with one of them strict (latency lower is better, tokens higher is better).
+is Pareto-optimal when it is feasible (every rule of the problem, under ``goodput`` the latency
+cap too) and no other feasible point has latency <= and scheduled tokens >= with one of them
+strict (latency lower is better, tokens higher is better). A point that breaks a rule is never
+Pareto-optimal, however good its numbers look.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 from stepopt.errors import InputError
 from stepopt.evaluate import evaluate
-from stepopt.heuristics.base import get_heuristic
+from stepopt.heuristics.base import checked_decision, get_heuristic
+from stepopt.limits import check_target_ms
 from stepopt.model import OBJECTIVES, StepProblem
 
 
@@ -48,9 +51,7 @@ def parse_targets(text: str) -> list[float]:
             v = float(item)
         except ValueError:
             raise InputError("--targets", "not a number", item) from None
-        if not v > 0:
-            raise InputError("--targets", "every target must be > 0 ms", item)
-        out.append(v)
+        out.append(check_target_ms(v, "--targets"))
     if not out:
         raise InputError("--targets", "give at least one target in ms", text)
     return out
@@ -98,7 +99,7 @@ def frontier(
             )
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            d = fn(prob)
+            d = checked_decision(fn(prob), name)
             ms = (time.perf_counter() - t0) * 1000
             ev = evaluate(prob, d)
             points.append(
@@ -122,10 +123,10 @@ def frontier(
 
 
 def pareto_mask(points: Sequence[FrontierPoint]) -> list[bool]:
-    """Non-dominated hard-feasible points (equal points do not dominate each other)."""
+    """Non-dominated feasible points (equal points do not dominate each other)."""
     cand = [
         (p.latency_ms, p.scheduled_tokens)
-        if p.hard_feasible and p.latency_ms is not None and p.scheduled_tokens is not None
+        if p.feasible and p.latency_ms is not None and p.scheduled_tokens is not None
         else None
         for p in points
     ]

@@ -18,7 +18,7 @@ from stepopt.simulate.engine import SimResult
 from stepopt.simulate.metrics import NS_PER_MS, request_columns
 
 
-def _pyarrow() -> Any:
+def require_pyarrow() -> Any:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -66,7 +66,7 @@ def step_columns(result: SimResult) -> dict[str, Any]:
 
 def write_plan(result: SimResult, path: str | Path) -> tuple[Path, Path]:
     """Write the step and request tables; returns both paths."""
-    pa, pq = _pyarrow()
+    pa, pq = require_pyarrow()
     path = Path(path)
     meta = {
         b"stepopt": json.dumps(

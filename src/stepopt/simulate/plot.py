@@ -28,6 +28,12 @@ def _cdf(ax: Any, values: np.ndarray, label: str) -> None:
         ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label)
 
 
+def _legend_above_bars(ax: Any, top: float, ncol: int) -> None:
+    """A one-row legend in a band above the tallest bar, so it never hides one."""
+    ax.set_ylim(0, top * 1.3)
+    ax.legend(fontsize=8, loc="upper center", ncol=ncol, frameon=False)
+
+
 def plot_comparison(
     runs: Sequence[tuple[str, dict[str, np.ndarray], dict[str, Any]]], path: str | Path
 ) -> Path:
@@ -58,22 +64,47 @@ def plot_comparison(
         vals = [r[2].get(key) or 0.0 for r in runs]
         ax_att.bar(x + (k - 1) * width, vals, width, label=key.replace("_", " "))
     ax_att.set_xticks(x, names, rotation=20, fontsize=8)
-    ax_att.set_ylim(0, 1.05)
     ax_att.set_ylabel("fraction of requests")
-    ax_att.legend(fontsize=8, loc="lower right")
+    _legend_above_bars(ax_att, 1.0, ncol=3)
+    ax_att.set_yticks(np.linspace(0, 1, 6))  # fractions: no tick above 1 in the legend band
     thr = [r[2].get("throughput_rps") or 0.0 for r in runs]
     good = [r[2].get("goodput_rps") or 0.0 for r in runs]
     ax_good.bar(x - 0.2, thr, 0.4, label="throughput")
     ax_good.bar(x + 0.2, good, 0.4, label="goodput (both SLOs)")
     ax_good.set_xticks(x, names, rotation=20, fontsize=8)
     ax_good.set_ylabel("requests / s")
-    ax_good.legend(fontsize=8, loc="lower right")
+    _legend_above_bars(ax_good, max([*thr, *good, 1e-9]), ncol=2)
     fig.suptitle("simulated serving: " + ", ".join(names))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def target_labels(points: Sequence[Any]) -> list[tuple[float, float, str]]:
+    """One label per distinct (latency, tokens) position: targets that land on the same point
+    share it (``T=20,30``) instead of being printed over each other."""
+    at: dict[tuple[float, float], list[float]] = {}
+    for p in points:
+        at.setdefault((p.latency_ms, p.scheduled_tokens), []).append(p.target_ms)
+    return [(x, y, "T=" + ",".join(f"{t:g}" for t in ts)) for (x, y), ts in at.items()]
+
+
+def _label_targets(ax: Any, points: Sequence[Any]) -> None:
+    # The exact points rise to the right: labels alternate between the upper left and the
+    # lower right of their point, off the line and off their neighbours.
+    for k, (x, y, text) in enumerate(sorted(target_labels(points))):
+        upper = k % 2 == 0
+        ax.annotate(
+            text,
+            (x, y),
+            xytext=(-7, 5) if upper else (7, -5),
+            textcoords="offset points",
+            ha="right" if upper else "left",
+            va="bottom" if upper else "top",
+            fontsize=7,
+        )
 
 
 def plot_frontier(points: Sequence[Any], path: str | Path, title: str = "") -> Path:
@@ -101,9 +132,8 @@ def plot_frontier(points: Sequence[Any], path: str | Path, title: str = "") -> P
             alpha=0.8,
             zorder=2 if exact else 3,
         )
-        for p in pts:
-            if exact:
-                ax.annotate(f"T={p.target_ms:g}", (p.latency_ms, p.scheduled_tokens), fontsize=7)
+        if exact:
+            _label_targets(ax, pts)
     par = [p for ps in by_algo.values() for p in ps if p.pareto]
     if par:
         ax.scatter(
@@ -117,7 +147,7 @@ def plot_frontier(points: Sequence[Any], path: str | Path, title: str = "") -> P
     ax.set_xlabel("step latency (ms), lower is better")
     ax.set_ylabel("scheduled tokens, higher is better")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(title or "latency / throughput frontier of one step")
     fig.tight_layout()
     path = Path(path)

@@ -16,7 +16,12 @@ from typing import Any
 
 from stepopt.errors import InputError
 from stepopt.evaluate import Rule, evaluate, rank_key
-from stepopt.heuristics.base import coerce_params, get_heuristic
+from stepopt.heuristics.base import (
+    check_signature,
+    checked_decision,
+    coerce_params,
+    get_heuristic,
+)
 from stepopt.model import Decision, StepProblem
 
 # Rules vLLM's own schedule may break (docs/heuristics.md): no minimum chunk and the threshold
@@ -64,12 +69,15 @@ class HeuristicPolicy(Policy):
         self.name = name
         self._fn = get_heuristic(name)  # unknown names list the valid ones
         self._params = dict(params or {})
+        check_signature(self._fn, name, self._params)
         self.preempts = name in _PREEMPTING
         self.exempt = _PREEMPTING.get(name, frozenset())
 
     def decide(self, problem: StepProblem) -> tuple[Decision, str]:
         t0 = time.perf_counter_ns()
         d = self._fn(problem, **self._params) if self._params else self._fn(problem)
+        if type(d) is not Decision:  # fast path; subclasses and mistakes checked below
+            d = checked_decision(d, self.name)
         self.stats.decide_ns += time.perf_counter_ns() - t0
         self.stats.decisions += 1
         return d, self.name

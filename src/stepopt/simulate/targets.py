@@ -15,10 +15,12 @@ target, so steps get shorter and the engine reaches the next admission sooner.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from stepopt.errors import InputError
+from stepopt.limits import check_target_ms
 
 Shape = Literal["linear", "step"]
 
@@ -34,8 +36,7 @@ class FixedTarget:
     ms: float
 
     def __post_init__(self) -> None:
-        if not self.ms > 0:
-            raise InputError("target_ms", "must be > 0", self.ms)
+        check_target_ms(self.ms, "target_ms")
 
     @property
     def spec(self) -> str:
@@ -53,9 +54,9 @@ class AdaptiveTarget:
     shape: Shape = "linear"
 
     def __post_init__(self) -> None:
-        if not self.base > 0:
-            raise InputError("target-rule base", "must be > 0 ms", self.base)
-        if not 0 < self.min <= self.base:
+        check_target_ms(self.base, "target-rule base")
+        check_target_ms(self.min, "target-rule min")
+        if not self.min <= self.base:
             raise InputError("target-rule min", f"must be in (0, base={self.base:g}] ms", self.min)
         if self.queue < 1:
             raise InputError("target-rule queue", "must be >= 1 waiting requests", self.queue)
@@ -98,7 +99,7 @@ def parse_target_rule(text: str) -> TargetRule:
     if missing:
         raise InputError("target-rule", f"adaptive needs {', '.join(missing)}", text)
     queue = _number("target-rule queue", params["queue"])
-    if queue != int(queue):
+    if not math.isfinite(queue) or queue != int(queue):
         raise InputError("target-rule queue", "must be a whole number", params["queue"])
     return AdaptiveTarget(
         base=_number("target-rule base", params["base"]),

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from stepopt.errors import InputError
+from stepopt.io import read_text
+from stepopt.limits import MAX_PRIORITY, seconds, whole_number
 
 NS_PER_S = 1_000_000_000
 
@@ -139,36 +141,34 @@ def load_trace(path: str | Path, *, rate: float | None = None, seed: int = 0) ->
     p = Path(path)
     if not p.is_file():
         raise InputError("trace", "file not found", str(p))
-    with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise InputError("trace", "empty file", str(p))
-        cols = {name.strip(): k for k, name in enumerate(header)}
-        where = {
-            key: next((cols[a] for a in names if a in cols), None)
-            for key, names in _ALIASES.items()
-        }
-        for key in ("prompt", "output"):
-            if where[key] is None:
-                raise InputError("trace", f"missing column {_ALIASES[key][0]!r}", ", ".join(header))
-        ia, ip, io_, ipr = where["arrival"], where["prompt"], where["output"], where["priority"]
-        arrivals: list[float] = []
-        prompts: list[int] = []
-        outputs: list[int] = []
-        prios: list[int] = []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                prompts.append(int(float(row[ip])))
-                outputs.append(int(float(row[io_])))
-                if ia is not None:
-                    arrivals.append(float(row[ia]))
-                if ipr is not None:
-                    prios.append(int(float(row[ipr])))
-            except (IndexError, ValueError):
-                raise InputError(f"trace line {line}", "not a number", ",".join(row)) from None
+    reader = csv.reader(read_text(p, "trace").splitlines())
+    header = next(reader, None)
+    if header is None:
+        raise InputError("trace", "empty file", str(p))
+    cols = {name.strip(): k for k, name in enumerate(header)}
+    where = {
+        key: next((cols[a] for a in names if a in cols), None) for key, names in _ALIASES.items()
+    }
+    for key in ("prompt", "output"):
+        if where[key] is None:
+            raise InputError("trace", f"missing column {_ALIASES[key][0]!r}", ", ".join(header))
+    ia, ip, io_, ipr = where["arrival"], where["prompt"], where["output"], where["priority"]
+    arrivals: list[float] = []
+    prompts: list[int] = []
+    outputs: list[int] = []
+    prios: list[int] = []
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        at = f"trace line {line}"
+        if len(row) < len(header):
+            raise InputError(at, f"{len(row)} cells, the header has {len(header)}", ",".join(row))
+        prompts.append(whole_number(row[ip], f"{at}.{header[ip]}", 1))
+        outputs.append(whole_number(row[io_], f"{at}.{header[io_]}", 1))
+        if ia is not None:
+            arrivals.append(seconds(row[ia], f"{at}.{header[ia]}"))
+        if ipr is not None:
+            prios.append(whole_number(row[ipr], f"{at}.{header[ipr]}", -MAX_PRIORITY, MAX_PRIORITY))
     if not prompts:
         raise InputError("trace", "no requests in file", str(p))
     return make_trace(

@@ -8,15 +8,16 @@ from typing import Any
 
 from stepopt.studies.config import StudyConfig, load_study
 from stepopt.studies.runner import RunSummary, run_study
-from stepopt.studies.store import Store
+from stepopt.studies.store import Store, open_store
 
 
 def load_rows(db: str | Path, settings: str = "all") -> list[dict[str, Any]]:
     """The result rows of a study database: ``all``, the ``latest`` (solver settings,
-    version) run, or the rows of one settings string (see ``report.select_rows``)."""
+    version) run, or the rows of one settings string (see ``report.select_rows``). A study
+    that is running is read between its writes (it keeps the file open only to write)."""
     from stepopt.studies.report import select_rows
 
-    with Store(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         return select_rows(store.rows(), settings)
 
 
@@ -28,8 +29,20 @@ def load_dataframe(db: str | Path):
         import pandas  # noqa: F401
     except ImportError:
         raise MissingExtraError("pandas", "parquet", "load_dataframe") from None
-    with Store(db, read_only=True) as store:
+    with open_store(db, read_only=True) as store:
         return store.con.execute("SELECT * FROM results ORDER BY problem_hash, algorithm").df()
+
+
+def report_document(rows: list[dict[str, Any]], by: str = "regime") -> dict[str, Any]:
+    """``{info, summary, by, breakdown}``: report.json and ``study report --json``."""
+    from stepopt.studies.report import breakdown, study_info, summarize
+
+    return {
+        "info": study_info(rows),
+        "summary": summarize(rows),
+        "by": by,
+        "breakdown": breakdown(rows, by),
+    }
 
 
 def write_report(
@@ -38,12 +51,16 @@ def write_report(
     by: str = "regime",
     plots: bool = True,
     settings: str = "latest",
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """report.md, report.json and the PNG plots in ``out_dir`` for the rows ``settings``
-    selects (default: the latest run); returns the JSON document."""
-    from stepopt.studies.report import breakdown, markdown_report, study_info, summarize
+    selects (default: the latest run; ``rows`` when already loaded); returns the JSON
+    document."""
+    from stepopt.studies.report import markdown_report
 
-    rows = load_rows(db, settings)
+    if rows is None:
+        rows = load_rows(db, settings)
+    doc = report_document(rows, by)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
@@ -51,12 +68,6 @@ def write_report(
         from stepopt.studies.plots import write_plots
 
         names = write_plots(rows, out)
-    doc = {
-        "info": study_info(rows),
-        "summary": summarize(rows),
-        "by": by,
-        "breakdown": breakdown(rows, by),
-    }
     (out / "report.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     (out / "report.md").write_text(markdown_report(rows, by, names), encoding="utf-8")
     return doc
@@ -69,6 +80,7 @@ __all__ = [
     "load_dataframe",
     "load_rows",
     "load_study",
+    "report_document",
     "run_study",
     "write_report",
 ]

@@ -8,7 +8,7 @@ time_limit = 2.0                 # seconds per problem for the exact solver
 target_tolerance_ns = 1000       # target: reference proven within 1 us of the optimum is enough
 db = "study.duckdb"
 workers = 2
-executor = "local"               # or "dask://HOST:PORT"
+executor = "local"               # "dask" (a local Dask cluster) or "dask://HOST:PORT"
 
 [solver_params]                  # passed to the solver (e.g. num_workers = 1)
 
@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from stepopt.errors import InputError
+from stepopt.limits import check_seed, check_target_ms, check_time_limit
 
 DEFAULT_HEURISTICS = ("three-stage", "vllm-v1", "sarathi")
+MAX_WORKERS = 1024
 _STUDY_KEYS = {
     "problems",
     "heuristics",
@@ -74,10 +76,11 @@ class StudyConfig:
     scenarios: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise InputError("workers", "must be >= 0 (0 runs in this process)", self.workers)
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise InputError("time_limit", "must be > 0", self.time_limit)
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise InputError(
+                "workers", f"must be in 0..{MAX_WORKERS} (0 runs in this process)", self.workers
+            )
+        check_time_limit(self.time_limit, "time_limit")
         tol = self.target_tolerance_ns
         if isinstance(tol, bool) or not isinstance(tol, int) or tol < 0:
             raise InputError("target_tolerance_ns", "must be an integer number of ns >= 0", tol)
@@ -87,8 +90,8 @@ class StudyConfig:
                 "set it as [study] target_tolerance_ns (part of the row identity)",
                 self.solver_params["target_tolerance_ns"],
             )
-        if not (self.executor == "local" or self.executor.startswith("dask://")):
-            raise InputError("executor", "must be local or dask://HOST:PORT", self.executor)
+        if not (self.executor in ("local", "dask") or self.executor.startswith("dask://")):
+            raise InputError("executor", "must be local, dask or dask://HOST:PORT", self.executor)
 
     @property
     def settings(self) -> str:
@@ -104,26 +107,40 @@ class StudyConfig:
 
 
 def load_study(path: str | Path) -> StudyConfig:
+    """A study file, every value checked for its type and range (one-line errors naming the
+    key, e.g. ``study.time_limit: must be a number (got 'fast')``)."""
+    from stepopt.io import check_values, read_text
+
     p = Path(path)
+    text = read_text(p, "study")
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("study", "no such file", str(p)) from None
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError("study", f"{p}: invalid TOML: {exc}", show_value=False) from None
+    check_values(doc)  # TOML has inf and nan too
     base = p.resolve().parent
-    study = doc.get("study", {})
+    unknown = set(doc) - {"study", "solver_params", "scenarios"}
+    if unknown:
+        raise InputError(
+            p.name, "unknown table; valid: study, solver_params, scenarios", sorted(unknown)[0]
+        )
+    study = _table(doc, "study")
     unknown = set(study) - _STUDY_KEYS
     if unknown:
         raise InputError(f"{p.name} [study]", "unknown key", sorted(unknown)[0])
     kw: dict[str, Any] = {}
-    for key in ("solver", "executor"):
+    for key in ("solver", "executor", "problems", "db"):
         if key in study:
-            kw[key] = str(study[key])
+            kw[key] = _str(study[key], f"study.{key}")
+    for key in ("problems", "db"):
+        if key in kw:
+            kw[key] = base / kw[key]
     if "workers" in study:
         kw["workers"] = _int(study["workers"], "study.workers")
     if "time_limit" in study:
-        kw["time_limit"] = float(study["time_limit"])
+        kw["time_limit"] = check_time_limit(
+            _num(study["time_limit"], "study.time_limit"), "study.time_limit"
+        )
     if "target_tolerance_ns" in study:
         kw["target_tolerance_ns"] = _int(study["target_tolerance_ns"], "study.target_tolerance_ns")
     if "heuristics" in study:
@@ -131,21 +148,59 @@ def load_study(path: str | Path) -> StudyConfig:
         if not isinstance(h, list) or not all(isinstance(x, str) for x in h):
             raise InputError("study.heuristics", "must be a list of names", h)
         kw["heuristics"] = tuple(h)
-    for key in ("problems", "db"):
-        if key in study:
-            kw[key] = base / str(study[key])
-    kw["solver_params"] = dict(doc.get("solver_params", {}))
+    kw["solver_params"] = dict(_table(doc, "solver_params"))
     if "scenarios" in doc:
-        sc = dict(doc["scenarios"])
-        bad = set(sc) - _SCENARIO_KEYS
-        if bad:
-            raise InputError(f"{p.name} [scenarios]", "unknown key", sorted(bad)[0])
-        src = str(sc.get("source", "synthetic"))
-        kind, _, arg = src.partition(":")
-        if arg and not Path(arg).is_absolute():
-            sc["source"] = f"{kind}:{base / arg}"
-        kw["scenarios"] = sc
+        kw["scenarios"] = _scenarios(_table(doc, "scenarios"), p, base)
     return StudyConfig(**kw)
+
+
+def _scenarios(sc: dict[str, Any], p: Path, base: Path) -> dict[str, Any]:
+    sc = dict(sc)
+    bad = set(sc) - _SCENARIO_KEYS
+    if bad:
+        raise InputError(f"{p.name} [scenarios]", "unknown key", sorted(bad)[0])
+    for key in ("source", "objective", "priority_mode"):
+        if key in sc:
+            _str(sc[key], f"scenarios.{key}")
+    for key in ("count", "concurrency", "max_waiting"):
+        if key in sc and _int(sc[key], f"scenarios.{key}") < (0 if key == "count" else 1):
+            raise InputError(f"scenarios.{key}", "must be >= 1", sc[key])
+    if "seed" in sc:
+        check_seed(_int(sc["seed"], "scenarios.seed"), "scenarios.seed")
+    if "target_ms" in sc:
+        check_target_ms(_num(sc["target_ms"], "scenarios.target_ms"), "scenarios.target_ms")
+    if "load" in sc and not _num(sc["load"], "scenarios.load") > 0:
+        raise InputError("scenarios.load", "must be > 0", sc["load"])
+    for key in ("presets", "preset", "regimes"):
+        v = sc.get(key)
+        if v is not None and not (
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+        ):
+            raise InputError(f"scenarios.{key}", "must be a name or a list of names", v)
+    src = str(sc.get("source", "synthetic"))
+    kind, _, arg = src.partition(":")
+    if arg and not Path(arg).is_absolute():
+        sc["source"] = f"{kind}:{base / arg}"
+    return sc
+
+
+def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise InputError(key, f"must be a table ([{key}])", value)
+    return value
+
+
+def _str(value: Any, field_name: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(field_name, "must be a string", value)
+    return value
+
+
+def _num(value: Any, field_name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(field_name, "must be a number", value)
+    return float(value)
 
 
 def _int(value: Any, field_name: str) -> int:

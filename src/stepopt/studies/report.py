@@ -118,7 +118,8 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "share_reference_exact": ref["exact"] / n if n else None,
         "share_reference_within_tolerance": ref["within_tolerance"] / n if n else None,
         "count_violation": sum(1 for r in rows if r["gap_kind"] == "violation"),
-        "count_error": sum(1 for r in rows if r["gap_kind"] == "error"),
+        "count_error": sum(1 for r in rows if r.get("status") == "ERROR"),
+        "first_error": next((r.get("message") for r in rows if r.get("status") == "ERROR"), None),
         "count_preempted": sum(1 for r in rows if r["gap_kind"] == "preemption"),
         "violation_rules": dict(rules.most_common()),
         "gap_bound_median": _q(bgaps, 0.5),
@@ -288,6 +289,7 @@ SUMMARY_COLUMNS = (
     ("count", "n", False),
     ("share_proven_optimal", "optimal", True),
     ("share_feasible", "feasible", True),
+    ("count_error", "errors", False),
     ("gap_mean", "gap mean", True),
     ("gap_median", "median", True),
     ("gap_p95", "p95", True),
@@ -360,7 +362,8 @@ def markdown_report(rows: list[dict[str, Any]], by: str, plots: Iterable[str] = 
         + f"; solver settings: {', '.join(info['settings'])};"
         f" stepopt {', '.join(info['versions'])}; presets: {', '.join(info['presets'])}.",
         "",
-        "Gaps are relative (FORMULATION.md): `target`: (|L_h - T| - |L_* - T|) / T; "
+        "Gaps are relative (as defined in stepopt's docs/formulation.md): "
+        "`target`: (|L_h - T| - |L_* - T|) / T; "
         "`goodput`: (obj_* - obj_h) / obj_*. They are computed only where the solver proved "
         "the optimum, exactly or (`target`) within the tolerance. "
         + tolerance_sentence(info)
@@ -375,6 +378,15 @@ def markdown_report(rows: list[dict[str, Any]], by: str, plots: Iterable[str] = 
         markdown_table(summary, SUMMARY_COLUMNS),
         "",
     ]
+    failing = [s for s in summary if s["count_error"]]
+    if failing:
+        lines += ["Errors (no decision, so neither a gap nor a feasibility count):", ""]
+        lines += [
+            f"- {s['heuristic']} ({s['objective']}): {s['count_error']} of {s['count']}; "
+            f"first: `{s['first_error']}`"
+            for s in failing
+        ]
+        lines.append("")
     pre = [s for s in summary if s["count_preempted"]]
     if pre:
         lines += [

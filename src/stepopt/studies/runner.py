@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stepopt import __version__
-from stepopt.errors import InputError, MissingExtraError, StepoptError
+from stepopt.errors import InputError
 from stepopt.heuristics.base import resolve_heuristic
 from stepopt.io import problem_hash, read_document
 from stepopt.studies.config import DEFAULT_HEURISTICS, StudyConfig
-from stepopt.studies.store import Store
-from stepopt.studies.worker import Task, run_task
+from stepopt.studies.executors import dask_address, run_dask, run_inline, run_local
+from stepopt.studies.store import ResultWriter, Store, open_store
+from stepopt.studies.worker import Task
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,13 @@ class RunSummary:
     rows_written: int
     seconds: float
     db: str
+    # Per algorithm with an error in this run: {"errors": n, "rows": m, "first": message}.
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Algorithms that failed on every problem of this run, with their first error."""
+        return {a: e["first"] for a, e in self.errors.items() if e["errors"] == e["rows"]}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +50,31 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "problems_per_second": round(self.ran / self.seconds, 3) if self.seconds else None,
             "db": self.db,
+            "errors": self.errors,
+            "failed": sorted(self.failed),
+        }
+
+
+class _ErrorTally:
+    """Errors per algorithm over the rows of a run (rows are never ERROR silently)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.first: dict[str, str] = {}
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            a = r["algorithm"]
+            self.rows[a] = self.rows.get(a, 0) + 1
+            if r.get("status") == "ERROR":
+                self.errors[a] = self.errors.get(a, 0) + 1
+                self.first.setdefault(a, r.get("message") or "")
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return {
+            a: {"errors": n, "rows": self.rows[a], "first": self.first[a]}
+            for a, n in sorted(self.errors.items())
         }
 
 
@@ -138,69 +171,6 @@ def prepare_tasks(
     return tasks, len(seen), skipped
 
 
-# ---- executors: iterables of row lists, in completion order --------------------------------
-def run_inline(tasks: list[Task]) -> Iterator[list[dict[str, Any]]]:
-    for t in tasks:
-        yield run_task(t)
-
-
-def run_local(tasks: list[Task], workers: int) -> Iterator[list[dict[str, Any]]]:
-    """A process pool (spawned processes: no fork of a threaded parent)."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = iter(tasks)
-        inflight = set()
-        try:
-            # Keep a few tasks per worker in flight: results stream in, memory stays flat.
-            for t in pending:
-                inflight.add(pool.submit(run_task, t))
-                if len(inflight) >= 4 * workers:
-                    break
-            while inflight:
-                finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    try:
-                        rows = fut.result()
-                    except BrokenProcessPool:
-                        raise StepoptError(
-                            "a worker process died; scripts that run studies on workers need "
-                            'the `if __name__ == "__main__":` guard (or use --workers 0)'
-                        ) from None
-                    yield rows
-                    nxt = next(pending, None)
-                    if nxt is not None:
-                        inflight.add(pool.submit(run_task, nxt))
-        finally:
-            for fut in inflight:
-                fut.cancel()
-
-
-def dask_address(executor: str) -> str:
-    """``dask://HOST:PORT`` -> ``tcp://HOST:PORT``; ``dask://SCHEME://...`` kept as is."""
-    rest = executor[len("dask://") :]
-    if not rest:
-        raise InputError("executor", "dask:// needs HOST:PORT", executor)
-    return rest if "://" in rest else f"tcp://{rest}"
-
-
-def run_dask(tasks: list[Task], address: str) -> Iterator[list[dict[str, Any]]]:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise MissingExtraError("distributed", "dask", "--executor dask://") from None
-    client = Client(address)
-    try:
-        futures = client.map(run_task, tasks, pure=False)
-        for fut in as_completed(futures):
-            yield fut.result()
-    finally:
-        client.close()
-
-
 # ---- progress --------------------------------------------------------------------------------
 class _Progress:
     """A rich bar with rate and ETA on a terminal; a line every few seconds otherwise."""
@@ -255,12 +225,6 @@ class _Progress:
             self.bar.stop()
 
 
-def progress_mode(quiet: bool) -> str:
-    if quiet:
-        return "quiet"
-    return "rich" if sys.stderr.isatty() else "plain"
-
-
 def run_study(
     cfg: StudyConfig,
     *,
@@ -273,23 +237,36 @@ def run_study(
 
     get_solver(cfg.solver)  # unknown solver: fail before work
     t0 = time.perf_counter()
-    with Store(cfg.db) as store:
+    with open_store(cfg.db) as store:
         tasks, total, skipped = prepare_tasks(cfg, heuristics, store)
-        if cfg.executor.startswith("dask://"):
-            results: Iterable[list[dict[str, Any]]] = run_dask(tasks, dask_address(cfg.executor))
-        elif cfg.workers == 0 or len(tasks) <= 1:
-            results = run_inline(tasks)
-        else:
-            results = run_local(tasks, min(cfg.workers, len(tasks)))
-        bar = _Progress(len(tasks), progress)
-        written = ran = 0
-        try:
-            for rows in results:
-                written += store.insert(rows)
-                ran += 1
-                if on_rows is not None:
-                    on_rows(rows)
-                bar.advance()
-        finally:
-            bar.close()
-    return RunSummary(total, skipped, ran, written, time.perf_counter() - t0, str(cfg.db))
+    if cfg.executor.startswith("dask"):
+        address = dask_address(cfg.executor)
+        results: Iterable[list[dict[str, Any]]] = run_dask(tasks, address, cfg.workers)
+    elif cfg.workers == 0 or len(tasks) <= 1:
+        results = run_inline(tasks)
+    else:
+        results = run_local(tasks, min(cfg.workers, len(tasks)))
+    bar = _Progress(len(tasks), progress)
+    writer = ResultWriter(cfg.db)
+    tally = _ErrorTally()
+    ran = 0
+    try:
+        for rows in results:
+            writer.add(rows)
+            tally.add(rows)
+            ran += 1
+            if on_rows is not None:
+                on_rows(rows)
+            bar.advance()
+    finally:
+        bar.close()
+        writer.close()  # what arrived is kept, on Ctrl-C too
+    return RunSummary(
+        total,
+        skipped,
+        ran,
+        writer.written,
+        time.perf_counter() - t0,
+        str(cfg.db),
+        tally.summary(),
+    )

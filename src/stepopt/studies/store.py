@@ -1,13 +1,16 @@
 """The results database: one embedded DuckDB file, one table ``results``.
 
-Only the main process writes. Each finished problem's rows go in one transaction and the
+Only the main process writes. Finished problems' rows go in one transaction each and the
 primary key is the row identity, so a run killed at any moment loses at most the problems in
-flight and a rerun inserts exactly the missing rows (``INSERT OR IGNORE``).
+flight (and those finished in the last half second, see ``runner``) and a rerun inserts
+exactly the missing rows (``INSERT OR IGNORE``). The writer opens the file only to write, so a
+report can read a running study in between.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,21 @@ def _duckdb():
     return duckdb
 
 
+def open_store(path: str | Path, *, read_only: bool = False, wait_s: float = 10.0) -> Store:
+    """:class:`Store`, waiting up to ``wait_s`` while another process holds the file (a
+    running study writes in short transactions; a report reads in one)."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.02
+    while True:
+        try:
+            return Store(path, read_only=read_only)
+        except DatabaseBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 def schema_sql() -> str:
     cols = ",\n  ".join(f"{c} {t}" for c, t in COLUMNS)
     return (
@@ -92,8 +110,13 @@ def schema_sql() -> str:
     )
 
 
+class DatabaseBusy(InputError):
+    """Another process holds the database file (DuckDB allows one writer or many readers)."""
+
+
 class Store:
-    """A writable study database (open it in one process only)."""
+    """A study database. DuckDB lets one process write or several read a file at a time, so
+    writers and readers keep it open briefly (:func:`open_store` waits for a turn)."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         duckdb = _duckdb()
@@ -103,18 +126,37 @@ class Store:
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
-            raise InputError("db", f"cannot open: {str(exc).splitlines()[0]}", str(path)) from None
-        if not read_only:
-            self.con.execute(schema_sql())
-            # Databases written by an older stepopt get the columns added since (as nulls).
-            for col, typ in COLUMNS:
-                self.con.execute(f"ALTER TABLE results ADD COLUMN IF NOT EXISTS {col} {typ}")
-        elif not self._has_table():
-            raise InputError("db", "not a study database (no results table)", str(self.path))
+            first = str(exc).splitlines()[0]
+            if "lock" in first.lower():
+                raise DatabaseBusy("db", f"in use by another process: {first}", str(path)) from None
+            raise InputError("db", f"cannot open: {first}", str(path)) from None
+        except duckdb.Error as exc:  # not a DuckDB file at all, or a newer storage version
+            first = str(exc).splitlines()[0]
+            raise InputError("db", f"not a study database: {first}", str(path)) from None
+        try:
+            if not read_only:
+                self.con.execute(schema_sql())
+                # Databases written by an older stepopt get the columns added since (as nulls).
+                for col, typ in COLUMNS:
+                    self.con.execute(f"ALTER TABLE results ADD COLUMN IF NOT EXISTS {col} {typ}")
+            self._check_schema()
+        except BaseException:
+            self.con.close()
+            raise
 
-    def _has_table(self) -> bool:
-        q = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'results'"
-        return self.con.execute(q).fetchone()[0] > 0
+    def _check_schema(self) -> None:
+        """A file of another schema (or another program's database) is named as such."""
+        q = "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'"
+        have = {row[0] for row in self.con.execute(q).fetchall()}
+        if not have:
+            raise InputError("db", "not a study database (no results table)", str(self.path))
+        missing = [c for c in (*KEY, "kind", "status", "gap_kind") if c not in have]
+        if missing:
+            raise InputError(
+                "db",
+                f"not a study database: its results table has no column {missing[0]!r}",
+                str(self.path),
+            )
 
     def close(self) -> None:
         self.con.close()
@@ -166,3 +208,44 @@ class Store:
         cur = self.con.execute(sql, params or [])
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+class ResultWriter:
+    """A run's results into the database, the file open only while writing.
+
+    Each problem's rows are one transaction. Rows are written at most every ``every_s`` seconds
+    (opening the file costs tens of ms), so a ``SIGKILL`` loses at most that much finished work
+    (a rerun redoes it); while a reader holds the file they wait in memory. :meth:`close`
+    writes what is left, waiting up to ``final_wait_s`` for a reader to finish.
+    """
+
+    def __init__(self, path: str | Path, every_s: float = 0.5, final_wait_s: float = 600.0):
+        self.path = path
+        self.every_s = every_s
+        self.final_wait_s = final_wait_s
+        self.pending: list[list[dict[str, Any]]] = []
+        self.written = 0
+        self.last = float("-inf")
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.pending.append(rows)
+        if time.monotonic() - self.last >= self.every_s:
+            self.flush(wait_s=0.0)
+
+    def flush(self, wait_s: float) -> None:
+        if not self.pending:
+            return
+        try:
+            store = open_store(self.path, wait_s=wait_s)
+        except DatabaseBusy:
+            if wait_s > 0:
+                raise
+            return  # a report is reading: write next time
+        with store:
+            while self.pending:
+                self.written += store.insert(self.pending[0])
+                self.pending.pop(0)
+        self.last = time.monotonic()
+
+    def close(self) -> None:
+        self.flush(wait_s=self.final_wait_s)

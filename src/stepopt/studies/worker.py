@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepopt.evaluate import Evaluation, evaluate
-from stepopt.heuristics.base import resolve_heuristic
+from stepopt.heuristics.base import checked_decision, resolve_heuristic
 
 HEURISTIC, EXACT = "heuristic", "exact"
 # gap_kind of a gap against a usable reference: proven optimal exactly, or (``target``) with
@@ -112,6 +112,10 @@ def run_task(task: Task) -> list[dict[str, Any]]:
     try:
         res = solve(problem, task.solver, time_limit=task.time_limit, **extra, **task.solver_params)
         ref_status, ref_ev, bound, message = str(res.status), res.evaluation, res.bound, res.message
+        if res.status == SolveStatus.INFEASIBLE and not message:
+            from stepopt.diagnose import infeasibility_reason
+
+            message = infeasibility_reason(problem)
         solve_ms = res.wall_ms
         ref_tokens = None if res.decision is None else res.decision.scheduled()
         solver_gap = res.gap
@@ -174,6 +178,7 @@ def run_task(task: Task) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             dec = fn(problem)
             decision_ms = (time.perf_counter() - t0) * 1000.0
+            dec = checked_decision(dec, name)  # a user's callable may return anything
             ev = evaluate(problem, dec)
             row.update(
                 status="OK", message="", decision=json.dumps(dec.scheduled(), sort_keys=True)
