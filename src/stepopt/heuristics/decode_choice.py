@@ -47,7 +47,8 @@ class DecodeChoice:
 
     ``order="queue"`` (the seed's): priority, then queue order. ``order="cheapest"``: least
     cost per unit of weight first, cost = ``unit_ps + decode_context_ps * context`` (in strict
-    mode every weight is 1, so shortest context first); ties keep queue order. The age guard
+    mode every weight is 1, so shortest context first); ties go to the more urgent decode, then
+    queue order. The age guard
     ``share`` (cheapest only) interleaves the oldest decodes by ``(priority, arrival_time)``:
     among the first ``m`` of the sequence, ``ceil(share * m)`` are taken in age order, so the
     oldest decode always comes first and long contexts cannot be skipped forever.
@@ -57,7 +58,7 @@ class DecodeChoice:
     so any subset of the sequence fits the free blocks.
     """
 
-    __slots__ = ("ascending", "ctx", "guarded", "seq", "w")
+    __slots__ = ("ascending", "ctx", "dropped", "guarded", "seq", "top", "w")
 
     def __init__(
         self,
@@ -76,10 +77,12 @@ class DecodeChoice:
             ranked = _by_cost(decodes, top, unit_ps, dps)
             fair = sorted(decodes, key=_AGE) if share and len(decodes) > 1 else None
         if fair is None and kv_free is None:
-            seq, guarded = ranked, None
+            seq, guarded, dropped = ranked, None, []
         else:
-            seq, guarded = _interleave(ranked, fair, share, kv_free, bs)
+            seq, guarded, dropped = _interleave(ranked, fair, share, kv_free, bs)
         self.seq: list[Request] = seq
+        self.dropped: list[Request] = dropped  # short of a KV block
+        self.top = top
         # Shortest context first throughout: no decode past a prefix is cheaper than the next.
         self.ascending = order == "cheapest" and fair is None and top is None
         self.guarded: bytearray | None = guarded  # 1 where the age guard took the decode
@@ -92,12 +95,21 @@ class DecodeChoice:
     def __len__(self) -> int:
         return len(self.seq)
 
+    def candidate(self, decodes: list[Request]) -> tuple[int, int, int, list[str]]:
+        """``(count, context sum, weighted tokens, ids)`` of a set of decodes."""
+        ctx = sum(map(_CTX, decodes))
+        top = self.top
+        w = len(decodes) if top is None else sum(1 + top - r.priority for r in decodes)
+        return (len(decodes), ctx, w, [r.id for r in decodes])
+
 
 def _by_cost(decodes: Sequence[Request], top: int | None, unit_ps: int, dps: int) -> list:
     if top is None:  # strict mode: equal weights, so the cost order is the context order
         return sorted(decodes, key=_CTX)
+    # cost per unit of weight, ties to the heavier (more urgent) decode
     return sorted(
-        decodes, key=lambda r: (unit_ps + dps * r.computed_tokens) / (1 + top - r.priority)
+        decodes,
+        key=lambda r: ((unit_ps + dps * r.computed_tokens) / (1 + top - r.priority), r.priority),
     )
 
 
@@ -107,14 +119,15 @@ def _interleave(
     share: Fraction,
     kv_free: int | None,
     bs: int,
-) -> tuple[list[Request], bytearray]:
+) -> tuple[list[Request], bytearray, list[Request]]:
     """Merge the cost order with the age order (``share`` of the picks), dropping decodes that
-    need a block once ``kv_free`` blocks are spent. One pass over each list."""
+    need a block once ``kv_free`` blocks are spent (the third list). One pass over each list."""
     n = len(ranked)
     used: set[int] = set()  # id() of the decodes already placed or dropped
     kv_left = n if kv_free is None else kv_free
     p, q = share.numerator, share.denominator
     seq: list[Request] = []
+    dropped: list[Request] = []
     guarded = bytearray()
     pos = [0, 0]  # next index in ranked, in fair
     lists = (ranked, fair or [])
@@ -134,11 +147,12 @@ def _interleave(
         used.add(id(r))
         if kv_free is not None and r.computed_tokens % bs == 0:
             if kv_left == 0:
-                continue  # no block left for it (nor for any later one that needs one)
+                dropped.append(r)  # no block left for it (nor for any later one needing one)
+                continue
             kv_left -= 1
         seq.append(r)
         guarded.append(src)
-    return seq, guarded
+    return seq, guarded, dropped
 
 
 def largest_count(
@@ -180,75 +194,86 @@ def _last_ok(ok: Callable[[int], bool], lo: int, hi: int) -> int:
     return lo
 
 
-def fill(choice: DecodeChoice, k: int, k_max: int, latency_of: LatencyOf, target: int) -> list[int]:
-    """Positions past ``k`` (the cheapest first) that still fit under the target after the
-    sequence's first ``k``: where the age guard or the weights put an expensive decode next."""
-    seq = choice.seq
-    rest = sorted(range(k, len(seq)), key=lambda j: seq[j].computed_tokens)
+def fill(
+    choice: DecodeChoice, k: int, k_max: int, latency_of: LatencyOf, target: int
+) -> list[Request]:
+    """Decodes past the first ``k`` (shortest context first) that still fit under the target:
+    where the age guard or the weights put an expensive decode next."""
     out, n, ctx = [], k, choice.ctx[k]
-    for j in rest:
+    for r in sorted(choice.seq[k:], key=_CTX):
         if n >= k_max:
             break
-        c = ctx + seq[j].computed_tokens
+        c = ctx + r.computed_tokens
         if latency_of(n + 1, c) > target:
             break  # the rest have longer contexts: none fits
-        out.append(j)
+        out.append(r)
         n, ctx = n + 1, c
     return out
 
 
-def target_swaps(choice: DecodeChoice, k: int, need: float, kv: bool, bs: int) -> list[list]:
-    """Swaps that raise the context sum of the first ``k`` decodes by about ``need`` tokens
-    (so that ``|L - T|`` shrinks while ``k`` stays): each is a list of ``(in, out)`` sequence
-    positions. Decodes the age guard took stay in; with a KV limit only decodes that need no
-    new block are swapped. Coarse swaps (shortest in for longest out) while a whole one fits,
-    then the best single swap just under and just over what is left."""
+def target_swaps(
+    choice: DecodeChoice, k: int, need: float, kv: bool, bs: int
+) -> list[tuple[list[Request], list[Request]]]:
+    """Swaps that raise the context sum of the first ``k`` decodes by about ``need`` tokens, so
+    that ``|L - T|`` shrinks while ``k`` stays: each a pair (decodes out, decodes in). Decodes
+    the age guard took stay in. With a KV limit a decode is swapped only for one with the same
+    block need (so the blocks used stay the same), also for one the limit left out of the
+    sequence. Coarse swaps (shortest in for longest out) while a whole one fits, then the best
+    single swap just under and just over what is left."""
     seq, guarded = choice.seq, choice.guarded
+    ins = [r for j, r in enumerate(seq[:k]) if not (guarded and guarded[j])]
+    outs = seq[k:] + choice.dropped
+    classes = (False, True) if kv else (False,)
+    coarse: list[tuple[int, int]] = []
+    rest = []
+    for cls in classes:
+        ci = sorted((r.computed_tokens, i) for i, r in enumerate(ins) if _needs(r, kv, bs) == cls)
+        co = sorted((r.computed_tokens, i) for i, r in enumerate(outs) if _needs(r, kv, bs) == cls)
+        i, o = 0, len(co) - 1
+        while i < len(ci) and o >= 0 and 0 < co[o][0] - ci[i][0] <= need:
+            need -= co[o][0] - ci[i][0]
+            coarse.append((ci[i][1], co[o][1]))
+            i, o = i + 1, o - 1
+        rest.append((ci[i:], co[: o + 1]))
+    under: tuple = (-1.0, None)
+    over: tuple = (float("inf"), None)
+    for ci, co in rest:
+        if ci and co and need > 0:
+            u, v = _closest_pairs(ci, co, need)
+            under = u if u[0] > under[0] else under
+            over = v if v[0] < over[0] else over
+    found = [[*coarse, pair] for _, pair in (under, over) if pair is not None]
+    if coarse:
+        found.append(coarse)
+    return [([ins[a] for a, _ in f], [outs[b] for _, b in f]) for f in found]
 
-    def movable(j: int) -> bool:
-        return not (kv and seq[j].computed_tokens % bs == 0)
 
-    ins = sorted(
-        (seq[j].computed_tokens, j) for j in range(k) if movable(j) and not (guarded and guarded[j])
-    )
-    outs = sorted((seq[j].computed_tokens, j) for j in range(k, len(seq)) if movable(j))
-    coarse = []
-    i, o = 0, len(outs) - 1
-    while i < len(ins) and o >= 0 and 0 < outs[o][0] - ins[i][0] <= need:
-        need -= outs[o][0] - ins[i][0]
-        coarse.append((ins[i][1], outs[o][1]))
-        i, o = i + 1, o - 1
-    ins, outs = ins[i:], outs[: o + 1]
-    if not ins or not outs or need <= 0:
-        return [coarse] if coarse else []
-    under, over = _closest_pairs(ins, outs, need)
-    found = [[*coarse, pair] for pair in (under, over) if pair is not None]
-    return found + ([coarse] if coarse else [])
+def _needs(r: Request, kv: bool, bs: int) -> bool:
+    """Whether a decode needs a new KV block (its context ends on a block boundary)."""
+    return kv and r.computed_tokens % bs == 0
 
 
-def _closest_pairs(ins: list, outs: list, need: float) -> tuple:
-    """The ``(in, out)`` pairs whose context gain is the largest ``<= need`` and the smallest
-    ``> need``; a bisection per element of the shorter list."""
-    best_under, best_over = (-1.0, None), (float("inf"), None)
+def _closest_pairs(ins: list, outs: list, need: float) -> tuple[tuple, tuple]:
+    """``((gain, (in, out)), (gain, (in, out)))``: the pairs whose context gain is the largest
+    ``<= need`` and the smallest ``> need`` (pair None if there is none); a bisection per
+    element of the shorter list."""
+    under: tuple = (-1.0, None)
+    over: tuple = (float("inf"), None)
     if len(ins) <= len(outs):
         keys = [c for c, _ in outs]
-        for c_in, j_in in ins:
+        for c_in, a in ins:
             pos = bisect_right(keys, c_in + need)
             for t in (pos - 1, pos):
                 if 0 <= t < len(outs):
-                    best_under, best_over = _keep(
-                        outs[t][0] - c_in, (j_in, outs[t][1]), need, best_under, best_over
-                    )
+                    under, over = _keep(outs[t][0] - c_in, (a, outs[t][1]), need, under, over)
     else:
         keys = [c for c, _ in ins]
-        for c_out, j_out in outs:
+        for c_out, b in outs:
             pos = bisect_left(keys, c_out - need)
             for t in (pos - 1, pos):
                 if 0 <= t < len(ins):
-                    best_under, best_over = _keep(
-                        c_out - ins[t][0], (ins[t][1], j_out), need, best_under, best_over
-                    )
-    return best_under[1], best_over[1]
+                    under, over = _keep(c_out - ins[t][0], (ins[t][1], b), need, under, over)
+    return under, over
 
 
 def _keep(gain: int, pair: tuple, need: float, under: tuple, over: tuple) -> tuple:
@@ -259,9 +284,8 @@ def _keep(gain: int, pair: tuple, need: float, under: tuple, over: tuple) -> tup
     return under, over
 
 
-Candidate = tuple[int, int, int, tuple]
-"""``(decodes, context sum, weighted tokens, detail)``; detail ``("d", k)``: the first ``k`` of
-the sequence, ``("D", positions)``: those positions."""
+Candidate = tuple[int, int, int, list[str]]
+"""``(decodes, context sum, weighted tokens, request ids)``."""
 
 
 def overload_sets(
@@ -276,43 +300,21 @@ def overload_sets(
     dps: int,
 ) -> list[Candidate]:
     """Decode-only candidates for an overloaded step (``k_max``: the most decodes the token
-    budget allows): the longest prefix under the target; for goodput, that prefix completed
-    with the cheapest decodes that still fit; for target, the prefix with swaps toward
-    ``|L - T| = 0`` and one decode more (just over the target)."""
+    budget allows): the longest prefix of the sequence under the target; for goodput, that
+    prefix completed with the cheapest decodes that still fit; for target, the prefix with
+    swaps toward ``|L - T| = 0``, and one decode more (just over the target)."""
+    seq = choice.seq
     k = largest_count(latency_of, choice.ctx, k_max, target, knots)
-    out = [_prefix(choice, k)] if k >= 0 else []
+    out = [choice.candidate(seq[:k])] if k >= 0 else []
     if k >= 0 and goodput and not choice.ascending:
         extra = fill(choice, k, k_max, latency_of, target)
         if extra:
-            out.append(_positions(choice, [*range(k), *extra]))
+            out.append(choice.candidate(seq[:k] + extra))
     elif k >= 0 and not goodput and dps > 0:
         need = (target - latency_of(k, choice.ctx[k])) * 1000 / dps  # context tokens
-        for swaps in target_swaps(choice, k, need, kv, bs):
-            gone = {a for a, _ in swaps}
-            out.append(
-                _positions(choice, [j for j in range(k) if j not in gone] + [b for _, b in swaps])
-            )
+        for gone, new in target_swaps(choice, k, need, kv, bs):
+            drop = {r.id for r in gone}
+            out.append(choice.candidate([r for r in seq[:k] if r.id not in drop] + new))
     if not goodput and k + 1 <= k_max:
-        out.append(_prefix(choice, k + 1))
+        out.append(choice.candidate(seq[: k + 1]))
     return out
-
-
-def _prefix(choice: DecodeChoice, k: int) -> Candidate:
-    return (k, choice.ctx[k], choice.w[k], ("d", k))
-
-
-def _positions(choice: DecodeChoice, positions: list[int]) -> Candidate:
-    seq, w = choice.seq, choice.w
-    ctx = sum(seq[j].computed_tokens for j in positions)
-    wt = sum(w[j + 1] - w[j] for j in positions)
-    return (len(positions), ctx, wt, ("D", positions))
-
-
-def decode_ids(choice: DecodeChoice | None, detail: tuple) -> list[str]:
-    """The request ids of a candidate's detail."""
-    if choice is None:
-        return []
-    seq = choice.seq
-    if detail[0] == "d":
-        return [r.id for r in seq[: detail[1]]]
-    return [seq[j].id for j in detail[1]]

@@ -22,7 +22,6 @@ from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
 from stepopt.heuristics.decode_choice import (
     DecodeChoice,
     check_decode_params,
-    decode_ids,
     overload_sets,
 )
 from stepopt.model import NS_PER_MS, Decision, StepProblem
@@ -222,6 +221,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     # grow, same). ``detail`` is what _materialize() needs to rebuild the decision; every
     # budget in [same, grow) gives the same decision (grow None: no larger budget changes it).
     partial_cache: dict[int, tuple] = {}
+    seed_grow = not knobs.prefill_fallback  # the seed's running_tail grows budgets by 1
     chosen: list[DecodeChoice] = []  # built on first use: only overloaded steps need it
 
     def decode_choice() -> DecodeChoice:
@@ -255,19 +255,26 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     def running_tail(budget: int, j: int) -> tuple:
         # Prefill ``j`` (in stage-2 order) is the first that does not get its full chunk: the
         # rest of the running prefills share what is left (skipping chunks below their lo);
-        # no waiting request may be admitted after a short running one.
+        # no waiting request may be admitted after a short running one. ``more``: the smallest
+        # extra budget that changes a share (with the prefill fallback; the seed's is 1).
         left = budget - n_dec - p_hi[j]
         kv_left = kv_free - dec_kv - p_kv[j]
-        tail, toks, att, w = [], 0, 0, 0
+        tail, toks, att, w, more = [], 0, 0, 0, 1 if seed_grow else _UNLIMITED
         for i in range(j, n_pre):
             if left <= 0:
+                more = min(more, *p_lo[i:])  # the rest start at their smallest chunk
                 break
             r = prefills[i]
             c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
             hi = p_hi[i + 1] - p_hi[i]
-            n = min(hi, left, kv_fit(c, kv_left))
+            fit = kv_fit(c, kv_left)
+            n = min(hi, left, fit)
             if n < p_lo[i]:
+                if left < p_lo[i] <= fit and p_lo[i] - left < more:
+                    more = p_lo[i] - left  # short of budget: that much more starts it
                 continue
+            if n == left < hi and n < fit:
+                more = 1  # cut by the budget
             tail.append((r.id, n))
             left -= n
             kv_left -= (c + n + bs - 1) // bs - (c + bs - 1) // bs
@@ -282,7 +289,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             dec_w + p_w[j] + w,
             0,
             ("r", j, tail),
-            budget + 1,
+            None if more == _UNLIMITED else budget + more,
             budget,
         )
 
@@ -432,6 +439,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     free_slots = max(cfg.max_num_running_reqs - n_run, 0)
     # Beyond running + waiting requests a larger batch size admits nobody more: stop there.
     max_slots = min(free_slots, n_wait)
+    floor = min(n_dec, budget_cap)  # every decode and nothing more (the fallback's bisection)
     seen: dict[tuple[int, int], tuple] = {}
     best: tuple | None = None  # (rank, budget, slots, res, latency)
     all_fit = False  # some candidate schedules every decode under the target
@@ -487,7 +495,8 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
                 continue
             break
         admitted = res[5]
-        tried, batch, mixed = [(s, lat_s, res[1])], res[1], False
+        tried, batch = [(s, lat_s, res[8])], res[1]
+        mixed, under = False, lat_s <= target
         for _ in range(_REFINEMENTS if other != estimate else 0):
             # Re-invert with the candidate's own non-token latency (its real batch size,
             # decode contexts and prefill attention).
@@ -497,12 +506,13 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             if res[8] <= s and (res[7] is None or s < res[7]):
                 break  # same decision
             res, lat_s, other, _ = consider(s, slots)
-            tried.append((s, lat_s, res[1]))
+            tried.append((s, lat_s, res[8]))
             mixed = mixed or res[1] != batch
+            under = under or lat_s <= target
             if res[5] > admitted:
                 admitted = res[5]
-        if mixed and knobs.prefill_fallback:
-            admitted = max(admitted, _boundary(consider, tried, slots, target))
+        if knobs.prefill_fallback and (mixed or not under):
+            admitted = max(admitted, _boundary(consider, tried, slots, target, floor))
         grow = res[7]
         if not goodput and grow is not None and grow <= budget_cap:
             # |L - T| may be smaller just above the target than just below it: try the
@@ -526,12 +536,16 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
         ):
             # Not every decode fits: an overloaded step (docs/heuristics.md, choice 6).
             knots = sorted({*lat.tokens.xs, *lat.batch.xs})
-            choice = decode_choice()
-            k_max = min(len(choice), budget_cap)
-            for n, ctx, w, detail in overload_sets(
-                choice, latency_of, k_max, target, goodput, knots, kv_on, bs, dps
-            ):
-                consider(n, 0, (n, n, ctx, 0, w, 0, detail, None, n))
+            choices = [decode_choice()]
+            if weighted:  # the weights may matter more than the costs (a budget cap binds)
+                kv_arg = kv_free if kv_on else None
+                choices.append(DecodeChoice(decodes, "queue", Fraction(0), top, kv_arg, bs, 0, dps))
+            for ch in choices:
+                k_max = min(len(ch), budget_cap)
+                for n, ctx, w, ids in overload_sets(
+                    ch, latency_of, k_max, target, goodput, knots, kv_on, bs, dps
+                ):
+                    consider(n, 0, (n, n, ctx, 0, w, 0, ("D", ids), None, n))
     elif best is not None and best[3][0] < n_dec and not kv_on:
         # The seed's (decode_order="queue"): below the running count (not every decode fits
         # under the target: an overloaded engine), the batch is the first k decodes by
@@ -572,15 +586,24 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     return decision, lat_ns, budget, slots, sims, rank, retry
 
 
-def _boundary(consider, tried: list[tuple[int, int, int]], slots: int, target: int) -> int:
-    """The prefill fallback's bisection: the re-inversions ``tried`` (budget, latency, batch
-    size) jumped over the target, a chunk's own attention busting it at one budget and a
-    smaller budget dropping the chunk (fewer requests in the batch); bisect between the largest
-    budget under the target and the next one over it. Returns the most admissions seen."""
-    under, n_under = max(((b, n) for b, t, n in tried if t <= target), default=(-1, 0))
-    over, n_over = min(((b, n) for b, t, n in tried if t > target and b > under), default=(-1, 0))
+def _boundary(
+    consider, tried: list[tuple[int, int, int]], slots: int, target: int, floor: int
+) -> int:
+    """The prefill fallback's bisection, when the re-inversions ``tried`` (budget, latency,
+    smallest budget giving the same decision) jumped over the target (a chunk's own attention
+    busts it at one budget, a smaller budget drops the chunk) or never got under it (the token
+    curve falls where more budget buys no more tokens): bisect between the largest budget under
+    the target (else ``floor``, every decode and nothing more, if that is under it) and the
+    smallest over it. Returns the most admissions seen."""
+    under = max((b for b, t, _ in tried if t <= target), default=-1)
     admitted = 0
-    while under >= 0 and over - under > 1 and n_over > n_under:
+    if under < 0:
+        res, lat_ns, _, _ = consider(floor, slots)
+        if lat_ns > target:
+            return 0
+        under, admitted = floor, res[5]
+    over = min((same for b, t, same in tried if t > target and same > under), default=-1)
+    while over - under > 1:
         mid = (under + over) // 2
         res, lat_ns, _, _ = consider(mid, slots)
         admitted = max(admitted, res[5])
@@ -607,8 +630,10 @@ def _cheap_prefill_key(attn, thr: int, min_chunk: int, unit: float, top: int | N
 
 def _materialize(detail, choice, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
     kind = detail[0]
-    if kind in "dD":
-        return dict.fromkeys(decode_ids(choice, detail), 1)
+    if kind == "d":  # the first decodes of the decode choice's sequence
+        return dict.fromkeys([r.id for r in choice.seq[: detail[1]]], 1)
+    if kind == "D":  # a set of decodes, by id
+        return dict.fromkeys(detail[1], 1)
     out = dict.fromkeys(map(_ID, decodes), 1)
     if kind != "w":  # "r" (strict) or "x" (weighted): the first j prefills in full, then a list
         _, j, tail = detail
