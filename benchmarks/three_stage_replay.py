@@ -19,8 +19,8 @@ import argparse
 import sys
 
 import numpy as np
-
 from simulate import SETUPS, SLO_TBT_MS, SLO_TTFT_MS
+
 from stepopt.latency.presets import load_preset
 from stepopt.model import EngineConfig
 from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
