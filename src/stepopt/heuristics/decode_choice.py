@@ -19,6 +19,7 @@ from itertools import accumulate, pairwise
 from operator import attrgetter
 
 from stepopt.errors import InputError
+from stepopt.latency.model import LatencyModel
 from stepopt.model import Request
 
 DECODE_ORDERS = ("cheapest", "queue")
@@ -91,6 +92,27 @@ class DecodeChoice:
             self.w = range(len(seq) + 1)
         else:
             self.w = [0, *accumulate(1 + top - r.priority for r in seq)]
+
+    @classmethod
+    def for_step(
+        cls,
+        decodes: Sequence[Request],
+        order: str,
+        share: Fraction,
+        top: int | None,
+        kv_free: int | None,
+        bs: int,
+        lat: LatencyModel,
+        tok_curve: Callable[[int], int],
+        seq_curve: Callable[[int], int],
+    ) -> DecodeChoice:
+        """The choice of a step; in weighted mode a decode's cost besides its context is the
+        average token and batch cost of one decode when all of them run."""
+        n = len(decodes)
+        unit = 0
+        if top is not None and order == "cheapest" and n:
+            unit = max(tok_curve(n) + seq_curve(n) - tok_curve(0) - seq_curve(0), 0) * 1000 // n
+        return cls(decodes, order, share, top, kv_free, bs, unit, lat.decode_context_ps)
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -317,4 +339,33 @@ def overload_sets(
             out.append(choice.candidate([r for r in seq[:k] if r.id not in drop] + new))
     if not goodput and k + 1 <= k_max:
         out.append(choice.candidate(seq[: k + 1]))
+    return out
+
+
+def overloaded_results(
+    choices: list[DecodeChoice],
+    lat: LatencyModel,
+    tok_curve: Callable[[int], int],
+    seq_curve: Callable[[int], int],
+    target: int,
+    goodput: bool,
+    budget_cap: int,
+    kv_on: bool,
+    bs: int,
+) -> list[tuple]:
+    """Three-stage results (decode-only sets: b = S = decodes) of an overloaded step, from
+    each decode sequence (:func:`overload_sets`)."""
+    dps = lat.decode_context_ps
+
+    def latency_of(k: int, ctx: int) -> int:  # k decodes with contexts summing to ctx
+        return tok_curve(k) + seq_curve(k) + (dps * ctx) // 1000
+
+    knots = sorted({*lat.tokens.xs, *lat.batch.xs})
+    out = []
+    for ch in choices:
+        k_max = min(len(ch), budget_cap)
+        for n, ctx, w, ids in overload_sets(
+            ch, latency_of, k_max, target, goodput, knots, kv_on, bs, dps
+        ):
+            out.append((n, n, ctx, 0, w, 0, ("D", ids), None, n))
     return out

@@ -19,11 +19,8 @@ from operator import attrgetter, ge, sub
 from stepopt.errors import InputError
 from stepopt.heuristics.base import register_heuristic
 from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
-from stepopt.heuristics.decode_choice import (
-    DecodeChoice,
-    check_decode_params,
-    overload_sets,
-)
+from stepopt.heuristics.decode_choice import DecodeChoice, check_decode_params, overloaded_results
+from stepopt.heuristics.prefill_fallback import bisect_boundary, cheap_prefill_key
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
 _WAITING_KEY = attrgetter("priority", "arrival_time", "id")  # == StepProblem.waiting_order
@@ -172,7 +169,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
         if cheap_prefills:
             unit = (tok_curve(budget_cap) - tok_curve(0)) / budget_cap if weighted else 0.0
             prefills.sort(
-                key=_cheap_prefill_key(attn, thr, min_chunk, unit, top if weighted else None)
+                key=cheap_prefill_key(attn, thr, min_chunk, unit, top if weighted else None)
             )
     p_hi, p_lo, p_kv, p_att, p_w = [0], [], [0], [0], [0]
     for r in prefills:
@@ -226,22 +223,9 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
 
     def decode_choice() -> DecodeChoice:
         if not chosen:
-            unit = 0
-            if weighted and knobs.decode_order == "cheapest" and n_dec:
-                unit = max(tok_curve(n_dec) + seq_curve(n_dec) - tok_curve(0) - seq_curve(0), 0)
-                unit = unit * 1000 // n_dec  # ps per decode besides its context
-            chosen.append(
-                DecodeChoice(
-                    decodes,
-                    knobs.decode_order,
-                    knobs.fair_share,
-                    top if weighted else None,
-                    kv_free if kv_on else None,
-                    bs,
-                    unit,
-                    dps,
-                )
-            )
+            kv_arg = kv_free if kv_on else None
+            args = (knobs.decode_order, knobs.fair_share, top if weighted else None, kv_arg, bs)
+            chosen.append(DecodeChoice.for_step(decodes, *args, lat, tok_curve, seq_curve))
         return chosen[0]
 
     def decodes_only(budget: int) -> tuple:
@@ -495,8 +479,10 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
                 continue
             break
         admitted = res[5]
-        tried, batch = [(s, lat_s, res[8])], res[1]
-        mixed, under = False, lat_s <= target
+        # For the prefill fallback: the largest budget under the target, the smallest
+        # over it (as the least budget giving its decision), whether the batch changed.
+        under, over = (s, _UNLIMITED) if lat_s <= target else (-1, res[8])
+        batch, mixed = res[1], False
         for _ in range(_REFINEMENTS if other != estimate else 0):
             # Re-invert with the candidate's own non-token latency (its real batch size,
             # decode contexts and prefill attention).
@@ -506,13 +492,17 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             if res[8] <= s and (res[7] is None or s < res[7]):
                 break  # same decision
             res, lat_s, other, _ = consider(s, slots)
-            tried.append((s, lat_s, res[8]))
-            mixed = mixed or res[1] != batch
-            under = under or lat_s <= target
+            if lat_s <= target:
+                if s > under:
+                    under = s
+            elif res[8] < over:
+                over = res[8]
+            if res[1] != batch:
+                mixed = True
             if res[5] > admitted:
                 admitted = res[5]
-        if knobs.prefill_fallback and (mixed or not under):
-            admitted = max(admitted, _boundary(consider, tried, slots, target, floor))
+        if (mixed or under < 0) and over < _UNLIMITED and knobs.prefill_fallback:
+            admitted = max(admitted, bisect_boundary(consider, under, over, slots, target, floor))
         grow = res[7]
         if not goodput and grow is not None and grow <= budget_cap:
             # |L - T| may be smaller just above the target than just below it: try the
@@ -524,29 +514,26 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             # The slots no longer bind: larger b only lowers the estimated budget.
             break
 
-    if knobs.decode_order == "cheapest":
-
-        def latency_of(k: int, ctx: int) -> int:  # k decodes with contexts summing to ctx
-            return tok_curve(k) + seq_curve(k) + (dps * ctx) // 1000
-
-        if n_dec and (
+    cheapest = knobs.decode_order == "cheapest"
+    if (
+        cheapest
+        and n_dec
+        and (
             budget_cap < n_dec
             or dec_kv > kv_free
-            or (not all_fit and latency_of(n_dec, dec_ctx) > target)
+            or (not all_fit and tok_curve(n_dec) + seq_curve(n_dec) + dec_attention > target)
+        )
+    ):
+        # Not every decode fits: an overloaded step (docs/heuristics.md, choice 6).
+        choices = [decode_choice()]
+        if weighted:  # the weights may matter more than the costs (a budget cap binds)
+            kv_arg = kv_free if kv_on else None
+            choices.append(DecodeChoice(decodes, "queue", Fraction(0), top, kv_arg, bs, 0, dps))
+        for res in overloaded_results(
+            choices, lat, tok_curve, seq_curve, target, goodput, budget_cap, kv_on, bs
         ):
-            # Not every decode fits: an overloaded step (docs/heuristics.md, choice 6).
-            knots = sorted({*lat.tokens.xs, *lat.batch.xs})
-            choices = [decode_choice()]
-            if weighted:  # the weights may matter more than the costs (a budget cap binds)
-                kv_arg = kv_free if kv_on else None
-                choices.append(DecodeChoice(decodes, "queue", Fraction(0), top, kv_arg, bs, 0, dps))
-            for ch in choices:
-                k_max = min(len(ch), budget_cap)
-                for n, ctx, w, ids in overload_sets(
-                    ch, latency_of, k_max, target, goodput, knots, kv_on, bs, dps
-                ):
-                    consider(n, 0, (n, n, ctx, 0, w, 0, ("D", ids), None, n))
-    elif best is not None and best[3][0] < n_dec and not kv_on:
+            consider(res[0], 0, res)
+    elif not cheapest and best is not None and best[3][0] < n_dec and not kv_on:
         # The seed's (decode_order="queue"): below the running count (not every decode fits
         # under the target: an overloaded engine), the batch is the first k decodes by
         # priority and b = S = k: bisect on k for the largest k whose exact latency meets the
@@ -584,48 +571,6 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
         and (res[6][0] == "r" or (res[6][0] == "x" and res[6][1] < n_pre))
     )
     return decision, lat_ns, budget, slots, sims, rank, retry
-
-
-def _boundary(
-    consider, tried: list[tuple[int, int, int]], slots: int, target: int, floor: int
-) -> int:
-    """The prefill fallback's bisection, when the re-inversions ``tried`` (budget, latency,
-    smallest budget giving the same decision) jumped over the target (a chunk's own attention
-    busts it at one budget, a smaller budget drops the chunk) or never got under it (the token
-    curve falls where more budget buys no more tokens): bisect between the largest budget under
-    the target (else ``floor``, every decode and nothing more, if that is under it) and the
-    smallest over it. Returns the most admissions seen."""
-    under = max((b for b, t, _ in tried if t <= target), default=-1)
-    admitted = 0
-    if under < 0:
-        res, lat_ns, _, _ = consider(floor, slots)
-        if lat_ns > target:
-            return 0
-        under, admitted = floor, res[5]
-    over = min((same for b, t, same in tried if t > target and same > under), default=-1)
-    while over - under > 1:
-        mid = (under + over) // 2
-        res, lat_ns, _, _ = consider(mid, slots)
-        admitted = max(admitted, res[5])
-        if lat_ns <= target:
-            under = mid
-        else:
-            over = mid
-    return admitted
-
-
-def _cheap_prefill_key(attn, thr: int, min_chunk: int, unit: float, top: int | None):
-    """Sort key of the prefill fallback: cost per token (per unit of weight) of a request's
-    smallest chunk, so a chunk on a short cached context comes before one on a long one."""
-
-    def key(r) -> float:
-        c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
-        hi = rem if thr <= 0 or rem < thr else thr
-        lo = min_chunk if min_chunk < hi else hi
-        per_token = unit + attn(lo, c, rem) / lo
-        return per_token if top is None else per_token / (1 + top - r.priority)
-
-    return key
 
 
 def _materialize(detail, choice, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
