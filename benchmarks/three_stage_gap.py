@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/three_stage_gap.py [--count N] [--seed S] [--time-limit S]
         [--regimes NAME ...] [--variants LABEL=PARAMS ...] [--preset NAME]
+        [--objectives goodput target] [--priority-mode strict|weighted]
 
 Regimes (Azure conversation trace ../shared/data/vidur/data/processed_traces/splitwise_conv.csv,
-preset a100/llama-2-7b/tp1, budget 8192, min chunk 64, no threshold, strict mode):
+preset a100/llama-2-7b/tp1, budget 8192, min chunk 64, no threshold, strict mode unless
+``--priority-mode weighted``, which gives half of the requests a priority in 0..3):
 
 - ``overload-64+32``, ``overload-256+64``: steady-state snapshots of the trace (running requests
   sampled by lifetime, as ``stepopt scenarios generate --source trace:...`` does; waiting ones
@@ -38,7 +40,7 @@ from stepopt.heuristics.base import coerce_params, get_heuristic
 from stepopt.latency.presets import load_preset
 from stepopt.model import Decision, EngineConfig, Request, StepProblem
 from stepopt.scenarios import iter_scenarios
-from stepopt.scenarios.common import GenerateOptions
+from stepopt.scenarios.common import GenerateOptions, assign_priorities
 from stepopt.scenarios.trace import _running, _waiting, load_trace
 from stepopt.solvers.base import SolveStatus, solve
 from stepopt.testing.data import shared_data_dir
@@ -54,10 +56,12 @@ def decode_only_ms(problem: StepProblem) -> float:
     return evaluate(problem, Decision.of({r.id: 1 for r in problem.running_decodes})).latency_ms
 
 
-def snapshot(rng, trace, preset: str, n_run: int, n_wait: int, objective: str) -> StepProblem:
+def snapshot(rng, trace, preset: str, n_run: int, n_wait: int, objective: str, mode: str):
     cfg = EngineConfig(8192, max(256, n_run), 0, 64, 16, None)
     run, wait = _running(rng, trace, n_run), _waiting(rng, trace, n_wait)
-    return StepProblem(tuple(run), tuple(wait), cfg, load_preset(preset), 1.0, objective)
+    if mode == "weighted":  # half of the requests get a priority in 0..3
+        run, wait = assign_priorities(rng, run, 4), assign_priorities(rng, wait, 4)
+    return StepProblem(tuple(run), tuple(wait), cfg, load_preset(preset), 1.0, objective, mode)
 
 
 def with_prefills(rng, problem: StepProblem) -> StepProblem:
@@ -70,10 +74,12 @@ def with_prefills(rng, problem: StepProblem) -> StepProblem:
     return problem.with_changes(running=tuple(run))
 
 
-def problems(regime: str, objective: str, count: int, seed: int, preset: str, trace_path: str):
+def problems(
+    regime: str, objective: str, count: int, seed: int, preset: str, trace_path: str, mode: str
+):
     if regime == "trace-mix":
         opts = GenerateOptions(
-            count=count, seed=seed, presets=(preset,), objective=objective, priority_mode="strict"
+            count=count, seed=seed, presets=(preset,), objective=objective, priority_mode=mode
         )
         for sc in iter_scenarios(f"trace:{trace_path}", opts):
             yield sc.problem
@@ -82,7 +88,7 @@ def problems(regime: str, objective: str, count: int, seed: int, preset: str, tr
     n_run, n_wait = (int(x) for x in regime.split("-")[1].split("+"))
     for i in range(count):
         rng = np.random.default_rng([seed, REGIMES.index(regime), i])
-        p = snapshot(rng, trace, preset, n_run, n_wait, objective)
+        p = snapshot(rng, trace, preset, n_run, n_wait, objective, mode)
         if regime.startswith("overload"):
             target = decode_only_ms(p) * rng.uniform(0.3, 0.95)
         else:
@@ -101,7 +107,9 @@ def run_regime(regime, objective, args, variants, trace_path) -> dict:
     fn = get_heuristic("three-stage")
     rows = {v: {"gap": [], "tok": [], "viol": 0, "opt": 0} for v in variants}
     n = proven = 0
-    for p in problems(regime, objective, args.count, args.seed, args.preset, trace_path):
+    for p in problems(
+        regime, objective, args.count, args.seed, args.preset, trace_path, args.priority_mode
+    ):
         evs = {v: evaluate(p, fn(p, **kw)) for v, kw in variants.items()}
         res = solve(p, "cpsat", time_limit=args.time_limit, target_tolerance_ns=1000)
         cands = [e for e in evs.values() if e.hard_feasible]
@@ -133,6 +141,7 @@ def main() -> int:
     ap.add_argument("--preset", default="a100/llama-2-7b/tp1")
     ap.add_argument("--regimes", nargs="*", default=list(REGIMES), choices=REGIMES)
     ap.add_argument("--objectives", nargs="*", default=["goodput", "target"])
+    ap.add_argument("--priority-mode", choices=["strict", "weighted"], default="strict")
     ap.add_argument(
         "--variants",
         nargs="*",
@@ -157,8 +166,8 @@ def main() -> int:
         for label, params in raw.items()
     }
     print(
-        f"preset {args.preset}, CP-SAT {args.time_limit:g} s (tolerance 1 us), {args.count} "
-        f"problems per row, seed {args.seed}; variants: "
+        f"preset {args.preset}, {args.priority_mode} mode, CP-SAT {args.time_limit:g} s "
+        f"(tolerance 1 us), {args.count} problems per row, seed {args.seed}; variants: "
         + "; ".join(f"{k} = [{v or 'defaults'}]" for k, v in raw.items())
     )
     print(

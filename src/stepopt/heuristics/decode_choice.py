@@ -117,12 +117,28 @@ class DecodeChoice:
     def __len__(self) -> int:
         return len(self.seq)
 
-    def candidate(self, decodes: list[Request]) -> tuple[int, int, int, list[str]]:
-        """``(count, context sum, weighted tokens, ids)`` of a set of decodes."""
-        ctx = sum(map(_CTX, decodes))
+    def candidate(
+        self, k: int, gone: Sequence[Request] = (), new: Sequence[Request] = ()
+    ) -> tuple[int, int, int, tuple]:
+        """``(count, context sum, weighted tokens, detail)`` of the first ``k`` decodes of the
+        sequence without ``gone``, plus ``new``; :func:`decode_ids` lists the ids."""
+        ctx = self.ctx[k] - sum(map(_CTX, gone)) + sum(map(_CTX, new))
+        w = self.w[k] - self._weight(gone) + self._weight(new)
+        return (k - len(gone) + len(new), ctx, w, ("S", self, k, tuple(gone), tuple(new)))
+
+    def _weight(self, decodes: Sequence[Request]) -> int:
         top = self.top
-        w = len(decodes) if top is None else sum(1 + top - r.priority for r in decodes)
-        return (len(decodes), ctx, w, [r.id for r in decodes])
+        return len(decodes) if top is None else sum(1 + top - r.priority for r in decodes)
+
+
+def decode_ids(detail: tuple) -> list[str]:
+    """The request ids of a candidate's ``("S", choice, k, gone, new)`` detail."""
+    _, choice, k, gone, new = detail
+    head = choice.seq[:k]
+    if gone:
+        drop = set(map(id, gone))
+        head = [r for r in head if id(r) not in drop]
+    return [r.id for r in head] + [r.id for r in new]
 
 
 def _by_cost(decodes: Sequence[Request], top: int | None, unit_ps: int, dps: int) -> list:
@@ -243,58 +259,69 @@ def target_swaps(
     sequence. Coarse swaps (shortest in for longest out) while a whole one fits, then the best
     single swap just under and just over what is left."""
     seq, guarded = choice.seq, choice.guarded
-    ins = [r for j, r in enumerate(seq[:k]) if not (guarded and guarded[j])]
+    ins = (
+        seq[:k] if not guarded else [r for r, g in zip(seq[:k], guarded[:k], strict=True) if not g]
+    )
     outs = seq[k:] + choice.dropped
-    classes = (False, True) if kv else (False,)
-    coarse: list[tuple[int, int]] = []
+    if kv:  # two classes: decodes that need no new block, and those that do
+        groups = [
+            (
+                [r for r in ins if r.computed_tokens % bs],
+                [r for r in outs if r.computed_tokens % bs],
+            ),
+            (
+                [r for r in ins if not r.computed_tokens % bs],
+                [r for r in outs if not r.computed_tokens % bs],
+            ),
+        ]
+    else:
+        groups = [(ins, outs)]
+    gone: list[Request] = []
+    new: list[Request] = []
     rest = []
-    for cls in classes:
-        ci = sorted((r.computed_tokens, i) for i, r in enumerate(ins) if _needs(r, kv, bs) == cls)
-        co = sorted((r.computed_tokens, i) for i, r in enumerate(outs) if _needs(r, kv, bs) == cls)
+    for gi, go in groups:
+        gi, go = sorted(gi, key=_CTX), sorted(go, key=_CTX)  # (mostly sorted already)
+        ci, co = list(map(_CTX, gi)), list(map(_CTX, go))
         i, o = 0, len(co) - 1
-        while i < len(ci) and o >= 0 and 0 < co[o][0] - ci[i][0] <= need:
-            need -= co[o][0] - ci[i][0]
-            coarse.append((ci[i][1], co[o][1]))
+        while i < len(ci) and o >= 0 and 0 < co[o] - ci[i] <= need:
+            need -= co[o] - ci[i]
+            gone.append(gi[i])
+            new.append(go[o])
             i, o = i + 1, o - 1
-        rest.append((ci[i:], co[: o + 1]))
+        rest.append((gi[i:], go[: o + 1], ci[i:], co[: o + 1]))
     under: tuple = (-1.0, None)
     over: tuple = (float("inf"), None)
-    for ci, co in rest:
+    for gi, go, ci, co in rest:
         if ci and co and need > 0:
             u, v = _closest_pairs(ci, co, need)
-            under = u if u[0] > under[0] else under
-            over = v if v[0] < over[0] else over
-    found = [[*coarse, pair] for _, pair in (under, over) if pair is not None]
-    if coarse:
-        found.append(coarse)
-    return [([ins[a] for a, _ in f], [outs[b] for _, b in f]) for f in found]
+            if u[1] is not None and u[0] > under[0]:
+                under = (u[0], (gi[u[1][0]], go[u[1][1]]))
+            if v[1] is not None and v[0] < over[0]:
+                over = (v[0], (gi[v[1][0]], go[v[1][1]]))
+    found = [([*gone, pair[0]], [*new, pair[1]]) for _, pair in (under, over) if pair is not None]
+    if gone:
+        found.append((gone, new))
+    return found
 
 
-def _needs(r: Request, kv: bool, bs: int) -> bool:
-    """Whether a decode needs a new KV block (its context ends on a block boundary)."""
-    return kv and r.computed_tokens % bs == 0
-
-
-def _closest_pairs(ins: list, outs: list, need: float) -> tuple[tuple, tuple]:
-    """``((gain, (in, out)), (gain, (in, out)))``: the pairs whose context gain is the largest
-    ``<= need`` and the smallest ``> need`` (pair None if there is none); a bisection per
-    element of the shorter list."""
+def _closest_pairs(ins: list[int], outs: list[int], need: float) -> tuple[tuple, tuple]:
+    """``((gain, (i, o)), (gain, (i, o)))``: the index pairs into the sorted context lists
+    whose gain ``outs[o] - ins[i]`` is the largest ``<= need`` and the smallest ``> need``
+    (None if there is none); a bisection per element of the shorter list."""
     under: tuple = (-1.0, None)
     over: tuple = (float("inf"), None)
     if len(ins) <= len(outs):
-        keys = [c for c, _ in outs]
-        for c_in, a in ins:
-            pos = bisect_right(keys, c_in + need)
+        for a, c_in in enumerate(ins):
+            pos = bisect_right(outs, c_in + need)
             for t in (pos - 1, pos):
                 if 0 <= t < len(outs):
-                    under, over = _keep(outs[t][0] - c_in, (a, outs[t][1]), need, under, over)
+                    under, over = _keep(outs[t] - c_in, (a, t), need, under, over)
     else:
-        keys = [c for c, _ in ins]
-        for c_out, b in outs:
-            pos = bisect_left(keys, c_out - need)
+        for b, c_out in enumerate(outs):
+            pos = bisect_left(ins, c_out - need)
             for t in (pos - 1, pos):
                 if 0 <= t < len(ins):
-                    under, over = _keep(c_out - ins[t][0], (ins[t][1], b), need, under, over)
+                    under, over = _keep(c_out - ins[t], (t, b), need, under, over)
     return under, over
 
 
@@ -306,8 +333,8 @@ def _keep(gain: int, pair: tuple, need: float, under: tuple, over: tuple) -> tup
     return under, over
 
 
-Candidate = tuple[int, int, int, list[str]]
-"""``(decodes, context sum, weighted tokens, request ids)``."""
+Candidate = tuple[int, int, int, tuple]
+"""``(decodes, context sum, weighted tokens, detail)``, from :meth:`DecodeChoice.candidate`."""
 
 
 def overload_sets(
@@ -325,20 +352,18 @@ def overload_sets(
     budget allows): the longest prefix of the sequence under the target; for goodput, that
     prefix completed with the cheapest decodes that still fit; for target, the prefix with
     swaps toward ``|L - T| = 0``, and one decode more (just over the target)."""
-    seq = choice.seq
     k = largest_count(latency_of, choice.ctx, k_max, target, knots)
-    out = [choice.candidate(seq[:k])] if k >= 0 else []
+    out = [choice.candidate(k)] if k >= 0 else []
     if k >= 0 and goodput and not choice.ascending:
         extra = fill(choice, k, k_max, latency_of, target)
         if extra:
-            out.append(choice.candidate(seq[:k] + extra))
+            out.append(choice.candidate(k, (), extra))
     elif k >= 0 and not goodput and dps > 0:
         need = (target - latency_of(k, choice.ctx[k])) * 1000 / dps  # context tokens
         for gone, new in target_swaps(choice, k, need, kv, bs):
-            drop = {r.id for r in gone}
-            out.append(choice.candidate([r for r in seq[:k] if r.id not in drop] + new))
+            out.append(choice.candidate(k, gone, new))
     if not goodput and k + 1 <= k_max:
-        out.append(choice.candidate(seq[: k + 1]))
+        out.append(choice.candidate(k + 1))
     return out
 
 
@@ -364,8 +389,8 @@ def overloaded_results(
     out = []
     for ch in choices:
         k_max = min(len(ch), budget_cap)
-        for n, ctx, w, ids in overload_sets(
+        for n, ctx, w, detail in overload_sets(
             ch, latency_of, k_max, target, goodput, knots, kv_on, bs, dps
         ):
-            out.append((n, n, ctx, 0, w, 0, ("D", ids), None, n))
+            out.append((n, n, ctx, 0, w, 0, detail, None, n))
     return out

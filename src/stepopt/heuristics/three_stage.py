@@ -19,7 +19,12 @@ from operator import attrgetter, ge, sub
 from stepopt.errors import InputError
 from stepopt.heuristics.base import register_heuristic
 from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
-from stepopt.heuristics.decode_choice import DecodeChoice, check_decode_params, overloaded_results
+from stepopt.heuristics.decode_choice import (
+    DecodeChoice,
+    check_decode_params,
+    decode_ids,
+    overloaded_results,
+)
 from stepopt.heuristics.prefill_fallback import bisect_boundary, cheap_prefill_key
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
@@ -556,7 +561,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     assert best is not None
     if goodput and best[4] > target:
         # Nothing found under the cap: the empty step is the last resort if it fits.
-        empty = (0, 0, 0, 0, 0, 0, ("D", ()), None, 0)
+        empty = (0, 0, 0, 0, 0, 0, ("d", 0), None, 0)
         lat0 = tok_curve(0) + seq_curve(0)
         if lat0 <= target:
             best = ((0, 0, lat0), 0, 0, empty, lat0)
@@ -575,10 +580,10 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
 
 def _materialize(detail, choice, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
     kind = detail[0]
-    if kind == "d":  # the first decodes of the decode choice's sequence
-        return dict.fromkeys([r.id for r in choice.seq[: detail[1]]], 1)
-    if kind == "D":  # a set of decodes, by id
-        return dict.fromkeys(detail[1], 1)
+    if kind == "d":  # the first decodes of the decode choice's sequence (or none)
+        return dict.fromkeys([r.id for r in choice.seq[: detail[1]]], 1) if detail[1] else {}
+    if kind == "S":  # an overloaded step's set of decodes
+        return dict.fromkeys(decode_ids(detail), 1)
     out = dict.fromkeys(map(_ID, decodes), 1)
     if kind != "w":  # "r" (strict) or "x" (weighted): the first j prefills in full, then a list
         _, j, tail = detail
