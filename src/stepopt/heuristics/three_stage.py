@@ -484,9 +484,13 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
                 continue
             break
         admitted = res[5]
-        # For the prefill fallback: the largest budget under the target, the smallest
-        # over it (as the least budget giving its decision), whether the batch changed.
-        under, over = (s, _UNLIMITED) if lat_s <= target else (-1, res[8])
+        # For the prefill fallback: the largest budget under the target, the smallest over it
+        # (as the least budget giving its decision), their latencies, whether the batch
+        # changed.
+        if lat_s <= target:
+            under, under_lat, over, over_lat = s, lat_s, _UNLIMITED, _UNLIMITED
+        else:
+            under, under_lat, over, over_lat = -1, -1, res[8], lat_s
         batch, mixed = res[1], False
         for _ in range(_REFINEMENTS if other != estimate else 0):
             # Re-invert with the candidate's own non-token latency (its real batch size,
@@ -499,14 +503,18 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             res, lat_s, other, _ = consider(s, slots)
             if lat_s <= target:
                 if s > under:
-                    under = s
+                    under, under_lat = s, lat_s
             elif res[8] < over:
-                over = res[8]
+                over, over_lat = res[8], lat_s
             if res[1] != batch:
                 mixed = True
             if res[5] > admitted:
                 admitted = res[5]
-        if (mixed or under < 0) and over < _UNLIMITED and knobs.prefill_fallback:
+        if (
+            over < _UNLIMITED
+            and knobs.prefill_fallback
+            and (mixed or under < 0 or _far(under_lat, over_lat, target, goodput))
+        ):
             admitted = max(admitted, bisect_boundary(consider, under, over, slots, target, floor))
         grow = res[7]
         if not goodput and grow is not None and grow <= budget_cap:
@@ -576,6 +584,13 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
         and (res[6][0] == "r" or (res[6][0] == "x" and res[6][1] < n_pre))
     )
     return decision, lat_ns, budget, slots, sims, rank, retry
+
+
+def _far(under_lat: int, over_lat: int, target: int, goodput: bool) -> bool:
+    """Whether the re-inversions stopped more than 1 % of the target away from it: the best
+    under it (goodput), or both the best under and the best over (target)."""
+    slack = target // 100
+    return target - under_lat > slack and (goodput or over_lat - target > slack)
 
 
 def _materialize(detail, choice, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
