@@ -201,6 +201,28 @@ def test_prefill_fallback_bisects_where_more_budget_buys_no_tokens():
     assert rank_key(p, evaluate(p, d)) == rank_key(p, _solve(p, "brute"))
 
 
+def test_prefill_fallback_bisects_when_the_re_inversions_stop_short():
+    # Quadratic attention (50 ns per chunk token squared): the first budget busts 17.05 ms,
+    # re-inverted with that chunk's attention it leaves 1.25 ms unused (7 %), the next one
+    # busts again. Bisecting between them finds the largest chunk under the target.
+    lat = LatencyModel(
+        tokens=PiecewiseLinear((0, 65_536), (5_000_000, 5_000_000 + 50_000 * 65_536)),
+        prefill=PrefillAttention(0.0, 50.0, grid=tuple(range(16, 400, 16))),
+        name="quadratic attention",
+    )
+    p = make_problem(
+        [decode("d0", 40), prefill("p0", 400, 0)],
+        latency=lat,
+        target_ms=17.05,
+        objective="goodput",
+        min_prefill_chunk=16,
+    )
+    assert three_stage(p, **SEED).tokens == {"d0": 1, "p0": 182}
+    d = three_stage(p)
+    assert d.tokens == {"d0": 1, "p0": 199}
+    assert rank_key(p, evaluate(p, d)) == rank_key(p, _solve(p, "brute"))
+
+
 def test_largest_count_finds_a_dip_after_a_step():
     # Latency by count: rises to a step at 10, falls back at 12 (a tile boundary), then rises.
     lat = {k: 10 * k for k in range(10)} | {10: 500, 11: 400, 12: 95, 13: 100, 14: 200}
