@@ -32,6 +32,7 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +51,25 @@ VARIANTS = {
     "seed": "decode_order=queue,prefill_fallback=false",
     "default": "",
 }
+
+
+def conversation_trace() -> Path | None:
+    """The Azure conversation trace of ../shared/data, or None (and a message) without it."""
+    root = shared_data_dir()
+    path = None if root is None else root / "vidur/data/processed_traces/splitwise_conv.csv"
+    if path is None or not path.is_file():
+        print("shared data not found: ../shared/data/vidur/data/processed_traces", file=sys.stderr)
+        return None
+    return path
+
+
+def variant_specs(specs: list[str] | None) -> dict[str, str]:
+    """``{label: "k=v,..."}``: the seed and the defaults, plus ``LABEL=k=v,...`` specs."""
+    raw = dict(VARIANTS)
+    for spec in specs or ():
+        label, _, params = spec.partition("=")
+        raw[label] = params
+    return raw
 
 
 def decode_only_ms(problem: StepProblem) -> float:
@@ -149,15 +169,10 @@ def main() -> int:
         help="three-stage parameter sets (default: seed and default)",
     )
     args = ap.parse_args()
-    root = shared_data_dir()
-    path = None if root is None else root / "vidur/data/processed_traces/splitwise_conv.csv"
-    if path is None or not path.is_file():
-        print("shared data not found: ../shared/data/vidur/data/processed_traces", file=sys.stderr)
+    path = conversation_trace()
+    if path is None:
         return 1
-    raw = dict(VARIANTS)
-    for spec in args.variants or ():
-        label, _, params = spec.partition("=")
-        raw[label] = params
+    raw = variant_specs(args.variants)
     fn = get_heuristic("three-stage")
     variants = {
         label: coerce_params(

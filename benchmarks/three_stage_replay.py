@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 from simulate import SETUPS, SLO_TBT_MS, SLO_TTFT_MS
+from three_stage_gap import conversation_trace, variant_specs
 
 from stepopt.latency.presets import load_preset
 from stepopt.model import EngineConfig
@@ -27,12 +28,6 @@ from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summa
 from stepopt.simulate.engine import SimulationError
 from stepopt.simulate.metrics import request_columns
 from stepopt.simulate.targets import parse_target_rule
-from stepopt.testing.data import shared_data_dir
-
-VARIANTS = {
-    "seed": "decode_order=queue,prefill_fallback=false",
-    "default": "",
-}
 
 
 def main() -> int:
@@ -45,15 +40,10 @@ def main() -> int:
     )
     ap.add_argument("--variants", nargs="*", metavar="LABEL=K=V,...", help="extra variants")
     args = ap.parse_args()
-    root = shared_data_dir()
-    path = None if root is None else root / "vidur/data/processed_traces/splitwise_conv.csv"
-    if path is None or not path.is_file():
-        print("shared data not found: ../shared/data/vidur/data/processed_traces", file=sys.stderr)
+    path = conversation_trace()
+    if path is None:
         return 1
-    raw = dict(VARIANTS)
-    for spec in args.variants or ():
-        label, _, params = spec.partition("=")
-        raw[label] = params
+    raw = variant_specs(args.variants)
     preset, budget, max_run, target, kv = SETUPS[args.setup]
     rule = parse_target_rule(args.target_rule or f"fixed:{target:g}")
     trace = load_trace(path).cut(args.max_requests)

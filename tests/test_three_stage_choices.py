@@ -177,6 +177,17 @@ def test_prefill_fallback_tries_the_cheaper_chunk():
     assert rank_key(p_target, ev_t) == rank_key(p_target, _solve(p_target, "brute"))
 
 
+def _decode_and_prefill(lat: LatencyModel, prompt: int, target_ms: float) -> StepProblem:
+    """A goodput step: one decode and one fresh running prefill of ``prompt`` tokens."""
+    return make_problem(
+        [decode("d0", 40), prefill("p0", prompt, 0)],
+        latency=lat,
+        target_ms=target_ms,
+        objective="goodput",
+        min_prefill_chunk=16,
+    )
+
+
 def test_prefill_fallback_bisects_where_more_budget_buys_no_tokens():
     # The token curve falls after 140 tokens: the inverted budget (205) gives the prefill its
     # whole 150 tokens, 151 in all at 13.82 ms > 13.5 ms, and every re-inversion lands on the
@@ -188,13 +199,7 @@ def test_prefill_fallback_bisects_where_more_budget_buys_no_tokens():
         ),
         name="falling",
     )
-    p = make_problem(
-        [decode("d0", 40), prefill("p0", 150, 0)],
-        latency=lat,
-        target_ms=13.5,
-        objective="goodput",
-        min_prefill_chunk=16,
-    )
+    p = _decode_and_prefill(lat, 150, 13.5)
     assert three_stage(p, **SEED).tokens == {}
     d = three_stage(p)
     assert d.tokens == {"d0": 1, "p0": 134}
@@ -210,13 +215,7 @@ def test_prefill_fallback_bisects_when_the_re_inversions_stop_short():
         prefill=PrefillAttention(0.0, 50.0, grid=tuple(range(16, 400, 16))),
         name="quadratic attention",
     )
-    p = make_problem(
-        [decode("d0", 40), prefill("p0", 400, 0)],
-        latency=lat,
-        target_ms=17.05,
-        objective="goodput",
-        min_prefill_chunk=16,
-    )
+    p = _decode_and_prefill(lat, 400, 17.05)
     assert three_stage(p, **SEED).tokens == {"d0": 1, "p0": 182}
     d = three_stage(p)
     assert d.tokens == {"d0": 1, "p0": 199}
