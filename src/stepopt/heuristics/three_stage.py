@@ -83,7 +83,7 @@ def plan(
     left prefill tokens out. See docs/heuristics.md.
     """
     knobs = _knobs(full_scan, reserve_full_prompt, decode_order, fair_share, prefill_fallback)
-    return ThreeStagePlan(*_run(problem, knobs))
+    return ThreeStagePlan(*_run(problem, knobs)[:5])
 
 
 def _knobs(
@@ -103,15 +103,15 @@ def _knobs(
 
 
 def _run(problem: StepProblem, knobs: Knobs) -> tuple:
-    """The plan, and with ``prefill_fallback`` a second one with the running prefills cheapest
-    first when the first left some of them short (the better of the two by rank)."""
+    """The plan (a tuple as :func:`_plan` returns it), and with ``prefill_fallback`` a second
+    one with the running prefills cheapest first when the first left some of them short: the
+    better of the two by rank, with the candidates of both."""
     first = _plan(problem, knobs, False)
-    if not first[-1]:
-        return first[:5]
+    if not first[6]:
+        return first
     second = _plan(problem, knobs, True)
-    sims = first[4] + second[4]
     win = second if second[5] < first[5] else first
-    return (*win[:4], sims)
+    return (*win[:4], first[4] + second[4], win[5], False)
 
 
 def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
