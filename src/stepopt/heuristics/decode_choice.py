@@ -306,31 +306,26 @@ def target_swaps(
 
 def _closest_pairs(ins: list[int], outs: list[int], need: float) -> tuple[tuple, tuple]:
     """``((gain, (i, o)), (gain, (i, o)))``: the index pairs into the sorted context lists
-    whose gain ``outs[o] - ins[i]`` is the largest ``<= need`` and the smallest ``> need``
-    (None if there is none); a bisection per element of the shorter list."""
-    under: tuple = (-1.0, None)
-    over: tuple = (float("inf"), None)
+    whose gain ``outs[o] - ins[i]`` is the largest ``<= need`` (and positive) and the smallest
+    ``> need`` (pair None if there is none); a bisection per element of the shorter list."""
+    ug, up, og, op = 0, None, float("inf"), None
     if len(ins) <= len(outs):
-        for a, c_in in enumerate(ins):
-            pos = bisect_right(outs, c_in + need)
-            for t in (pos - 1, pos):
-                if 0 <= t < len(outs):
-                    under, over = _keep(outs[t] - c_in, (a, t), need, under, over)
+        n = len(outs)
+        for a, c in enumerate(ins):
+            pos = bisect_right(outs, c + need)  # outs[pos - 1] - c <= need < outs[pos] - c
+            if pos and outs[pos - 1] - c > ug:
+                ug, up = outs[pos - 1] - c, (a, pos - 1)
+            if pos < n and outs[pos] - c < og:
+                og, op = outs[pos] - c, (a, pos)
     else:
-        for b, c_out in enumerate(outs):
-            pos = bisect_left(ins, c_out - need)
-            for t in (pos - 1, pos):
-                if 0 <= t < len(ins):
-                    under, over = _keep(c_out - ins[t], (t, b), need, under, over)
-    return under, over
-
-
-def _keep(gain: int, pair: tuple, need: float, under: tuple, over: tuple) -> tuple:
-    if 0 < gain <= need and gain > under[0]:
-        under = (gain, pair)
-    elif gain > need and gain < over[0]:
-        over = (gain, pair)
-    return under, over
+        n = len(ins)
+        for b, c in enumerate(outs):
+            pos = bisect_left(ins, c - need)  # c - ins[pos] <= need < c - ins[pos - 1]
+            if pos < n and c - ins[pos] > ug:
+                ug, up = c - ins[pos], (pos, b)
+            if pos and c - ins[pos - 1] < og:
+                og, op = c - ins[pos - 1], (pos - 1, b)
+    return (ug, up), (og, op)
 
 
 Candidate = tuple[int, int, int, tuple]

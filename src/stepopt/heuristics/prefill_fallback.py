@@ -26,11 +26,11 @@ def bisect_boundary(
     """The prefill fallback's bisection, when the re-inversions jumped over the target (a
     chunk's own attention busts it at one budget, a smaller budget drops the chunk) or never
     got under it (the token curve falls where more budget buys no more tokens): bisect
-    between the largest budget tried under the target (``under``; else ``floor``, every decode
-    and nothing more, if that is under it) and the smallest over it (``over``). Returns the
-    most admissions seen."""
+    between the largest budget tried under the target (``under``; at least ``floor``, every
+    decode and nothing more, if that is under it: fewer decodes are the decode choice's
+    business) and the smallest over it (``over``). Returns the most admissions seen."""
     admitted = 0
-    if under < 0:
+    if under < floor:
         res, lat_ns, _, _ = consider(floor, slots)
         if lat_ns > target:
             return 0
