@@ -12,12 +12,20 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import accumulate, compress
 from operator import attrgetter, ge, sub
 
 from stepopt.errors import InputError
 from stepopt.heuristics.base import register_heuristic
 from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
+from stepopt.heuristics.decode_choice import (
+    DecodeChoice,
+    check_decode_params,
+    decode_ids,
+    overloaded_results,
+)
+from stepopt.heuristics.prefill_fallback import bisect_boundary, cheap_prefill_key
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
 _WAITING_KEY = attrgetter("priority", "arrival_time", "id")  # == StepProblem.waiting_order
@@ -27,6 +35,21 @@ _ID = attrgetter("id")
 _PROMPT = attrgetter("prompt_tokens")
 _UNLIMITED = 1 << 62
 _REFINEMENTS = 2  # re-inversions per batch size with the measured non-token latency
+FAIR_SHARE = 0.0  # default age guard of the decode choice (docs/heuristics.md, choice 6)
+
+
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    """The keyword parameters (docs/heuristics.md); ``fair_share`` as an exact fraction."""
+
+    full_scan: bool = False
+    reserve_full_prompt: bool = False
+    decode_order: str = "cheapest"
+    fair_share: Fraction = Fraction(FAIR_SHARE)
+    prefill_fallback: bool = True
+
+
+_DEFAULT = Knobs()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +64,61 @@ class ThreeStagePlan:
 
 
 def plan(
-    problem: StepProblem, *, full_scan: bool = False, reserve_full_prompt: bool = False
+    problem: StepProblem,
+    *,
+    full_scan: bool = False,
+    reserve_full_prompt: bool = False,
+    decode_order: str = "cheapest",
+    fair_share: float = FAIR_SHARE,
+    prefill_fallback: bool = True,
 ) -> ThreeStagePlan:
     """Run the three stages on ``problem``.
 
     ``full_scan`` tries every batch size up to ``min(max_num_running_reqs, running + waiting)``
     instead of stopping once the slots no longer bind. ``reserve_full_prompt`` admits a waiting
     request only if the blocks of its whole remaining prompt are free, not just those of this
-    step's chunk (for online use under KV pressure). See docs/heuristics.md.
+    step's chunk (for online use under KV pressure). ``decode_order`` (``cheapest`` or the
+    seed's ``queue``) and ``fair_share`` choose the decodes of an overloaded step;
+    ``prefill_fallback`` retries the running prefills cheapest first when the first choice
+    left prefill tokens out. See docs/heuristics.md.
     """
-    return ThreeStagePlan(*_plan(problem, full_scan, reserve_full_prompt))
+    knobs = _knobs(full_scan, reserve_full_prompt, decode_order, fair_share, prefill_fallback)
+    return ThreeStagePlan(*_run(problem, knobs)[:5])
 
 
-def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple:
+def _knobs(
+    full_scan: object,
+    reserve_full_prompt: object,
+    decode_order: object,
+    fair_share: object,
+    prefill_fallback: object,
+) -> Knobs:
+    _check_flags(
+        full_scan=full_scan,
+        reserve_full_prompt=reserve_full_prompt,
+        prefill_fallback=prefill_fallback,
+    )
+    share = check_decode_params(decode_order, fair_share)
+    return Knobs(full_scan, reserve_full_prompt, decode_order, share, prefill_fallback)  # type: ignore[arg-type]
+
+
+def _run(problem: StepProblem, knobs: Knobs) -> tuple:
+    """The plan (a tuple as :func:`_plan` returns it), and with ``prefill_fallback`` a second
+    one with the running prefills cheapest first when the first left some of them short: the
+    better of the two by rank, with the candidates of both."""
+    first = _plan(problem, knobs, False)
+    if not first[6]:
+        return first
+    second = _plan(problem, knobs, True)
+    win = second if second[5] < first[5] else first
+    return (*win[:4], first[4] + second[4], win[5], False)
+
+
+def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
+    """(decision, latency, budget, slots, candidates, rank, retry): ``retry`` when the
+    prefill fallback is on, this was the first pass, and it left a running prefill short
+    (stage 2's order put an expensive chunk first: the cheapest-first order may do better)."""
+    full_scan, reserve = knobs.full_scan, knobs.reserve_full_prompt
     cfg = problem.config
     lat = problem.latency
     budget_cap = cfg.max_num_scheduled_tokens
@@ -106,6 +171,11 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
 
     if len(prefills) > 1:
         prefills.sort(key=lambda r: (r.priority, r.computed_tokens - r.prompt_tokens))
+        if cheap_prefills:
+            unit = (tok_curve(budget_cap) - tok_curve(0)) / budget_cap if weighted else 0.0
+            prefills.sort(
+                key=cheap_prefill_key(attn, thr, min_chunk, unit, top if weighted else None)
+            )
     p_hi, p_lo, p_kv, p_att, p_w = [0], [], [0], [0], [0]
     for r in prefills:
         c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
@@ -153,40 +223,47 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
     # grow, same). ``detail`` is what _materialize() needs to rebuild the decision; every
     # budget in [same, grow) gives the same decision (grow None: no larger budget changes it).
     partial_cache: dict[int, tuple] = {}
+    seed_grow = not knobs.prefill_fallback  # the seed's running_tail grows budgets by 1
+    chosen: list[DecodeChoice] = []  # built on first use: only overloaded steps need it
+
+    def decode_choice() -> DecodeChoice:
+        if not chosen:
+            kv_arg = kv_free if kv_on else None
+            args = (knobs.decode_order, knobs.fair_share, top if weighted else None, kv_arg, bs)
+            chosen.append(DecodeChoice.for_step(decodes, *args, lat, tok_curve, seq_curve))
+        return chosen[0]
 
     def decodes_only(budget: int) -> tuple:
-        # Not every decode fits (budget below the decode count, or KV blocks short): schedule
-        # decodes by priority and nothing else (a prefill would break Decode > Prefill).
-        ids, ctx, w, kv_left = [], 0, 0, kv_free
-        for r in sorted(decodes, key=_PRIORITY):
-            if len(ids) >= budget:
-                break
-            if kv_on and r.computed_tokens % bs == 0:
-                if kv_left == 0:
-                    continue
-                kv_left -= 1
-            ids.append(r.id)
-            ctx += r.computed_tokens
-            w += 1 + top - r.priority if weighted else 1
-        n = len(ids)
-        return (n, n, ctx, 0, w, 0, ("d", ids), budget + 1, budget)
+        # Not every decode fits (budget below the decode count, or KV blocks short): the
+        # first decodes of the decode choice's sequence and nothing else (a prefill would
+        # break Decode > Prefill).
+        ch = decode_choice()
+        n = budget if budget < len(ch) else len(ch)
+        return (n, n, ch.ctx[n], 0, ch.w[n], 0, ("d", n), budget + 1, budget)
 
     def running_tail(budget: int, j: int) -> tuple:
         # Prefill ``j`` (in stage-2 order) is the first that does not get its full chunk: the
         # rest of the running prefills share what is left (skipping chunks below their lo);
-        # no waiting request may be admitted after a short running one.
+        # no waiting request may be admitted after a short running one. ``more``: the smallest
+        # extra budget that changes a share (with the prefill fallback; the seed's is 1).
         left = budget - n_dec - p_hi[j]
         kv_left = kv_free - dec_kv - p_kv[j]
-        tail, toks, att, w = [], 0, 0, 0
+        tail, toks, att, w, more = [], 0, 0, 0, 1 if seed_grow else _UNLIMITED
         for i in range(j, n_pre):
             if left <= 0:
+                more = min(more, *p_lo[i:])  # the rest start at their smallest chunk
                 break
             r = prefills[i]
             c, rem = r.computed_tokens, r.prompt_tokens - r.computed_tokens
             hi = p_hi[i + 1] - p_hi[i]
-            n = min(hi, left, kv_fit(c, kv_left))
+            fit = kv_fit(c, kv_left)
+            n = min(hi, left, fit)
             if n < p_lo[i]:
+                if left < p_lo[i] <= fit and p_lo[i] - left < more:
+                    more = p_lo[i] - left  # short of budget: that much more starts it
                 continue
+            if n == left < hi and n < fit:
+                more = 1  # cut by the budget
             tail.append((r.id, n))
             left -= n
             kv_left -= (c + n + bs - 1) // bs - (c + bs - 1) // bs
@@ -201,7 +278,7 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
             dec_w + p_w[j] + w,
             0,
             ("r", j, tail),
-            budget + 1,
+            None if more == _UNLIMITED else budget + more,
             budget,
         )
 
@@ -351,33 +428,44 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
     free_slots = max(cfg.max_num_running_reqs - n_run, 0)
     # Beyond running + waiting requests a larger batch size admits nobody more: stop there.
     max_slots = min(free_slots, n_wait)
+    floor = min(n_dec, budget_cap)  # every decode and nothing more (the fallback's bisection)
     seen: dict[tuple[int, int], tuple] = {}
     best: tuple | None = None  # (rank, budget, slots, res, latency)
+    all_fit = False  # some candidate schedules every decode under the target
     sims = 0
 
-    def consider(budget: int, slots: int) -> tuple:
-        """(result, latency, non-token latency, reused from slots - 1)."""
-        nonlocal best, sims
-        key = (budget, slots)
-        hit = seen.get(key)
-        if hit is not None:
-            return hit
-        if slots:
-            # More slots change nothing when the last ones went unused or the budget is spent.
-            hit = seen.get((budget, slots - 1))
-            if hit is not None and (hit[0][5] < slots - 1 or hit[0][0] == budget):
-                hit = seen[key] = (hit[0], hit[1], hit[2], True)
+    def consider(budget: int, slots: int, given: tuple | None = None) -> tuple:
+        """(result, latency, non-token latency, reused from slots - 1). ``given``: a result
+        built elsewhere (an overloaded step's decode sets), ranked but not memoised."""
+        nonlocal best, sims, all_fit
+        if given is None:
+            key = (budget, slots)
+            hit = seen.get(key)
+            if hit is not None:
                 return hit
-        sims += 1
-        res = simulate(budget, slots)
+            if slots:
+                # More slots change nothing when the last ones went unused or the budget is
+                # spent.
+                hit = seen.get((budget, slots - 1))
+                if hit is not None and (hit[0][5] < slots - 1 or hit[0][0] == budget):
+                    hit = seen[key] = (hit[0], hit[1], hit[2], True)
+                    return hit
+            sims += 1
+            res = simulate(budget, slots)
+        else:
+            res = given
         other = seq_curve(res[1]) + (dps * res[2]) // 1000 + res[3]
         lat_ns = tok_curve(res[0]) + other
-        hit = seen[key] = (res, lat_ns, other, False)
+        hit = (res, lat_ns, other, False)
+        if given is None:
+            seen[key] = hit
+        if lat_ns <= target and res[0] >= n_dec:
+            all_fit = True
         # stepopt.evaluate.rank_key of a hard-feasible decision
         if goodput:
             rk = (0 if lat_ns <= target else 1, -res[4], lat_ns)
         else:
-            rk = (0, abs(lat_ns - target), -res[4])
+            rk = (0, abs(lat_ns - target), -res[0], -res[4])
         if best is None or rk < best[0]:
             best = (rk, budget, slots, res, lat_ns)
         return hit
@@ -387,7 +475,8 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
         # prefill attention.
         estimate = seq_curve(n_run + slots) + dec_attention
         s = inverse(target - estimate)
-        res, _, other, reused = consider(s if s > 0 else 0, slots)
+        s = s if s > 0 else 0
+        res, lat_s, other, reused = consider(s, slots)
         if reused:
             # Same candidate as with one slot less (the extra slot went unused): the rest of
             # this iteration would repeat the previous one, and larger b admit nobody more.
@@ -395,6 +484,14 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
                 continue
             break
         admitted = res[5]
+        # For the prefill fallback: the largest budget under the target, the smallest over it
+        # (as the least budget giving its decision), their latencies, whether the batch
+        # changed.
+        if lat_s <= target:
+            under, under_lat, over, over_lat = s, lat_s, _UNLIMITED, _UNLIMITED
+        else:
+            under, under_lat, over, over_lat = -1, -1, res[8], lat_s
+        batch, mixed = res[1], False
         for _ in range(_REFINEMENTS if other != estimate else 0):
             # Re-invert with the candidate's own non-token latency (its real batch size,
             # decode contexts and prefill attention).
@@ -403,9 +500,22 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
                 s = 0
             if res[8] <= s and (res[7] is None or s < res[7]):
                 break  # same decision
-            res, _, other, _ = consider(s, slots)
+            res, lat_s, other, _ = consider(s, slots)
+            if lat_s <= target:
+                if s > under:
+                    under, under_lat = s, lat_s
+            elif res[8] < over:
+                over, over_lat = res[8], lat_s
+            if res[1] != batch:
+                mixed = True
             if res[5] > admitted:
                 admitted = res[5]
+        if (
+            over < _UNLIMITED
+            and knobs.prefill_fallback
+            and (mixed or under < 0 or _far(under_lat, over_lat, target, goodput))
+        ):
+            admitted = max(admitted, bisect_boundary(consider, under, over, slots, target, floor))
         grow = res[7]
         if not goodput and grow is not None and grow <= budget_cap:
             # |L - T| may be smaller just above the target than just below it: try the
@@ -417,13 +527,31 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
             # The slots no longer bind: larger b only lowers the estimated budget.
             break
 
-    if best is not None and best[3][0] < n_dec and not kv_on:
-        # Below the running count (not every decode fits under the target: an overloaded
-        # engine), the batch is the first k decodes by priority and b = S = k: bisect on k
-        # for the largest k whose exact latency meets the target, treating it as monotone.
-        ctx = [0]
-        for c in map(_COMPUTED, sorted(decodes, key=_PRIORITY)):
-            ctx.append(ctx[-1] + c)
+    cheapest = knobs.decode_order == "cheapest"
+    if (
+        cheapest
+        and n_dec
+        and (
+            budget_cap < n_dec
+            or dec_kv > kv_free
+            or (not all_fit and tok_curve(n_dec) + seq_curve(n_dec) + dec_attention > target)
+        )
+    ):
+        # Not every decode fits: an overloaded step (docs/heuristics.md, choice 6).
+        choices = [decode_choice()]
+        if weighted:  # the weights may matter more than the costs (a budget cap binds)
+            kv_arg = kv_free if kv_on else None
+            choices.append(DecodeChoice(decodes, "queue", Fraction(0), top, kv_arg, bs, 0, dps))
+        for res in overloaded_results(
+            choices, lat, tok_curve, seq_curve, target, goodput, budget_cap, kv_on, bs
+        ):
+            consider(res[0], 0, res)
+    elif not cheapest and best is not None and best[3][0] < n_dec and not kv_on:
+        # The seed's (decode_order="queue"): below the running count (not every decode fits
+        # under the target: an overloaded engine), the batch is the first k decodes by
+        # priority and b = S = k: bisect on k for the largest k whose exact latency meets the
+        # target, treating it as monotone.
+        ctx = decode_choice().ctx
         lo_k, hi_k = 0, min(n_dec, budget_cap)
         if tok_curve(0) + seq_curve(0) > target:
             hi_k = -1
@@ -441,19 +569,36 @@ def _plan(problem: StepProblem, full_scan: bool, reserve: bool = False) -> tuple
     assert best is not None
     if goodput and best[4] > target:
         # Nothing found under the cap: the empty step is the last resort if it fits.
-        empty = (0, 0, 0, 0, 0, 0, ("d", []), None, 0)
+        empty = (0, 0, 0, 0, 0, 0, ("d", 0), None, 0)
         lat0 = tok_curve(0) + seq_curve(0)
         if lat0 <= target:
             best = ((0, 0, lat0), 0, 0, empty, lat0)
-    _, budget, slots, res, lat_ns = best
-    decision = Decision(tokens=_materialize(res[6], decodes, prefills, p_hi, order, w_hi))
-    return decision, lat_ns, budget, slots, sims
+    rank, budget, slots, res, lat_ns = best
+    choice = chosen[0] if chosen else None
+    decision = Decision(tokens=_materialize(res[6], choice, decodes, prefills, p_hi, order, w_hi))
+    # The prefill fallback: the winner gave a running prefill less than its full chunk.
+    retry = (
+        knobs.prefill_fallback
+        and not cheap_prefills
+        and n_pre > 1
+        and (res[6][0] == "r" or (res[6][0] == "x" and res[6][1] < n_pre))
+    )
+    return decision, lat_ns, budget, slots, sims, rank, retry
 
 
-def _materialize(detail, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
+def _far(under_lat: int, over_lat: int, target: int, goodput: bool) -> bool:
+    """Whether the re-inversions stopped more than 1 % of the target away from it: the best
+    under it (goodput), or both the best under and the best over (target)."""
+    slack = target // 100
+    return target - under_lat > slack and (goodput or over_lat - target > slack)
+
+
+def _materialize(detail, choice, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]:
     kind = detail[0]
-    if kind == "d":
-        return dict.fromkeys(detail[1], 1)
+    if kind == "d":  # the first decodes of the decode choice's sequence (or none)
+        return dict.fromkeys([r.id for r in choice.seq[: detail[1]]], 1) if detail[1] else {}
+    if kind == "S":  # an overloaded step's set of decodes
+        return dict.fromkeys(decode_ids(detail), 1)
     out = dict.fromkeys(map(_ID, decodes), 1)
     if kind != "w":  # "r" (strict) or "x" (weighted): the first j prefills in full, then a list
         _, j, tail = detail
@@ -473,12 +618,26 @@ def _materialize(detail, decodes, prefills, p_hi, order, w_hi) -> dict[str, int]
 
 @register_heuristic("three-stage")
 def three_stage(
-    problem: StepProblem, full_scan: bool = False, reserve_full_prompt: bool = False
+    problem: StepProblem,
+    full_scan: bool = False,
+    reserve_full_prompt: bool = False,
+    decode_order: str = "cheapest",
+    fair_share: float = FAIR_SHARE,
+    prefill_fallback: bool = True,
 ) -> Decision:
     """The three-stage greedy: budget by latency inversion, running first, then waiting."""
-    if full_scan or reserve_full_prompt:  # (the default path skips the type check)
-        _check_flags(full_scan=full_scan, reserve_full_prompt=reserve_full_prompt)
-    return _plan(problem, full_scan, reserve_full_prompt)[0]
+    if (
+        full_scan is False
+        and reserve_full_prompt is False
+        and decode_order == "cheapest"
+        and type(fair_share) is float
+        and fair_share == FAIR_SHARE
+        and prefill_fallback is True
+    ):
+        knobs = _DEFAULT  # (the default path skips the checks)
+    else:
+        knobs = _knobs(full_scan, reserve_full_prompt, decode_order, fair_share, prefill_fallback)
+    return _run(problem, knobs)[0]
 
 
 def _check_flags(**flags: object) -> None:
