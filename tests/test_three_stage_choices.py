@@ -252,7 +252,7 @@ def test_text_parameters_are_typed():
         fn, {"decode_order": "queue", "fair_share": "0.25", "prefill_fallback": "false"}, "p"
     )
     assert got == {"decode_order": "queue", "fair_share": 0.25, "prefill_fallback": False}
-    with pytest.raises(InputError, match="fair_share takes a number"):
+    with pytest.raises(InputError, match="fair_share takes a finite number"):
         coerce_params(fn, {"fair_share": "some"}, "p")
 
 
