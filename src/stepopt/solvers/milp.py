@@ -36,12 +36,18 @@ from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import (
     TOLERANCE_PARAM,
+    cross_checked,
     pop_tolerance,
     tolerance_message,
     trivial_result,
 )
 
-TOLERANCE = 1e-9
+TOLERANCE = 1e-9  # integrality
+# Primal feasibility: an absolute tolerance of 1e-9 is below the resolution of doubles on rows
+# whose constants are latencies in ns (~1e8): CBC then declared problems with optima
+# INFEASIBLE. The backends' default 1e-7 cannot change an integer solution (the evaluator
+# re-judges it), and every optimum then matched brute force.
+PRIMAL_TOLERANCE = 1e-7
 ABS_GAP = 0.99  # objectives are integers: a gap below 1 proves optimality
 
 
@@ -92,7 +98,7 @@ class _Highs(_PulpBackend):
             gapAbs=abs_gap,
             threads=1,
             mip_feasibility_tolerance=TOLERANCE,
-            primal_feasibility_tolerance=TOLERANCE,
+            primal_feasibility_tolerance=PRIMAL_TOLERANCE,
             random_seed=0,
             # HiGHS 1.16's presolve returned a wrong "optimal" on a generated problem here
             # (the empty batch, strictly better, was cut off); without it every optimum matched.
@@ -131,7 +137,7 @@ class _Cbc(_PulpBackend):
             # every optimum matched the brute-force oracle.
             options=[
                 f"integerT {TOLERANCE}",
-                f"primalT {TOLERANCE}",
+                f"primalT {PRIMAL_TOLERANCE}",
                 "preprocess off",
                 "twoMir off",
                 "randomSeed 1",
@@ -213,7 +219,8 @@ class MilpSolver:
         try:
             with tempfile.TemporaryDirectory(prefix="stepopt-") as tmp:
                 log = os.path.join(tmp, "solver.log") if name == "cbc" else None
-                return self._phases(problem, enc, started, time_limit, info, log, tolerance)
+                res = self._phases(problem, enc, started, time_limit, info, log, tolerance)
+                return cross_checked(problem, res, started, time_limit)
         except (pulp.PulpSolverError, OSError) as exc:
             return finish(
                 problem,
@@ -232,7 +239,7 @@ class MilpSolver:
         primary = enc.deviation if target else -enc.weighted
         tol = tolerance if target else 0
         gap = ABS_GAP + tol
-        st, bound = self._run(enc, primary, started, time_limit, 2, log, gap)
+        st, bound = self._run(enc, primary, started, time_limit, 3 if target else 2, log, gap)
         if st not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             return finish(
                 problem,
@@ -272,12 +279,20 @@ class MilpSolver:
                 proven = max(min(math.ceil(bound - 1e-6), proven), 0)
         if target:
             enc.prob += enc.deviation <= best_i + 0.5, "fix_primary"
-            secondary = -enc.weighted
+            # Then most scheduled requests (unweighted), fixed, then most weighted tokens.
+            st2, _ = self._run(enc, -pulp.lpSum(enc.z), started, time_limit, 2, log)
+            info["phases"] = 2
+            if st2 == SolveStatus.OPTIMAL:
+                n_best = round(sum(v.varValue or 0 for v in enc.z))
+                dec, lat = _read(enc)
+                info["model_latency_ns"] = lat
+                enc.prob += pulp.lpSum(enc.z) >= n_best - 0.5, "fix_requests"
+                st2, _ = self._run(enc, -enc.weighted, started, time_limit, 1, log)
+                info["phases"] = 3
         else:
             enc.prob += enc.weighted >= -best_i - 0.5, "fix_primary"
-            secondary = enc.latency
-        st2, _ = self._run(enc, secondary, started, time_limit, 1, log)
-        info["phases"] = 2
+            st2, _ = self._run(enc, enc.latency, started, time_limit, 1, log)
+            info["phases"] = 2
         if st2 in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             dec, lat = _read(enc)
             info["model_latency_ns"] = lat
