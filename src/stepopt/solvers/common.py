@@ -126,3 +126,27 @@ def _with(res: SolveResult, **changes: Any) -> SolveResult:
     from dataclasses import replace
 
     return replace(res, **changes)
+
+
+def admissible(problem: StepProblem) -> StepProblem:
+    """``problem`` without the waiting requests that can never be admitted (strict mode).
+
+    Strict admission takes a prefix of the waiting order, each admitted request at least its
+    smallest chunk: no more than the free slots, and no further than the prefix whose smallest
+    chunks fit the token budget. The rest cannot get a token in any feasible decision, so the
+    model need not hold them (a 100,000-request queue becomes a few hundred). Decisions on the
+    pruned problem are decisions on ``problem`` with the same evaluation."""
+    if problem.priority_mode != "strict" or not problem.waiting:
+        return problem
+    slots = problem.config.max_num_running_reqs - len(problem.running)
+    budget = problem.config.max_num_scheduled_tokens
+    keep: set[str] = set()
+    used = 0
+    for r in problem.waiting_order:
+        used += max(problem.lo(r), 1)
+        if len(keep) >= slots or used > budget:
+            break
+        keep.add(r.id)
+    if len(keep) == len(problem.waiting):
+        return problem
+    return problem.with_changes(waiting=tuple(r for r in problem.waiting if r.id in keep))

@@ -28,7 +28,13 @@ from stepopt.formulation import build
 from stepopt.formulation.cpsat import CpsatEncoding, encode
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
-from stepopt.solvers.common import cross_checked, pop_tolerance, tolerance_message, trivial_result
+from stepopt.solvers.common import (
+    admissible,
+    cross_checked,
+    pop_tolerance,
+    tolerance_message,
+    trivial_result,
+)
 from stepopt.solvers.hint import greedy_hint
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -54,10 +60,13 @@ class CpsatSolver:
         if lex not in LEXICOGRAPHIC:
             raise InputError("lexicographic", f"must be one of {', '.join(LEXICOGRAPHIC)}", lex)
         sat_params = {**DEFAULT_PARAMS, **params}
-        form = build(problem)
+        form = build(admissible(problem))  # model building counts against the limit
         early = trivial_result(problem, form, "cpsat", started, time_limit)
         if early is not None:
             return early
+        if _left(started, time_limit) == 1e-3:  # building used the limit: the greedy decision
+            res = finish(problem, "cpsat", SolveStatus.NO_SOLUTION, None, started)
+            return cross_checked(problem, res, started, time_limit)
         enc = encode(form, hull=hull)
         built_ms = (time.perf_counter() - started) * 1000.0
         info: dict[str, Any] = {
