@@ -164,6 +164,9 @@ class _Cbc(_PulpBackend):
                 "preprocess off",
                 "twoMir off",
                 "randomSeed 1",
+                # the limit is wall time (CBC counts CPU seconds by default, which on a busy
+                # machine lets a run overrun the caller's deadline)
+                "timeMode elapsed",
             ],
             logPath=log_path,
         )
@@ -346,7 +349,8 @@ class MilpSolver:
         enc.prob.setObjective(objective)
         tl = None
         if time_limit is not None:
-            left = time_limit - (time.perf_counter() - started)
+            # 90 %: reading the answer back and cross-checking it also count against the limit
+            left = 0.9 * time_limit - (time.perf_counter() - started)
             tl = max(left * share, 0.01)
         if log and os.path.exists(log):
             os.remove(log)
