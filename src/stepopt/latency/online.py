@@ -8,6 +8,9 @@ problem over the observed (aggregates, latency) pairs, with the breakpoints kept
 pull towards the current coefficients (so that breakpoints no observation touches stay put) and
 relative-error weights. It runs when the rolling error passes a threshold.
 
+The prefill term's ``linear_ns`` is kept as it is: per chunk token it is indistinguishable from
+the ``tokens`` curve's slope in the observations.
+
 Every real step has ``b >= 1``, so observations fix ``tokens(S) + batch(1)`` but not how a
 constant splits between the two curves; the ridge keeps the split of the current model.
 """

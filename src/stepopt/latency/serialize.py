@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from stepopt.errors import InputError
-from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention
-from stepopt.latency.pwl import PiecewiseLinear
+from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention, exact_coefficient
+from stepopt.latency.pwl import PiecewiseLinear, first_negative
 
 
 class _Strict(BaseModel):
@@ -16,7 +16,13 @@ class _Strict(BaseModel):
 
 
 class CurveSpec(_Strict):
-    """Breakpoints of a piecewise-linear curve: x strictly increasing, y in nanoseconds."""
+    """Breakpoints of a piecewise-linear curve: x strictly increasing, y in nanoseconds.
+
+    Between breakpoints the value is the floor of the linear interpolation; the first and
+    last pieces are extended outwards. The curve must be non-negative for every x >= 0: a
+    first breakpoint above 0 whose piece extends below 0 at x=0, or a last piece that slopes
+    down (it crosses 0 eventually), is rejected when the model is loaded.
+    """
 
     x: list[StrictInt] = Field(min_length=1)
     y_ns: list[StrictInt] = Field(min_length=1)
@@ -33,18 +39,28 @@ class CurveSpec(_Strict):
         return xs
 
     def curve(self, field: str) -> PiecewiseLinear:
+        """The curve; one that is negative anywhere on ``x >= 0`` (end pieces extended) is an
+        error naming the point, since a step latency below 0 is meaningless."""
         if len(self.x) != len(self.y_ns):
             raise InputError(
                 field, f"x has {len(self.x)} values but y_ns has {len(self.y_ns)}", show_value=False
             )
-        return PiecewiseLinear(tuple(self.x), tuple(self.y_ns))
+        curve = PiecewiseLinear(tuple(self.x), tuple(self.y_ns))
+        bad = first_negative(curve)
+        if bad is not None:
+            x, y, why = bad
+            raise InputError(field, f"negative latency {y} ns at x={x} ({why})", show_value=False)
+        return curve
 
 
 class PrefillSpec(_Strict):
-    """Prefill attention ``alpha_ns * c * C + beta_ns * c**2`` tabulated on ``grid``."""
+    """Prefill attention ``alpha_ns * c * C + beta_ns * c**2 + linear_ns * c`` tabulated on
+    ``grid``, floored to whole ns in exact arithmetic: each coefficient is the decimal written
+    (0.7 is 7/10, not the nearest double)."""
 
-    alpha_ns: float = Field(default=0.0, ge=0)
-    beta_ns: float = Field(default=0.0, ge=0)
+    alpha_ns: float = Field(default=0.0, ge=0, description="ns per (chunk token x cached token)")
+    beta_ns: float = Field(default=0.0, ge=0, description="ns per chunk token squared")
+    linear_ns: float = Field(default=0.0, ge=0, description="ns per chunk token")
     grid: list[StrictInt] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
 
     @field_validator("grid")
@@ -82,7 +98,7 @@ def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyM
         tokens=spec.tokens.curve(f"{field}.tokens"),
         batch=spec.batch.curve(f"{field}.batch") if spec.batch else PiecewiseLinear.constant(0),
         decode_context_ps=spec.decode_context_ps,
-        prefill=PrefillAttention(pre.alpha_ns, pre.beta_ns, tuple(pre.grid)),
+        prefill=PrefillAttention(pre.alpha_ns, pre.beta_ns, tuple(pre.grid), pre.linear_ns),
         name=spec.name,
         meta=dict(spec.meta),
     )
@@ -109,15 +125,30 @@ def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
 
 def model_to_dict(model: LatencyModel) -> dict[str, Any]:
     """The explicit form of a model (round-trips through :func:`model_from_dict`)."""
+    pre = model.prefill
+    prefill: dict[str, Any] = {"alpha_ns": _number(pre.alpha_ns), "beta_ns": _number(pre.beta_ns)}
+    if pre.exact[2]:
+        prefill["linear_ns"] = _number(pre.linear_ns)
+    prefill["grid"] = list(pre.grid)
     return {
         "name": model.name,
         "tokens": {"x": list(model.tokens.xs), "y_ns": list(model.tokens.ys)},
         "batch": {"x": list(model.batch.xs), "y_ns": list(model.batch.ys)},
         "decode_context_ps": model.decode_context_ps,
-        "prefill_attention": {
-            "alpha_ns": model.prefill.alpha_ns,
-            "beta_ns": model.prefill.beta_ns,
-            "grid": list(model.prefill.grid),
-        },
+        "prefill_attention": prefill,
         "meta": dict(model.meta),
     }
+
+
+def _number(value: Any) -> float | int:
+    """A coefficient for JSON; a fraction whose decimal is not exact is an error (it would not
+    read back as the same model)."""
+    if isinstance(value, int | float):
+        return value
+    exact = exact_coefficient(value)
+    if exact.denominator == 1:
+        return int(exact)
+    f = float(exact)
+    if exact_coefficient(f) != exact:
+        raise ValueError(f"coefficient {value} has no exact decimal form; round it first")
+    return f
