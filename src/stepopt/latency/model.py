@@ -22,6 +22,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from stepopt.latency.engine import NONE, EngineOverhead, add_engine
 from stepopt.latency.pwl import PiecewiseLinear
 
 if TYPE_CHECKING:
@@ -150,7 +151,12 @@ class StepAggregates:
 
 @dataclass(frozen=True)
 class LatencyModel:
-    """Predicts the latency of one engine step; see the module docstring for the formula."""
+    """Predicts the latency of one engine step; see the module docstring for the formula.
+
+    ``batch`` is the whole ``F_seq`` the formulation reads; ``engine`` names the part of it
+    that is engine overhead rather than kernels (:mod:`stepopt.latency.engine`). Use
+    :meth:`with_engine` to swap engine profiles: it keeps the kernel part.
+    """
 
     tokens: PiecewiseLinear
     batch: PiecewiseLinear = field(default_factory=lambda: PiecewiseLinear.constant(0))
@@ -158,6 +164,18 @@ class LatencyModel:
     prefill: PrefillAttention = field(default_factory=PrefillAttention)
     name: str = "custom"
     meta: Mapping[str, Any] = field(default_factory=dict)
+    engine: EngineOverhead = NONE
+
+    @property
+    def kernel_batch(self) -> PiecewiseLinear:
+        """``batch`` without the engine overhead."""
+        return add_engine(self.batch, self.engine, -1)
+
+    def with_engine(self, engine: EngineOverhead) -> LatencyModel:
+        """The same kernels with another engine profile."""
+        from dataclasses import replace
+
+        return replace(self, batch=add_engine(self.kernel_batch, engine), engine=engine)
 
     def decode_ns(self, context_tokens: int) -> int:
         """Decode attention term for a total of ``context_tokens`` over the batch's decodes."""
@@ -187,13 +205,15 @@ class LatencyModel:
         return self.breakdown_ns(problem, tokens)["total"]
 
     def breakdown_ns(self, problem: StepProblem, tokens: Mapping[str, int]) -> dict[str, int]:
-        """The four terms and their total, in nanoseconds."""
+        """The terms (kernels, engine overhead) and their total, in nanoseconds."""
         return self.breakdown_of(StepAggregates.from_decision(problem, tokens))
 
     def breakdown_of(self, agg: StepAggregates) -> dict[str, int]:
+        engine = self.engine.ns(agg.batch_size)
         parts = {
             "tokens": self.tokens(agg.total_tokens),
-            "batch": self.batch(agg.batch_size),
+            "batch": self.batch(agg.batch_size) - engine,
+            "engine": engine,
             "decode_attention": self.decode_ns(agg.decode_context),
             "prefill_attention": sum(
                 self.prefill(c, cached, rem) for c, cached, rem in agg.prefills

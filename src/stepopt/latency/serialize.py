@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from stepopt.errors import InputError
+from stepopt.latency.engine import NONE, EngineOverhead, load_engine
 from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention, exact_coefficient
 from stepopt.latency.pwl import PiecewiseLinear, first_negative
 
@@ -74,11 +83,49 @@ class PrefillSpec(_Strict):
         return grid
 
 
+class EngineSpec(_Strict):
+    """Engine overhead added to the batch curve: ``step_ns + per_request_ns * b`` for b >= 1."""
+
+    name: str = "custom"
+    step_ns: StrictInt = Field(default=0, ge=0, le=10**12)
+    per_request_ns: StrictInt = Field(default=0, ge=0, le=10**12)
+    source: str = ""
+
+
+def _engine(value: Any) -> EngineOverhead:
+    """A profile name or an explicit engine dict, as one readable error when wrong."""
+    if isinstance(value, dict) and set(value) != {"profile"}:
+        try:
+            e = EngineSpec.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"{where}: {err['msg'][0].lower()}{err['msg'][1:]}") from None
+        return EngineOverhead(e.name, e.step_ns, e.per_request_ns, e.source)
+    if value is not None and not isinstance(value, str | dict):
+        raise ValueError("expected a profile name or {step_ns, per_request_ns}")
+    try:
+        return load_engine(value)
+    except InputError as exc:
+        raise ValueError(str(exc).removeprefix("engine: ")) from None
+
+
+EngineRef = Annotated[Any, BeforeValidator(_engine)]
+EngineField = Field(
+    default=None,
+    description="Engine overhead: a profile name (none, sarathi-2024, vllm-0.6) or explicit "
+    "{step_ns, per_request_ns}; kept apart from the kernel curves (docs/latency.md).",
+)
+
+
 class LatencySpec(_Strict):
     """An explicit latency model (see docs/formulation.md)."""
 
     tokens: CurveSpec
-    batch: CurveSpec | None = None
+    batch: CurveSpec | None = Field(
+        default=None, description="Kernel part of F_seq(b); the engine overhead is added to it."
+    )
+    engine: EngineRef = EngineField
     decode_context_ps: StrictInt = Field(default=0, ge=0)
     prefill_attention: PrefillSpec | None = None
     name: str = "custom"
@@ -90,11 +137,12 @@ class PresetRef(_Strict):
     """A shipped preset by name (``stepopt latency presets`` lists them)."""
 
     preset: str
+    engine: EngineRef = EngineField
 
 
 def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyModel:
     pre = spec.prefill_attention or PrefillSpec()
-    return LatencyModel(
+    model = LatencyModel(
         tokens=spec.tokens.curve(f"{field}.tokens"),
         batch=spec.batch.curve(f"{field}.batch") if spec.batch else PiecewiseLinear.constant(0),
         decode_context_ps=spec.decode_context_ps,
@@ -102,6 +150,8 @@ def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyM
         name=spec.name,
         meta=dict(spec.meta),
     )
+    engine = spec.engine or NONE
+    return model if engine.is_zero else model.with_engine(engine)
 
 
 def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
@@ -115,7 +165,10 @@ def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
             raise validation_error(exc, prefix=field) from None
         from stepopt.latency.presets import load_preset
 
-        return load_preset(ref.preset)
+        model = load_preset(ref.preset)
+        if ref.engine is None:
+            return model
+        return model.with_engine(ref.engine)
     try:
         spec = LatencySpec.model_validate(doc)
     except ValidationError as exc:
@@ -125,7 +178,7 @@ def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
 
 def model_to_dict(model: LatencyModel) -> dict[str, Any]:
     """The explicit form of a model (round-trips through :func:`model_from_dict`)."""
-    pre = model.prefill
+    pre, kernel = model.prefill, model.kernel_batch
     prefill: dict[str, Any] = {"alpha_ns": _number(pre.alpha_ns), "beta_ns": _number(pre.beta_ns)}
     if pre.exact[2]:
         prefill["linear_ns"] = _number(pre.linear_ns)
@@ -133,7 +186,8 @@ def model_to_dict(model: LatencyModel) -> dict[str, Any]:
     return {
         "name": model.name,
         "tokens": {"x": list(model.tokens.xs), "y_ns": list(model.tokens.ys)},
-        "batch": {"x": list(model.batch.xs), "y_ns": list(model.batch.ys)},
+        "batch": {"x": list(kernel.xs), "y_ns": list(kernel.ys)},
+        **({} if model.engine.is_zero else {"engine": model.engine.to_dict()}),
         "decode_context_ps": model.decode_context_ps,
         "prefill_attention": prefill,
         "meta": dict(model.meta),
