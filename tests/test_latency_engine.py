@@ -75,3 +75,20 @@ def test_fitted_engine_brings_sarathi_serve_classes_within_goal():
     shipped = q.fit_engine(rows)
     assert abs(shipped.step_ns - ENGINES["sarathi-2024"].step_ns) < 50_000
     assert abs(shipped.per_request_ns - ENGINES["sarathi-2024"].per_request_ns) < 5_000
+
+
+def test_simulator_runs_with_an_engine_profile_and_it_slows_every_step(tmp_path, capsys):
+    from stepopt.cli import main
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,5\n0.1,200,3\n")
+    runs = {}
+    for engine in ("none", "sarathi-2024"):
+        args = ["simulate", str(trace), "-P", "a100/codellama-34b/tp2", "--engine", engine]
+        assert main([*args, "-q", "--json"]) == 0
+        runs[engine] = json.loads(capsys.readouterr().out)
+    assert runs["sarathi-2024"]["engine"] == "sarathi-2024"
+    fast, slow = (runs[e]["policies"]["three-stage"]["makespan_s"] for e in runs)
+    assert slow > fast + 0.018  # at least one step's constant more
+    assert main(["simulate", str(trace), "--engine", "fast"]) == 2
+    assert "--engine: unknown engine 'fast'" in capsys.readouterr().err

@@ -112,8 +112,34 @@ def cmd_presets(
     console.print(t)
 
 
+def cmd_engines(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the engine overhead profiles (added to a preset's batch term)."""
+    from rich.table import Table
+
+    from stepopt.latency.engine import ENGINES
+
+    rows = [e.to_dict() for e in ENGINES.values()]
+    if json_out:
+        print_json(rows)
+        return
+    t = Table(title="engine overhead profiles: step_ns + per_request_ns * b, for b >= 1")
+    for col in ("name", "step (ms)", "per request (ms)", "source"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(
+            r["name"],
+            f"{r['step_ns'] / 1e6:g}",
+            f"{r['per_request_ns'] / 1e6:g}",
+            r.get("source", "kernels only"),
+        )
+    console.print(t)
+
+
 def register(app: typer.Typer) -> None:
     command(app, "evaluate")(cmd_evaluate)
     command(app, "schema")(cmd_schema)
     command(latency_app, "presets")(cmd_presets)
+    command(latency_app, "engines")(cmd_engines)
     app.add_typer(latency_app, name="latency")

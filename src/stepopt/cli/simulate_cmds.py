@@ -124,6 +124,10 @@ def _check_flags(
 def cmd_simulate(
     trace: Annotated[Path, typer.Argument(help="Trace CSV (arrived_at, num_prefill_tokens, ...)")],
     preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = "demo",
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="Engine overhead profile (stepopt latency engines)."),
+    ] = "none",
     policy: Annotated[
         str,
         typer.Option(
@@ -224,6 +228,7 @@ def cmd_simulate(
     from rich.markup import escape
 
     from stepopt.cli.progress import SimProgress, progress_mode
+    from stepopt.latency.engine import load_engine
     from stepopt.latency.presets import load_preset
     from stepopt.model import EngineConfig
     from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
@@ -265,7 +270,7 @@ def cmd_simulate(
     if len(set(names)) != len(names):
         raise InputError("--policies", "a policy is listed twice", policies)
     made = [make_policy(n, solver=solver, time_limit=time_limit, fallback=fallback) for n in names]
-    latency = load_preset(preset)
+    latency = load_preset(preset).with_engine(load_engine(engine, "--engine"))
     config = SimConfig(
         engine=EngineConfig(budget, max_running, threshold, min_chunk, block_size, None),
         kv_blocks=kv_blocks,
@@ -328,6 +333,7 @@ def cmd_simulate(
                 "trace": str(trace),
                 "requests": len(tr),
                 "preset": preset,
+                "engine": latency.engine.name,
                 "target_rule": rule.spec,
                 "config": {
                     "max_num_scheduled_tokens": budget,

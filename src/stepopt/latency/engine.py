@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stepopt.errors import InputError, UnknownNameError
+from stepopt.errors import InputError
 from stepopt.latency.pwl import PiecewiseLinear
 
 
@@ -96,7 +96,8 @@ def load_engine(spec: Any, field: str = "engine") -> EngineOverhead:
         return spec
     if isinstance(spec, str):
         if spec not in ENGINES:
-            raise UnknownNameError("engine", spec, engine_names())
+            valid = ", ".join(engine_names())
+            raise InputError(field, f"unknown engine {spec!r}; valid: {valid}", show_value=False)
         return ENGINES[spec]
     if isinstance(spec, dict):
         if set(spec) == {"profile"}:
