@@ -68,8 +68,8 @@ ENGINES: dict[str, EngineOverhead] = {
         NONE,
         EngineOverhead(
             "sarathi-2024",
-            step_ns=17_987_000,
-            per_request_ns=1_108_000,
+            step_ns=18_076_000,
+            per_request_ns=1_106_000,
             source="fitted to Sarathi-Serve OSDI'24 iteration times (Yi-34B TP2 A100) minus "
             "the a100/codellama-34b/tp2 kernel prediction",
         ),
