@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stepopt.cli.common import command, console, exit_with, print_json, sub_app
+from stepopt.cli.common import command, console, exit_with, print_json, sub_app, warn_kv_capacity
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -59,6 +59,7 @@ def cmd_evaluate(
     from stepopt.io import load_decision, load_problem
 
     prob = load_problem(problem)
+    warn_kv_capacity(prob)
     dec = load_decision(decision)
     ev = evaluate(prob, dec)
     if json_out:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from stepopt.errors import InputError
+from stepopt.latency.capacity import capacity_meta
 from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention
 from stepopt.latency.profiles import (
     ATTENTION_COMMIT,
@@ -371,6 +372,7 @@ class LatencyFitter:
             "num_layers": layers,
             "attention": self.attention_,
             "attention_kernel": self.kernel_,
+            **capacity_meta(m, profile.gpu.name, profile.tp),
             "token_segments": len(knots) - 1,
             "tokens_extension": (
                 f"linear beyond {measured_max} tokens (slope of the upper half of the "
