@@ -92,6 +92,7 @@ def cmd_presets(
             {
                 "name": name,
                 "attention": meta.get("attention", "-"),
+                "kernel": meta.get("attention_kernel", "-"),
                 "fit_mape_pct": meta.get("fit_mape_pct"),
                 "description": doc.get("description", ""),
             }
@@ -106,10 +107,11 @@ def cmd_presets(
     )
     t.add_column("name", no_wrap=True)
     t.add_column("attention")
+    t.add_column("kernel")
     t.add_column("fit error (MAPE %)", justify="right")
     for r in rows:
         err = "-" if r["fit_mape_pct"] is None else f"{r['fit_mape_pct']:.2f}"
-        t.add_row(r["name"], str(r["attention"]), err)
+        t.add_row(r["name"], str(r["attention"]), str(r["kernel"]), err)
     console.print(t)
 
 
