@@ -12,6 +12,7 @@ piece, which also makes it tighter than big-M.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pulp
@@ -32,6 +33,8 @@ class MilpEncoding:
     weighted: Expr
     deviation: pulp.LpVariable | None = None
     terms: dict[str, Expr] = field(default_factory=dict)
+    # Setters of the auxiliary variables' start values, run in order once c and z have theirs.
+    fills: list[Callable[[], None]] = field(default_factory=list)
 
 
 class _Names:
@@ -46,7 +49,12 @@ class _Names:
 
 
 def _term(
-    prob: pulp.LpProblem, name: _Names, term: Term, x: Expr, active: pulp.LpVariable | None
+    prob: pulp.LpProblem,
+    name: _Names,
+    term: Term,
+    x: Expr,
+    active: pulp.LpVariable | None,
+    fills: list[Callable[[], None]],
 ) -> Expr:
     const = term.constant
     if const is not None:
@@ -59,9 +67,11 @@ def _term(
         e = p.dy * x - p.dx * u
         prob += e >= p.dy * p.x0
         prob += e <= p.dy * p.x0 + p.dx - 1
+        fills.append(lambda: u.setInitialValue(p.value(round(x.value())) - p.y0))
         return u + p.y0
     sel = []
     xs = []
+    trios = []
     y = pulp.LpAffineExpression()
     for p in pieces:
         s = active if len(pieces) == 1 else prob.add_variable(name("s"), cat=pulp.LpBinary)
@@ -77,16 +87,31 @@ def _term(
         y += p.y0 * s + u
         sel.append(s)
         xs.append(t + p.x0 * s)
+        trios.append((p, s, t, u))
     if len(pieces) > 1:
         prob += pulp.lpSum(sel) == (1 if active is None else active)
     prob += pulp.lpSum(xs) == x
+    fills.append(lambda: _start_pieces(trios, round(x.value()), active))
     return y
+
+
+def _start_pieces(trios: list, x: int, active: pulp.LpVariable | None) -> None:
+    """Start values of a piecewise term at ``x``: the first piece holding it selected."""
+    on = active is None or round(active.value()) == 1
+    for p, s, t, u in trios:
+        sel = on and p.a <= x <= p.b
+        on = on and not sel
+        if s is not active:
+            s.setInitialValue(int(sel))
+        t.setInitialValue(x - p.x0 if sel else 0)
+        u.setInitialValue(p.value(x) - p.y0 if sel else 0)
 
 
 def encode(form: Formulation, name: str = "step") -> MilpEncoding:
     """Variables and constraints of ``form`` (the objective is set by the solver)."""
     prob = pulp.LpProblem(name, pulp.LpMinimize)
     nm = _Names()
+    fills: list[Callable[[], None]] = []
     items = form.items
     c: list = []
     z: list = []
@@ -120,16 +145,17 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
             else:
                 k = prob.add_variable(f"kv{it.index}", 0, top, cat=pulp.LpInteger)
                 prob += bs * k >= c[it.index] - it.kv_slack
+                fills.append(lambda k=k, it=it: k.setInitialValue(it.blocks(_int(c[it.index]), bs)))
                 blocks.append(k)
         if most > form.kv_limit:
             prob += pulp.lpSum(blocks) <= form.kv_limit, "kv_capacity"
 
-    _priority(prob, form, c, z)
+    _priority(prob, form, c, z, fills)
 
     b_expr = pulp.lpSum(z)
     terms: dict[str, Expr] = {
-        "tokens": _term(prob, nm, form.tokens, s_expr, None),
-        "batch": _term(prob, nm, form.batch, b_expr, None),
+        "tokens": _term(prob, nm, form.tokens, s_expr, None, fills),
+        "batch": _term(prob, nm, form.batch, b_expr, None, fills),
     }
     decodes = [it for it in items if it.decode and it.context]
     if decodes and form.decode_num:
@@ -142,13 +168,18 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
             e = form.decode_num * q - form.decode_den * y
             prob += e >= 0
             prob += e <= form.decode_den - 1
+            fills.append(lambda: y.setInitialValue(form.decode_value(round(q.value()))))
             terms["decode_attention"] = pulp.LpAffineExpression(y)
-    att = [_term(prob, nm, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
+    att = [
+        _term(prob, nm, it.attention, c[it.index], z[it.index], fills)
+        for it in items
+        if it.attention
+    ]
     if att:
         terms["prefill_attention"] = pulp.lpSum(att)
     latency = pulp.lpSum(terms.values())
     weighted = pulp.lpSum(it.weight * c[it.index] for it in items)
-    enc = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms)
+    enc = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms, fills=fills)
     lo, hi = form.latency_range()
     if form.objective == "goodput":
         prob += latency <= form.target_ns, "latency_cap"
@@ -158,10 +189,30 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
         prob += dev >= latency - form.target_ns
         prob += dev >= form.target_ns - latency
         enc.deviation = dev
+        fills.append(lambda: dev.setInitialValue(abs(round(latency.value()) - form.target_ns)))
     return enc
 
 
-def _priority(prob: pulp.LpProblem, form: Formulation, c: list, z: list) -> None:
+def _int(v: pulp.LpVariable | Expr) -> int:
+    return round(v.value())
+
+
+def set_start(enc: MilpEncoding, tokens: dict[str, int]) -> None:
+    """Give every variable its value at the decision ``tokens`` (request id -> tokens), a
+    start for the backends (warm start). A decision that breaks a rule gives a start that
+    breaks a constraint, which the backends then ignore."""
+    for it, ci, zi in zip(enc.form.items, enc.c, enc.z, strict=True):
+        n = tokens.get(it.id, 0)
+        zi.setInitialValue(int(n > 0))
+        if ci is not zi:
+            ci.setInitialValue(n)
+    for fill in enc.fills:
+        fill()
+
+
+def _priority(
+    prob: pulp.LpProblem, form: Formulation, c: list, z: list, fills: list[Callable[[], None]]
+) -> None:
     lits: dict[Node, pulp.LpVariable] = {}
 
     def lit(node: Node) -> pulp.LpVariable:
@@ -177,3 +228,28 @@ def _priority(prob: pulp.LpProblem, form: Formulation, c: list, z: list) -> None
 
     for u, v in form.edges:
         prob.addConstraint(lit(v) <= lit(u))
+    fills.append(lambda: _start_lits(form, c, lits))
+
+
+def _start_lits(form: Formulation, c: list, lits: dict[Node, pulp.LpVariable]) -> None:
+    """A ``full`` literal is true when its request gets all of ``hi``; an ``all`` one when
+    every prerequisite is true (in topological order: the edges may chain them)."""
+    for (kind, ref), v in lits.items():
+        if kind == "full":
+            v.setInitialValue(int(round(c[ref].value()) >= form.items[ref].hi))
+    preds: dict[Node, list[Node]] = {}
+    for u, v in form.edges:
+        preds.setdefault(v, []).append(u)
+
+    def val(node: Node) -> int:
+        kind, ref = node
+        if kind == "sched":
+            return int(round(c[ref].value()) > 0)
+        if kind == "all" and lits[node].varValue is None:
+            lits[node].setInitialValue(min((val(u) for u in preds.get(node, [])), default=1))
+        return round(lits[node].varValue)
+
+    for node, v in lits.items():
+        v.varValue = None if node[0] == "all" else v.varValue
+    for node in lits:
+        val(node)

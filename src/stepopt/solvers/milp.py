@@ -29,14 +29,16 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import pulp
 
 from stepopt.errors import InputError
 from stepopt.formulation import build
-from stepopt.formulation.milp import MilpEncoding, encode
+from stepopt.formulation.milp import MilpEncoding, encode, set_start
 from stepopt.model import NS_PER_MS, Decision, StepProblem
+from stepopt.solvers import isolate
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import (
     TOLERANCE_PARAM,
@@ -46,6 +48,7 @@ from stepopt.solvers.common import (
     tolerance_message,
     trivial_result,
 )
+from stepopt.solvers.hint import greedy_hint
 
 TOLERANCE = 1e-9  # integrality
 # Primal feasibility: an absolute tolerance of 1e-9 is below the resolution of doubles on rows
@@ -55,6 +58,7 @@ TOLERANCE = 1e-9  # integrality
 PRIMAL_TOLERANCE = 1e-7
 PHASE1_SHARE = 0.8
 ABS_GAP = 0.99  # objectives are integers: a gap below 1 proves optimality
+_UNPROVEN = "tie-break not proven (stopped at the time limit)"
 
 
 class _PulpBackend:
@@ -133,6 +137,15 @@ class _HighsUntil(pulp.HiGHS):
         if self.deadline is not None:
             left = max(self.deadline - time.perf_counter(), 0.01)
             lp.solverModel.setOptionValue("time_limit", float(left))
+        # Warm start: PuLP's HiGHS interface takes none, but its model is the highspy one
+        # (columns in ``lp.variables()`` order, see ``buildSolverModel``).
+        start = [v.varValue for v in lp.variables()]
+        if all(x is not None for x in start):
+            import highspy
+
+            sol = highspy.HighsSolution()
+            sol.col_value = start
+            lp.solverModel.setSolution(sol)
         super().callSolver(lp)
 
 
@@ -155,6 +168,7 @@ class _Cbc(_PulpBackend):
             gapRel=0.0,
             gapAbs=abs_gap,
             threads=1,
+            warmStart=True,  # the variables' start values (greedy, then the previous phase)
             # CBC 2.10's preprocessing "proved" feasible tie-break phases infeasible on two
             # generated problems, and its two-step MIR cuts cut off an optimum; without both,
             # every optimum matched the brute-force oracle.
@@ -234,13 +248,31 @@ class MilpSolver:
                 f"this solver takes only {TOLERANCE_PARAM}",
                 ", ".join(sorted(params)),
             )
-        form = build(admissible(problem))  # model building counts against the limit
+        if time_limit is None or not isolate.supported():
+            return self._solve(problem, started, time_limit, tolerance, None)
+        # The backends' own limits are advice (HiGHS overran them by seconds): the solve runs
+        # in a child killed at the deadline, which reports each phase's result as it has it.
+        res, finished = isolate.run_until(
+            lambda report: self._solve(problem, started, time_limit, tolerance, report),
+            started + time_limit,
+        )
+        if not finished:
+            res = self._killed(problem, res, started, time_limit)
+        return replace(res, wall_ms=(time.perf_counter() - started) * 1000.0)
+
+    def _solve(self, problem, started, time_limit, tolerance, report) -> SolveResult:
+        name = self.name
+        pruned = admissible(problem)
+        form = build(pruned)  # model building counts against the limit
         early = trivial_result(problem, form, name, started, time_limit)
         if early is not None:
             return early
         if _expired(started, time_limit):
             return self._out_of_time(problem, started, time_limit)
         enc = encode(form)
+        hint = greedy_hint(pruned)
+        if hint is not None:
+            set_start(enc, hint.scheduled())  # the backends start from the greedy decision
         if _expired(started, time_limit):
             return self._out_of_time(problem, started, time_limit)
         info: dict[str, Any] = {
@@ -253,8 +285,8 @@ class MilpSolver:
         try:
             with tempfile.TemporaryDirectory(prefix="stepopt-") as tmp:
                 log = os.path.join(tmp, "solver.log") if name == "cbc" else None
-                res = self._phases(problem, enc, started, time_limit, info, log, tolerance)
-                return cross_checked(problem, res, started, time_limit)
+                args = (problem, enc, started, time_limit, info, log, tolerance, report)
+                return cross_checked(problem, self._phases(*args), started, time_limit)
         except (pulp.PulpSolverError, OSError) as exc:
             return finish(
                 problem,
@@ -267,7 +299,24 @@ class MilpSolver:
                 message=f"{name}: {exc}",
             )
 
-    def _phases(self, problem, enc, started, time_limit, info, log, tolerance) -> SolveResult:
+    def _killed(self, problem, res, started, time_limit) -> SolveResult:
+        """The last result the killed child reported (a proven primary phase, its tie-break
+        not proven), or none: either way checked against the greedy decision."""
+        if res is None:
+            res = finish(
+                problem,
+                self.name,
+                SolveStatus.NO_SOLUTION,
+                None,
+                started,
+                time_limit=time_limit,
+                message="stopped at the time limit",
+            )
+        return cross_checked(problem, res, started, time_limit)
+
+    def _phases(
+        self, problem, enc, started, time_limit, info, log, tolerance, report
+    ) -> SolveResult:
         name = self.name
         target = enc.form.objective == "target"
         primary = enc.deviation if target else -enc.weighted
@@ -311,6 +360,13 @@ class MilpSolver:
             proven = max(best_i - tol, 0)
             if bound is not None:
                 proven = max(min(math.ceil(bound - 1e-6), proven), 0)
+        if report is not None:  # what the caller keeps if the tie-breaks run out of time
+            note = "; ".join([*([tolerance_message(tol)] if proven < best_i else []), _UNPROVEN])
+            report(
+                self._done(
+                    problem, enc, SolveStatus.FEASIBLE, dec, started, time_limit, info, proven, note
+                )
+            )
         if target:
             enc.prob += enc.deviation <= best_i + 0.5, "fix_primary"
             # Then most scheduled requests (unweighted), fixed, then most weighted tokens.
@@ -321,6 +377,20 @@ class MilpSolver:
                 dec, lat = _read(enc)
                 info["model_latency_ns"] = lat
                 enc.prob += pulp.lpSum(enc.z) >= n_best - 0.5, "fix_requests"
+                if report is not None:
+                    report(
+                        self._done(
+                            problem,
+                            enc,
+                            SolveStatus.FEASIBLE,
+                            dec,
+                            started,
+                            time_limit,
+                            info,
+                            proven,
+                            _UNPROVEN,
+                        )
+                    )
                 st2, _ = self._run(enc, -enc.weighted, started, time_limit, 1.0, log)
                 info["phases"] = 3
         else:
