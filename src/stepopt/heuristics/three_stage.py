@@ -461,11 +461,12 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             seen[key] = hit
         if lat_ns <= target and res[0] >= n_dec:
             all_fit = True
-        # stepopt.evaluate.rank_key of a hard-feasible decision
+        # stepopt.evaluate.rank_key of a hard-feasible decision: target |L - T|, most
+        # scheduled requests (res[1], the batch size), most weighted tokens (res[4])
         if goodput:
             rk = (0 if lat_ns <= target else 1, -res[4], lat_ns)
         else:
-            rk = (0, abs(lat_ns - target), -res[0], -res[4])
+            rk = (0, abs(lat_ns - target), -res[1], -res[4])
         if best is None or rk < best[0]:
             best = (rk, budget, slots, res, lat_ns)
         return hit
