@@ -377,6 +377,12 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
         wanted = full + partial + rest
         if any(a != b.id for a, b in zip(wanted, problem.running, strict=True)):
             order = tuple(wanted)
+            if _may_preempt(problem, tokens):
+                # Under FCFS vLLM preempts the tail of the running queue: reordered, that
+                # would be the partial prefill instead of the newest request. Keep vLLM's
+                # order (and its victim); the step then differs from the decision.
+                order = None
+                reasons.append("KV pressure: vLLM's running order kept (its preemption victim)")
     return Steering(
         token_budget=total,
         admit=admitted,
@@ -386,6 +392,23 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
         tokens=tokens,
         predicted_ns=predicted,
     )
+
+
+def _may_preempt(problem: StepProblem, tokens: Mapping[str, int]) -> bool:
+    """Whether vLLM's running loop may run out of KV blocks serving the running requests'
+    tokens (and so preempt): their new blocks, with one spare block per request for what
+    the step problem cannot see, against the free blocks."""
+    free = problem.config.num_free_blocks
+    if free is None:
+        return False
+    bs = problem.config.block_size
+    need = 0
+    for r in problem.running:
+        c = tokens.get(r.id, 0)
+        if c:
+            done = r.computed_tokens
+            need += (done + c + bs - 1) // bs - (done + bs - 1) // bs + 1
+    return need > free
 
 
 @dataclass
@@ -400,14 +423,19 @@ def apply_steering(scheduler: Any, steering: Steering) -> _Saved:
     what :func:`restore_steering` needs to put everything back after ``schedule()``."""
     saved = _Saved(scheduler.max_num_scheduled_tokens, scheduler.max_num_active_reqs, None)
     running = scheduler.running
-    if steering.order is not None:
-        saved.running = list(running)
-        rank = {rid: k for k, rid in enumerate(steering.order)}
-        last = len(rank)
-        running.sort(key=lambda r: rank.get(r.request_id, last))  # stable: skipped ones last
-    scheduler.max_num_scheduled_tokens = steering.token_budget
-    streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
-    scheduler.max_num_active_reqs = min(len(running) + streaming + steering.admit, saved.max_active)
+    try:
+        if steering.order is not None:
+            saved.running = list(running)
+            rank = {rid: k for k, rid in enumerate(steering.order)}
+            last = len(rank)
+            running.sort(key=lambda r: rank.get(r.request_id, last))  # stable: skipped last
+        streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
+        active = min(len(running) + streaming + steering.admit, saved.max_active)
+        scheduler.max_num_scheduled_tokens = steering.token_budget
+        scheduler.max_num_active_reqs = active
+    except BaseException:
+        restore_steering(scheduler, saved)  # all or nothing
+        raise
     return saved
 
 
