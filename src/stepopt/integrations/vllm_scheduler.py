@@ -105,7 +105,7 @@ class _Controller:
         try:
             out = base(throttle_prefills)  # vLLM's own errors propagate, after the restore
         finally:
-            self._guard("restore", restore_steering, sched, saved)
+            self._guard("restore", _restore, sched, saved)
         self._guard("record", self._record, problem, steering, out)
         return out
 
@@ -334,6 +334,17 @@ class _Controller:
             with contextlib.suppress(Exception):
                 self._log_file.close()
             self._log_file = None
+
+
+def _restore(sched: Scheduler, saved: Any) -> None:
+    """``restore_steering``; should it fail, at least vLLM's own limits come back (a steered
+    budget left in place would shrink every later step)."""
+    try:
+        restore_steering(sched, saved)
+    except Exception:
+        sched.max_num_scheduled_tokens = saved.budget
+        sched.max_num_active_reqs = saved.max_active
+        raise
 
 
 def _minimal_decision(problem: Any) -> Decision:
