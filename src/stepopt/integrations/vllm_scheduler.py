@@ -121,7 +121,7 @@ class _Controller:
         _check_supported(sched)
         if not sched.running and not sched.waiting and not sched.kv_holding_waiting:
             return None
-        if self._monotone or s.objective == "goodput":
+        if s.fast_whole_steps and (self._monotone or s.objective == "goodput"):
             nr, nw = sched.get_request_counts()
             bound = whole_step_bound_ns(sched, self.latency, _effective_threshold(sched, nr + nw))
             if bound is not None and bound <= self.target_ns:

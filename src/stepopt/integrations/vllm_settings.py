@@ -57,6 +57,10 @@ class SchedulerSettings(BaseModel):
     """In a decode-only state the heuristic chose every decode for, leave up to this many
     following decode-only steps to vLLM while a bound on their latency stays within the target
     (0 = ask the heuristic every step)."""
+    fast_whole_steps: bool = True
+    """Leave a step to vLLM when nothing binds it (budget, slots, KV blocks) and a bound on
+    its latency is within the target: then it is the optimum of either objective. Off for a
+    rule that is not an optimizer of the objective."""
     log_interval: int = Field(default=500, ge=0)
     """Log an INFO summary every this many steps (0 = never); every step goes to DEBUG."""
 
