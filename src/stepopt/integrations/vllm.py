@@ -396,8 +396,8 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
 
 def _may_preempt(problem: StepProblem, tokens: Mapping[str, int]) -> bool:
     """Whether vLLM's running loop may run out of KV blocks serving the running requests'
-    tokens (and so preempt): their new blocks, with one spare block per request for what
-    the step problem cannot see, against the free blocks."""
+    tokens (and so preempt): their new blocks against the free ones (a running request
+    holds the blocks of its computed tokens, ``ceil(C / block_size)``)."""
     free = problem.config.num_free_blocks
     if free is None:
         return False
@@ -407,7 +407,7 @@ def _may_preempt(problem: StepProblem, tokens: Mapping[str, int]) -> bool:
         c = tokens.get(r.id, 0)
         if c:
             done = r.computed_tokens
-            need += (done + c + bs - 1) // bs - (done + bs - 1) // bs + 1
+            need += (done + c + bs - 1) // bs - (done + bs - 1) // bs
     return need > free
 
 

@@ -95,7 +95,5 @@ def whole_step_bound_ns(sched: Any, latency: LatencyModel, threshold: int) -> in
 
 
 def _watermark_blocks(sched: Any) -> int:
-    wm = getattr(sched.scheduler_config, "watermark", 0.0) or 0.0
-    if not wm:
-        return 0
-    return int(wm * sched.kv_cache_manager.block_pool.num_gpu_blocks) + 1
+    """The headroom vLLM keeps free when admitting (``KVCacheManager.watermark_blocks``)."""
+    return getattr(sched.kv_cache_manager, "watermark_blocks", 0) or 0
