@@ -98,9 +98,13 @@ class _Controller:
             self._guard("record", self._record_left, plan, out)
             return out
         problem, steering = plan
+        before = None
         try:
-            saved = apply_steering(sched, steering)  # restores what it changed if it fails
+            before = _snapshot(sched, steering)
+            saved = apply_steering(sched, steering)
         except Exception as exc:
+            if before is not None:
+                _put_back(sched, before)  # whatever was changed before the failure
             return self._fallback(exc, base, throttle_prefills)
         try:
             out = base(throttle_prefills)  # vLLM's own errors propagate, after the restore
@@ -336,14 +340,30 @@ class _Controller:
             self._log_file = None
 
 
+def _snapshot(sched: Scheduler, steering: Any) -> tuple[int, int, list[Any] | None]:
+    running = list(sched.running) if steering.order is not None else None
+    return sched.max_num_scheduled_tokens, sched.max_num_active_reqs, running
+
+
+def _put_back(sched: Scheduler, snap: tuple[int, int, list[Any] | None]) -> None:
+    sched.max_num_scheduled_tokens, sched.max_num_active_reqs, running = snap
+    if running is not None:
+        sched.running[:] = running
+
+
 def _restore(sched: Scheduler, saved: Any) -> None:
-    """``restore_steering``; should it fail, at least vLLM's own limits come back (a steered
-    budget left in place would shrink every later step)."""
+    """``restore_steering``; should it fail, the same done again in the plainest way (a
+    steered budget or running order left in place would change every later step)."""
     try:
         restore_steering(sched, saved)
     except Exception:
         sched.max_num_scheduled_tokens = saved.budget
         sched.max_num_active_reqs = saved.max_active
+        if saved.running is not None:  # admission order: the saved one, admitted ones last
+            kept = {id(r) for r in sched.running}
+            old = [r for r in saved.running if id(r) in kept]
+            known = {id(r) for r in old}
+            sched.running[:] = old + [r for r in sched.running if id(r) not in known]
         raise
 
 

@@ -241,7 +241,7 @@ def run_scenario(
         gone = [r for r in aborts.get(k, ()) if r in scheduler.requests]
         if gone:
             scheduler.finish_requests(gone, RequestStatus.FINISHED_ABORTED)
-        if k > last and not scheduler.has_requests() and pending is None:
+        if k > last and not scheduler.has_requests():
             return k
         out = scheduler.schedule()
         mro = fake_output(scheduler, out)
