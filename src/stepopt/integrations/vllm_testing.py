@@ -236,7 +236,14 @@ def run_scenario(
     for k in range(max_steps):
         for rid, prompt, max_tokens, prio in by_step.get(k, ()):
             scheduler.add_request(
-                make_request(rid, prompt, max_tokens=max_tokens, priority=prio, arrival_time=k)
+                make_request(
+                    rid,
+                    prompt,
+                    max_tokens=max_tokens,
+                    priority=prio,
+                    arrival_time=k,
+                    token=scenario.get("token"),  # one token for all: shared prefixes
+                )
             )
         gone = [r for r in aborts.get(k, ()) if r in scheduler.requests]
         if gone:
