@@ -12,6 +12,10 @@ that differs is put down to:
 - ``(c) prefix: preemption``: prefix caching on and vLLM or the replay preempted;
 - ``(d) prefix: more tokens``: prefix caching on, no preemption, and vLLM scheduled more
   tokens to an admitted request than the replay (its looked-up hit was evicted in the step);
+- ``(e) prefix: hit in the step``: prefix caching on, and vLLM scheduled fewer tokens to an
+  admitted request than the replay (it hit blocks allocated earlier in the same step);
+- ``(f) prefix: admission refused``: prefix caching on, and vLLM did not admit a request the
+  replay admits (reused cached blocks leave the free pool: the whole-prompt check fails);
 - ``other``: none of these (printed with the first example).
 
     .venv-vllm/bin/python benchmarks/vllm_replay.py [--seeds 40]
@@ -55,6 +59,11 @@ def classify(view: Any, predicted: Any, out: Any, prefix: bool) -> str:
     got = out.num_scheduled_tokens
     if prefix and any(got.get(r, 0) > n for r, n in predicted.tokens.items()):
         return "(d) prefix: more tokens"
+    admitted = {r.id for r in view.problem.waiting}
+    if prefix and any(0 < got.get(r, 0) < predicted.tokens.get(r, 0) for r in admitted):
+        return "(e) prefix: hit in the step"
+    if prefix and any(got.get(r, 0) == 0 < predicted.tokens.get(r, 0) for r in admitted):
+        return "(f) prefix: admission refused"
     return "other"
 
 

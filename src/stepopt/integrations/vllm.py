@@ -160,6 +160,7 @@ def problem_from_scheduler(
     skipped: list[str] = []
     next_step = getattr(scheduler, "current_step", 0) + 1  # schedule() increments it first
     room = scheduler.max_model_len - scheduler.num_sampled_tokens_per_step
+    demand = 0  # tokens the running requests take when each gets its full chunk
     for r in scheduler.running:
         computed = r.num_computed_tokens
         ph = r.num_output_placeholders
@@ -180,8 +181,10 @@ def problem_from_scheduler(
             prompt = r.num_prompt_tokens  # a decode: computed >= prompt
             if prompt > computed:
                 prompt = computed
+            demand += 1
         else:
             prompt = computed + n
+            demand += threshold if 0 < threshold < n else n
         running.append(make(r.request_id, prompt, computed, r.priority, r.arrival_time))
 
     streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
@@ -190,12 +193,12 @@ def problem_from_scheduler(
     budget = min(
         scheduler.max_num_scheduled_tokens, scheduler.scheduler_config.max_num_batched_tokens
     )
-    # Only the first waiting requests that could be admitted matter; a long queue costs nothing.
-    limit = max(min(slots - len(running), budget), 0)
-    if num_running + num_waiting > 1:
-        # Keep the problem's own request count above 1 when vLLM's is, so that a reader
-        # applying vLLM's lone-request rule to the problem gets vLLM's threshold.
-        limit = max(limit, 2 - len(running))
+    # Only the waiting requests a steerable decision can reach matter (vLLM admits a prefix of
+    # its queue, and only once every running request has its full chunk): at most the free
+    # slots, and only until their full chunks use up what the running ones leave of the
+    # budget. A long queue, or one the budget cannot reach, costs nothing to read.
+    limit = max(slots - len(running), 0)
+    left = budget - demand
     lookup = (
         prefix_cache_lookup
         and scheduler.cache_config.enable_prefix_caching
@@ -209,7 +212,7 @@ def problem_from_scheduler(
     last_key: tuple[float, str] | None = None
     for queue in (scheduler.kv_holding_waiting, scheduler.waiting):
         for r in queue:
-            if len(waiting) >= limit:
+            if len(waiting) >= limit or left <= 0:
                 break
             seen += 1
             if _status_name(r) in _BLOCKED_WAITING or (
@@ -222,6 +225,8 @@ def problem_from_scheduler(
             computed = r.num_computed_tokens
             if computed == 0 and lookup:
                 computed = scheduler.kv_cache_manager.get_computed_blocks(r)[1]
+            rest = r.num_tokens - computed
+            left -= threshold if 0 < threshold < rest else max(rest, 1)
             if priority_policy:
                 # The heap order is (priority, arrival_time, request_id): stepopt's order too.
                 waiting.append(
