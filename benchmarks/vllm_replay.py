@@ -70,6 +70,7 @@ def classify(view: Any, predicted: Any, out: Any, prefix: bool) -> str:
 def run_group(name: str, group: dict[str, Any], seeds: int) -> tuple[int, Counter[str], Any]:
     latency = load_preset("demo")
     counts: Counter[str] = Counter()
+    first: dict[str, str] = {}  # cause: where it first happened (a reproduction)
     steps = 0
     example = None
     for seed in range(seeds):
@@ -78,7 +79,7 @@ def run_group(name: str, group: dict[str, Any], seeds: int) -> tuple[int, Counte
         if group["prefix"]:
             sc["token"] = 3
         s = make_scheduler(async_scheduling=sc["lag"], **sc["kwargs"])
-        state: dict[str, Any] = {}
+        state: dict[str, Any] = {"k": 0}
         orig = s.schedule
 
         def schedule(*a: Any, s: Any = s, orig: Any = orig, state: dict[str, Any] = state) -> Any:
@@ -100,11 +101,13 @@ def run_group(name: str, group: dict[str, Any], seeds: int) -> tuple[int, Counte
             if not same:
                 cause = classify(view, predicted, out, group["prefix"])
                 counts[cause] += 1
+                first.setdefault(cause, f"seed {seed} step {state['k']}")
                 if cause == "other" and example is None:
                     example = (seed, dict(out.num_scheduled_tokens), dict(predicted.tokens))
+            state["k"] += 1
 
         run_scenario(s, sc, on_step=on_step)
-    return steps, counts, example
+    return steps, counts, example, first
 
 
 def main() -> None:
@@ -113,11 +116,13 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{args.seeds} random scenarios per group; steps where the replay differs from vLLM")
     for name, group in GROUPS.items():
-        steps, counts, example = run_group(name, group, args.seeds)
+        steps, counts, example, first = run_group(name, group, args.seeds)
         diff = sum(counts.values())
         parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
         share = 100 * diff / max(steps, 1)
         print(f"{name:<28} {steps:6d} steps, {diff:4d} differ ({share:.2f} %): {parts}")
+        for cause, where in sorted(first.items()):
+            print(f"    {cause}: first at {where}")
         if example is not None:
             seed, got, want = example
             print(f"    first unexplained: seed {seed}: vLLM {got} replay {want}")

@@ -57,3 +57,22 @@ def test_the_optimized_scheduler_steers_with_vllms_threshold_in_that_case():
     s.add_request(make_request("b", 600, arrival_time=1.0))
     out = s.schedule()
     assert dict(out.num_scheduled_tokens) == {"b": 64} and s.stepopt.last["exact"]
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "priority"])
+def test_b_a_request_whose_last_token_is_in_flight_can_be_the_victim(policy):
+    """(b) Async scheduling, KV full: "x" (lowest priority, admitted last) has its only token
+    in flight, so the running loop skips it and the problem leaves it out. "a" needs a new
+    block for its next token: vLLM preempts x (the tail under FCFS, the lowest priority under
+    the priority policy); the replay, which cannot see x, preempts a itself. Documented, not
+    fixed: the step problem has no request that holds blocks but gets no tokens."""
+    s = make_scheduler(num_blocks=4, max_num_batched_tokens=512, policy=policy)  # 3 usable
+    s.add_request(make_request("a", 32, max_tokens=50, priority=0))
+    s.add_request(make_request("x", 10, max_tokens=1, priority=5, arrival_time=1.0))
+    s.schedule()  # a: 2 blocks, x: 1 block; their sampled tokens are in flight
+    view = read(s)
+    assert view.skipped_running == ("x",) and view.problem.config.num_free_blocks == 0
+    predicted = vllm_v1(view.problem, policy, lone_request_rule=False)
+    out = s.schedule()
+    assert set(out.preempted_req_ids) == {"x"} and dict(out.num_scheduled_tokens) == {"a": 1}
+    assert predicted.preempted == ("a",) and predicted.tokens == {}
