@@ -145,7 +145,7 @@ def test_no_reorder_when_vllm_may_preempt_so_its_victim_stays_the_newest():
     assert plan_steering(view(RUNNING, WAITING, num_free_blocks=100), d).order is not None
     # ...but when the running requests' blocks may not fit, vLLM's order (and so its FCFS
     # victim, the tail) is kept, and the step is flagged as not the decision.
-    s = plan_steering(view(RUNNING, WAITING, num_free_blocks=3), d)
+    s = plan_steering(view(RUNNING, WAITING, num_free_blocks=2), d)  # p1 needs 3
     assert s.order is None and not s.exact and "preemption victim" in s.reason
 
 
