@@ -174,7 +174,8 @@ class _Controller:
     # ``decode_context_ps`` per decode and step (a monotone model). Until that bound reaches
     # the target (or ``fast_decode_steps`` have passed), vLLM's own step is the decision, at
     # O(1) cost: a request can only start a prefill by being admitted from the waiting queue,
-    # which is empty at the start of every such step.
+    # which is empty at the start of every such step, and with a free block per decode vLLM
+    # cannot preempt.
 
     def _arm_fast(self, sched: Scheduler, latency_ns: int) -> None:
         if (
@@ -191,6 +192,8 @@ class _Controller:
             return False
         if len(sched.running) > n_last:
             return False
+        if sched.kv_cache_manager.block_pool.get_num_free_blocks() < n_last:
+            return False  # a decode may need a new block: vLLM could preempt
         bound = latency_ns + ((k + 1) * n_last * self.latency.decode_context_ps) // 1000 + 1
         if bound > self.target_ns:
             return False
