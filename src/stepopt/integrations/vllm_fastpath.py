@@ -49,11 +49,14 @@ def _attention_upper(latency: LatencyModel, chunk: int, tokens: int) -> int:
     return math.ceil(p.alpha_ns * g * (tokens - 1) + p.beta_ns * g * g) + 1
 
 
-def whole_step_bound_ns(sched: Any, latency: LatencyModel, threshold: int) -> int | None:
-    """An upper bound on the predicted latency of vLLM's next step, or None when that step
-    may not serve every request in full (budget, slots or KV blocks may bind, a request is
-    blocked or has encoder inputs, KV connectors are in use). ``threshold``: this step's
-    effective ``long_prefill_token_threshold``."""
+def whole_step_bound_ns(
+    sched: Any, latency: LatencyModel, threshold: int
+) -> tuple[int, bool] | None:
+    """An upper bound on the predicted latency of vLLM's next step, and whether the step is
+    decode-only (nothing waiting, no prefill chunk); None when that step may not serve every
+    request in full (budget, slots or KV blocks may bind, a request is blocked or has encoder
+    inputs, KV connectors are in use). ``threshold``: this step's effective
+    ``long_prefill_token_threshold``."""
     if sched.kv_holding_waiting:
         return None
     running, waiting = sched.running, sched.waiting
@@ -65,11 +68,13 @@ def whole_step_bound_ns(sched: Any, latency: LatencyModel, threshold: int) -> in
     prefill = latency.prefill
     total = context = attn = 0
     blocks = len(running)  # a decode needs at most one new block
+    prefills = 0
     for r in running:
         if not r.is_prefill_chunk:
             context += r.num_computed_tokens
             total += 1
             continue
+        prefills += 1
         c = r.num_computed_tokens
         rem = r.num_tokens + r.num_output_placeholders - c
         n = threshold if 0 < threshold < rem else rem
@@ -91,7 +96,8 @@ def whole_step_bound_ns(sched: Any, latency: LatencyModel, threshold: int) -> in
     free = sched.kv_cache_manager.block_pool.get_num_free_blocks()
     if blocks + _watermark_blocks(sched) > free:
         return None
-    return latency.step_ns(total, len(running) + len(waiting), context, attn)
+    bound = latency.step_ns(total, len(running) + len(waiting), context, attn)
+    return bound, not prefills and not waiting
 
 
 def _watermark_blocks(sched: Any) -> int:

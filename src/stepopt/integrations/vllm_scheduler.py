@@ -127,9 +127,11 @@ class _Controller:
             return None
         if s.fast_whole_steps and (self._monotone or s.objective == "goodput"):
             nr, nw = sched.get_request_counts()
-            bound = whole_step_bound_ns(sched, self.latency, _effective_threshold(sched, nr + nw))
-            if bound is not None and bound <= self.target_ns:
-                self._arm_fast(sched, bound)
+            found = whole_step_bound_ns(sched, self.latency, _effective_threshold(sched, nr + nw))
+            if found is not None and found[0] <= self.target_ns:
+                bound, decode_only = found
+                if decode_only and self._monotone and s.fast_decode_steps:
+                    self._fast = (len(sched.running), bound, 0)
                 return _Leave(False, bound)
         view = problem_from_scheduler(
             sched,
@@ -176,15 +178,6 @@ class _Controller:
     # O(1) cost: a request can only start a prefill by being admitted from the waiting queue,
     # which is empty at the start of every such step, and with a free block per decode vLLM
     # cannot preempt.
-
-    def _arm_fast(self, sched: Scheduler, latency_ns: int) -> None:
-        if (
-            self._monotone
-            and self.settings.fast_decode_steps
-            and not sched.waiting
-            and not any(r.is_prefill_chunk for r in sched.running)
-        ):
-            self._fast = (len(sched.running), latency_ns, 0)
 
     def _fast_step(self, sched: Scheduler) -> bool:
         n_last, latency_ns, k = self._fast  # type: ignore[misc]
