@@ -12,7 +12,7 @@ no step problem, so leaving such a step to vLLM costs a small fraction of vLLM's
 
 from __future__ import annotations
 
-import math
+import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,28 +25,26 @@ _BLOCKED = frozenset(
 
 
 def monotone(latency: LatencyModel) -> bool:
-    """Every term of the model is nondecreasing in what a request adds to the step."""
-    p = latency.prefill
+    """Every term of the model is nondecreasing in what a request adds to the step (the
+    attention coefficients are nonnegative by construction)."""
+    tok, batch = latency.tokens.ys, latency.batch.ys
     return (
-        all(a <= b for a, b in zip(latency.tokens.ys, latency.tokens.ys[1:], strict=False))
-        and all(a <= b for a, b in zip(latency.batch.ys, latency.batch.ys[1:], strict=False))
+        all(a <= b for a, b in itertools.pairwise(tok))
+        and all(a <= b for a, b in itertools.pairwise(batch))
         and latency.decode_context_ps >= 0
-        and p.alpha_ns >= 0
-        and p.beta_ns >= 0
     )
 
 
 def _attention_upper(latency: LatencyModel, chunk: int, tokens: int) -> int:
     """An upper bound on the prefill attention of a chunk of at most ``chunk`` tokens of a
     request of ``tokens`` tokens, whatever part of it the prefix cache holds: the tabulated
-    curve lies below its value at the next table point (alpha, beta >= 0), and the cached part
-    is at most ``tokens - 1``."""
+    curve lies below its value at the next table point (the exact cost is nondecreasing in
+    the chunk and in the cached tokens), and the cached part is at most ``tokens - 1``."""
     p = latency.prefill
-    if p.alpha_ns == 0.0 and p.beta_ns == 0.0:
+    if p.is_zero:
         return 0
     g = next((x for x in p.grid if x >= chunk), tokens)
-    g = min(g, tokens)
-    return math.ceil(p.alpha_ns * g * (tokens - 1) + p.beta_ns * g * g) + 1
+    return p.exact_ns(min(g, tokens), tokens - 1)
 
 
 def whole_step_bound_ns(
