@@ -26,12 +26,16 @@ Policy = Literal["fcfs", "priority"]
 POLICIES: tuple[Policy, ...] = ("fcfs", "priority")
 
 
-def vllm_v1(problem: StepProblem, policy: Policy = "fcfs") -> Decision:
+def vllm_v1(
+    problem: StepProblem, policy: Policy = "fcfs", lone_request_rule: bool = True
+) -> Decision:
     """The tokens vLLM 0.33.0 schedules for this step under ``policy`` (``fcfs``/``priority``).
 
     ``fcfs`` serves the waiting queue in the order given; ``priority`` pops a min-heap on
     ``(priority, arrival_time, id)``. Preempted running requests (recompute preemption) get 0
-    tokens and are listed in ``Decision.preempted``.
+    tokens and are listed in ``Decision.preempted``. ``lone_request_rule=False`` takes the
+    problem's threshold as this step's effective one (as the vLLM adapter reads it, counting
+    requests the problem leaves out) instead of lifting it for a lone request.
     """
     if policy not in POLICIES:
         raise InputError("policy", f"must be one of {', '.join(POLICIES)}", policy)
@@ -44,7 +48,8 @@ def vllm_v1(problem: StepProblem, policy: Policy = "fcfs") -> Decision:
     running: list[Request] = list(problem.running)  # admission order, never re-sorted
     n_waiting = len(problem.waiting)
     # The threshold only applies when more than one request is present (running + waiting).
-    thr = cfg.long_prefill_token_threshold if len(running) + n_waiting > 1 else 0
+    lone = lone_request_rule and len(running) + n_waiting <= 1
+    thr = 0 if lone else cfg.long_prefill_token_threshold
     budget = cfg.max_num_scheduled_tokens
     scheduled: dict[str, int] = {}
     allocated: dict[str, int] = {}  # KV blocks allocated this step, per request
