@@ -285,12 +285,6 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
     )
 
 
-def better(problem: StepProblem, a: Evaluation, b: Evaluation) -> bool:
-    """Whether ``a`` is strictly better than ``b`` under the problem's lexicographic objective
-    (feasibility first)."""
-    return rank_key(problem, a) < rank_key(problem, b)
-
-
 def rank_key(problem: StepProblem, ev: Evaluation) -> tuple[int, int, int]:
     """Sort key: smaller is better. Feasible first, then primary, then tie-break."""
     if problem.objective == "target":

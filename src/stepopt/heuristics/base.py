@@ -2,7 +2,7 @@
 
 Packages may add heuristics through the entry-point group ``stepopt.heuristics`` (the entry
 point's value is the callable, ``package.module:function``); they are then accepted by name
-everywhere. :func:`resolve_heuristic` also accepts a ``module:function`` import path for a
+everywhere. :func:`get_heuristic` also accepts a ``module:function`` import path for a
 heuristic that is not registered at all.
 """
 
@@ -136,12 +136,6 @@ def get_heuristic(name: str) -> Heuristic:
         fn = _load_entry_point(ep)
     check_signature(fn, name)
     return fn
-
-
-def resolve_heuristic(name_or_path: str) -> Heuristic:
-    """A heuristic by registered name, entry-point name or ``package.module:function`` path
-    (the same as :func:`get_heuristic`, which takes paths too)."""
-    return get_heuristic(name_or_path)
 
 
 def _import_path(name_or_path: str) -> Heuristic:

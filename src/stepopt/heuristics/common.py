@@ -106,10 +106,6 @@ def _zero(chunk: int, cached: int, remaining: int) -> int:
     return 0
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 @lru_cache(maxsize=512)
 def fast_curve(curve: PiecewiseLinear) -> Callable[[int], int]:
     """``curve(x)`` without the method-call overhead (same floor interpolation)."""

@@ -73,17 +73,6 @@ class Trace:
             self.source,
         )
 
-    def with_poisson_arrivals(self, rate: float, seed: int = 0) -> Trace:
-        """The same requests (in the same order) arriving as a Poisson process of ``rate``
-        requests per second, the first at time 0."""
-        return Trace(
-            poisson_arrivals_ns(len(self), rate, seed),
-            self.prompt_tokens,
-            self.output_tokens,
-            self.priorities,
-            self.source,
-        )
-
 
 def poisson_arrivals_ns(n: int, rate: float, seed: int = 0) -> np.ndarray:
     if not rate > 0:

@@ -65,10 +65,6 @@ class SolveResult:
         denom = max(abs(obj), abs(bound), 1e-9)
         return abs(obj - bound) / denom
 
-    @property
-    def has_solution(self) -> bool:
-        return self.decision is not None
-
     def to_dict(self) -> dict[str, Any]:
         ev = self.evaluation
         return {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stepopt.evaluate import Evaluation, Rule, evaluate
+from stepopt.gap import relative_gap
 from stepopt.io import problem_hash, problem_to_dict, save_decision, save_problem
 from stepopt.model import Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus
@@ -57,11 +58,10 @@ def gap(problem: StepProblem, heuristic: Evaluation, optimal: Evaluation) -> flo
     weighted tokens as ``obj`` (0 when the optimum schedules nothing).
     """
     if problem.objective == "target":
-        return (heuristic.deviation_ns - optimal.deviation_ns) / problem.target_ns
-    best = optimal.weighted_tokens
-    if best <= 0:
-        return 0.0
-    return (best - heuristic.weighted_tokens) / best
+        g = relative_gap("target", heuristic.deviation_ns, optimal.deviation_ns, problem.target_ns)
+    else:
+        g = relative_gap("goodput", heuristic.weighted_tokens, optimal.weighted_tokens, 0.0)
+    return 0.0 if g is None else g
 
 
 def gap_formula(problem: StepProblem, h: Evaluation, opt: Evaluation) -> str:
@@ -93,11 +93,11 @@ def import_path(heuristic: HeuristicLike) -> str | None:
     qual = getattr(heuristic, "__qualname__", None)
     if not module or not qual or module == "__main__" or "<" in qual:
         return None
-    from stepopt.heuristics.base import resolve_heuristic
+    from stepopt.heuristics.base import get_heuristic
 
     path = f"{module}:{qual}"
     try:
-        return path if resolve_heuristic(path) is heuristic else None
+        return path if get_heuristic(path) is heuristic else None
     except Exception:
         return None
 
@@ -414,9 +414,9 @@ def assert_gap_within(
     label = heuristic_label(heuristic)
     name = import_path(heuristic)
     if isinstance(heuristic, str):
-        from stepopt.heuristics.base import resolve_heuristic
+        from stepopt.heuristics.base import get_heuristic
 
-        fn = resolve_heuristic(heuristic)
+        fn = get_heuristic(heuristic)
     else:
         fn = heuristic
     oracle = oracle if oracle is not None else default_oracle()
