@@ -21,7 +21,7 @@ from pydantic import (
     ValidationError,
 )
 
-from stepopt.errors import InputError
+from stepopt.errors import InputError, validation_error
 from stepopt.latency.model import LatencyModel
 from stepopt.latency.serialize import LatencySpec, PresetRef, model_from_dict, model_to_dict
 from stepopt.limits import (
@@ -116,23 +116,28 @@ class DecisionSpec(_Strict):
     preempted: list[RequestId] = Field(default_factory=list)
 
 
-def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
-    """The first pydantic error as one line naming the field and the value."""
-    err = exc.errors()[0]
-    path = prefix
-    for part in err["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("PresetRef", "LatencySpec"):
-            continue  # union branch names: not a field the user wrote
-        else:
-            path += f".{part}" if path else str(part)
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    value = err.get("input")
-    show = err["type"] not in ("missing",) and not isinstance(value, dict | list)
-    return InputError(path or "file", msg[0].lower() + msg[1:], value, show_value=show)
+def latency_from_document(doc: Any, field: str = "latency_model") -> LatencyModel:
+    """An explicit latency model or a ``{"preset": NAME}`` reference."""
+    if isinstance(doc, dict) and "preset" in doc:
+        try:
+            ref = PresetRef.model_validate(doc)
+        except ValidationError as exc:
+            raise validation_error(exc, prefix=field) from None
+        from stepopt.latency.presets import load_preset
+
+        return load_preset(ref.preset)
+    return model_from_dict(doc, field)
+
+
+def load_latency_model(spec: str, field: str = "preset") -> LatencyModel:
+    """The one "preset name or model file" loader (CLI options, the vLLM plug-in's setting):
+    a shipped preset by name, else a JSON/YAML file in the preset format."""
+    from stepopt.latency.presets import load_preset, preset_names
+
+    path = Path(spec)
+    if spec not in preset_names() and (spec.endswith((".json", ".yaml", ".yml")) or path.is_file()):
+        return latency_from_document(read_document(path), field=field)
+    return load_preset(spec)  # a preset name, or an error listing the valid ones
 
 
 def read_text(path: str | Path, field: str = "file") -> str:
@@ -242,7 +247,7 @@ def problem_from_dict(doc: Any) -> StepProblem:
         raise validation_error(exc) from None
     if lat_doc is None:
         raise InputError("latency_model", "field required", show_value=False)
-    latency = model_from_dict(lat_doc, field="latency_model")
+    latency = latency_from_document(lat_doc, field="latency_model")
     return _build(spec, latency)
 
 

@@ -123,7 +123,9 @@ def _check_flags(
 
 def cmd_simulate(
     trace: Annotated[Path, typer.Argument(help="Trace CSV (arrived_at, num_prefill_tokens, ...)")],
-    preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = "demo",
+    preset: Annotated[
+        str, typer.Option("--preset", "-P", help="Latency preset or model file (JSON).")
+    ] = "demo",
     policy: Annotated[
         str,
         typer.Option(
@@ -224,7 +226,7 @@ def cmd_simulate(
     from rich.markup import escape
 
     from stepopt.cli.progress import SimProgress, progress_mode
-    from stepopt.latency.presets import load_preset
+    from stepopt.io import load_latency_model
     from stepopt.model import EngineConfig
     from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
     from stepopt.simulate.metrics import request_columns
@@ -265,7 +267,7 @@ def cmd_simulate(
     if len(set(names)) != len(names):
         raise InputError("--policies", "a policy is listed twice", policies)
     made = [make_policy(n, solver=solver, time_limit=time_limit, fallback=fallback) for n in names]
-    latency = load_preset(preset)
+    latency = load_latency_model(preset, field="--preset")
     config = SimConfig(
         engine=EngineConfig(budget, max_running, threshold, min_chunk, block_size, None),
         kv_blocks=kv_blocks,

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from stepopt.errors import InputError
+from stepopt.errors import InputError, validation_error
 from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention
 from stepopt.latency.pwl import PiecewiseLinear
 
@@ -89,17 +89,8 @@ def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyM
 
 
 def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
-    """Validate an explicit model or a ``{"preset": NAME}`` reference."""
-    from stepopt.io import validation_error
-
-    if isinstance(doc, dict) and "preset" in doc:
-        try:
-            ref = PresetRef.model_validate(doc)
-        except ValidationError as exc:
-            raise validation_error(exc, prefix=field) from None
-        from stepopt.latency.presets import load_preset
-
-        return load_preset(ref.preset)
+    """Validate an explicit model (a ``{"preset": NAME}`` reference is resolved by
+    :func:`stepopt.io.latency_from_document`, which knows the presets)."""
     try:
         spec = LatencySpec.model_validate(doc)
     except ValidationError as exc:
