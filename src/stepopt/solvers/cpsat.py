@@ -2,7 +2,8 @@
 
 Tuned for many small models: one worker (deterministic), presolve off and
 ``linearization_level=2``. ``lexicographic="two_phase"`` (default) solves the primary
-objective, fixes it and optimizes the tie-break (each phase gets half the time left);
+objective (up to 80 % of the time limit), fixes it and optimizes the tie-break in the time
+left (a tenth of it when phase 1 stopped on the tolerance);
 ``"weighted"`` folds both levels into one exact integer objective ``K * primary + secondary``.
 On realistic states two phases had the steadier worst case. ``hint=True`` (default) starts
 from a strict-priority greedy decision: it barely changes proof times but, under a time
