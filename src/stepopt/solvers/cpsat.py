@@ -22,6 +22,7 @@ import math
 import time
 from typing import Any
 
+from ortools.sat import sat_parameters_pb2
 from ortools.sat.python import cp_model
 
 from stepopt.errors import InputError
@@ -39,6 +40,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "random_seed": 0,
 }
 LEXICOGRAPHIC = ("weighted", "two_phase")
+# Our own options, then every field of CP-SAT's SatParameters (passed through to the solver).
+_PARAMS = frozenset(
+    {"lexicographic", "hint", "hull", "target_tolerance_ns"}
+    | set(sat_parameters_pb2.SatParameters.DESCRIPTOR.fields_by_name)
+)
 
 
 class CpsatSolver:
@@ -287,6 +293,10 @@ def _two_phase(problem, enc, started, time_limit, params, info, tolerance) -> So
     )
 
 
-@register_solver("cpsat")
+@register_solver(
+    "cpsat",
+    params=lambda: _PARAMS,
+    params_doc="lexicographic, hint, hull, target_tolerance_ns or a CP-SAT SatParameters field",
+)
 def _factory() -> CpsatSolver:
     return CpsatSolver()
