@@ -13,11 +13,13 @@ import inspect
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from stepopt.errors import InputError, UnknownNameError
+from stepopt.evaluate import Rule
 from stepopt.model import Decision, StepProblem
 
 Heuristic = Callable[[StepProblem], Decision]
@@ -31,14 +33,43 @@ _ep_scan: tuple[tuple[str, ...], dict[str, EntryPoint]] | None = None
 _ep_loaded: dict[tuple[str, str], Heuristic] = {}
 
 
-def register_heuristic(name: str) -> Callable[[Heuristic], Heuristic]:
-    """Decorator: register ``fn`` under ``name``."""
+@dataclass(frozen=True)
+class HeuristicInfo:
+    """What the registry knows about a heuristic: the evaluator rules it may break (a replay
+    of another scheduler's logic, such as vLLM's) and whether it preempts running requests
+    by itself (``Decision.preempted``). Plug-ins and import paths get the defaults: every
+    rule holds, no preemption."""
+
+    name: str
+    exempt: frozenset[Rule] = frozenset()
+    preempts: bool = False
+
+
+_INFO: dict[str, HeuristicInfo] = {}
+
+
+def register_heuristic(
+    name: str, *, exempt: Iterable[Rule] = (), preempts: bool = False
+) -> Callable[[Heuristic], Heuristic]:
+    """Decorator: register ``fn`` under ``name`` with the rules it may break."""
 
     def deco(fn: Heuristic) -> Heuristic:
         _HEURISTICS[name] = fn
+        _INFO[name] = HeuristicInfo(name, frozenset(exempt), preempts)
         return fn
 
     return deco
+
+
+def heuristic_info(name: str) -> HeuristicInfo:
+    """The registry's metadata of ``name`` (the defaults for plug-ins and import paths)."""
+    _builtin()
+    return _INFO.get(name) or HeuristicInfo(name)
+
+
+def builtin_heuristic_names() -> list[str]:
+    """The heuristics this package registers (no plug-ins)."""
+    return sorted(_builtin())
 
 
 def _builtin() -> dict[str, Heuristic]:
