@@ -6,6 +6,7 @@ CLI can print it on one line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -289,17 +290,13 @@ def load_problem(path: str | Path) -> StepProblem:
     return problem_from_dict(read_document(path))
 
 
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(Request))
+
+
 def _request_dict(r: Request) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "id": r.id,
-        "prompt_tokens": r.prompt_tokens,
-        "computed_tokens": r.computed_tokens,
-        "priority": r.priority,
-        "arrival_time": r.arrival_time,
-    }
-    if r.output_tokens is not None:
-        d["output_tokens"] = r.output_tokens
-    return d
+    """Every field of the dataclass, in its order; optional fields left unset are omitted."""
+    d = {name: getattr(r, name) for name in _REQUEST_FIELDS}
+    return {k: v for k, v in d.items() if v is not None}
 
 
 def problem_to_dict(problem: StepProblem, *, explicit_latency: bool = False) -> dict[str, Any]:

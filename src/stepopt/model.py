@@ -7,8 +7,8 @@ check what would make the arithmetic meaningless.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
@@ -48,6 +48,46 @@ class Request:
     def remaining_prompt(self) -> int:
         """Prompt tokens still to prefill (0 for a decode)."""
         return max(self.prompt_tokens - self.computed_tokens, 0)
+
+
+def _request_factory() -> Callable[..., Request]:
+    """The fast constructor behind :func:`make_request`: it sets the slots directly (a frozen
+    dataclass's ``__init__`` pays an ``object.__setattr__`` per field), about three times
+    faster; every field after the sixth gets its default, so adding a field keeps it valid."""
+    fs = fields(Request)
+    head = ("id", "prompt_tokens", "computed_tokens", "priority", "arrival_time", "output_tokens")
+    if tuple(f.name for f in fs[:6]) != head or any(f.default is MISSING for f in fs[6:]):
+        raise TypeError("make_request: Request's leading fields changed; update the factory")
+    sets = [Request.__dict__[f.name].__set__ for f in fs]
+    s_id, s_prompt, s_computed, s_prio, s_arrival, s_output = sets[:6]
+    rest = [(setter, f.default) for setter, f in zip(sets[6:], fs[6:], strict=True)]
+    new = object.__new__
+
+    def make(
+        id: str,
+        prompt_tokens: int,
+        computed_tokens: int = 0,
+        priority: int = 0,
+        arrival_time: float = 0.0,
+        output_tokens: int | None = None,
+    ) -> Request:
+        r = new(Request)
+        s_id(r, id)
+        s_prompt(r, prompt_tokens)
+        s_computed(r, computed_tokens)
+        s_prio(r, priority)
+        s_arrival(r, arrival_time)
+        s_output(r, output_tokens)
+        for setter, default in rest:
+            setter(r, default)
+        return r
+
+    return make
+
+
+make_request = _request_factory()
+"""``Request(...)`` without the frozen-dataclass overhead, for the hot paths that build hundreds
+per step (the simulator, the vLLM adapter). Same object, same fields."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -122,9 +122,7 @@ def assign_priorities(
     out = []
     for r in requests:
         p = int(rng.integers(0, levels)) if rng.random() < share else 0
-        out.append(
-            Request(r.id, r.prompt_tokens, r.computed_tokens, p, r.arrival_time, r.output_tokens)
-        )
+        out.append(replace(r, priority=p))
     return out
 
 
@@ -220,9 +218,7 @@ def finish_problem(
     if regime == "ncap" and mode == "weighted":
         # The burst of short prompts is urgent: it competes with longer, lower-weight work.
         waiting = [
-            Request(r.id, r.prompt_tokens, 0, 0, r.arrival_time, r.output_tokens)
-            if r.id.startswith("s")
-            else r
+            replace(r, computed_tokens=0, priority=0) if r.id.startswith("s") else r
             for r in waiting
         ]
     problem = StepProblem(
