@@ -18,7 +18,6 @@ from operator import attrgetter, ge, sub
 
 from stepopt.errors import InputError
 from stepopt.heuristics.base import register_heuristic
-from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
 from stepopt.heuristics.decode_choice import (
     DecodeChoice,
     check_decode_params,
@@ -26,6 +25,7 @@ from stepopt.heuristics.decode_choice import (
     overloaded_results,
 )
 from stepopt.heuristics.prefill_fallback import bisect_boundary, cheap_prefill_key
+from stepopt.latency.step import step_latency, token_inverse
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
 _WAITING_KEY = attrgetter("priority", "arrival_time", "id")  # == StepProblem.waiting_order
@@ -128,9 +128,9 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     kv_free = _UNLIMITED if cfg.num_free_blocks is None else cfg.num_free_blocks
     target = round(problem.target_latency_ms * NS_PER_MS)  # == problem.target_ns, uncached
     goodput = problem.objective == "goodput"
-    attn = attention_fn(lat.prefill)
-    tok_curve, seq_curve = fast_curve(lat.tokens), fast_curve(lat.batch)
-    dps = lat.decode_context_ps
+    fast = step_latency(lat)
+    attn, tok_curve, seq_curve, dec_ns = fast.attention, fast.tokens, fast.batch, fast.decode
+    dps = fast.dps
     running = problem.running
     waiting = problem.waiting
     n_run = len(running)
@@ -424,7 +424,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
 
     # ---- stage 1 --------------------------------------------------------------------------
     inverse = token_inverse(lat.tokens, budget_cap).largest_at_most
-    dec_attention = (dps * dec_ctx) // 1000
+    dec_attention = dec_ns(dec_ctx)
     free_slots = max(cfg.max_num_running_reqs - n_run, 0)
     # Beyond running + waiting requests a larger batch size admits nobody more: stop there.
     max_slots = min(free_slots, n_wait)
@@ -454,7 +454,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             res = simulate(budget, slots)
         else:
             res = given
-        other = seq_curve(res[1]) + (dps * res[2]) // 1000 + res[3]
+        other = seq_curve(res[1]) + dec_ns(res[2]) + res[3]
         lat_ns = tok_curve(res[0]) + other
         hit = (res, lat_ns, other, False)
         if given is None:
@@ -557,7 +557,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             hi_k = -1
         while lo_k < hi_k:
             mid = (lo_k + hi_k + 1) // 2
-            if tok_curve(mid) + seq_curve(mid) + (dps * ctx[mid]) // 1000 <= target:
+            if fast.total(mid, mid, ctx[mid], 0) <= target:
                 lo_k = mid
             else:
                 hi_k = mid - 1

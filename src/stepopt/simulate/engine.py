@@ -24,8 +24,8 @@ from typing import Any
 
 from stepopt.errors import InputError, StepoptError
 from stepopt.evaluate import HARD_RULES, evaluate
-from stepopt.heuristics.common import attention_fn, fast_curve
 from stepopt.latency.model import LatencyModel
+from stepopt.latency.step import step_latency
 from stepopt.limits import MAX_BLOCKS, MAX_REQUESTS, MAX_TOKENS, check_int
 from stepopt.model import (
     OBJECTIVES,
@@ -225,9 +225,8 @@ def simulate(
     decide = policy.decide
     pname = policy.name
 
-    tok_curve, seq_curve = fast_curve(latency.tokens), fast_curve(latency.batch)
-    attn = attention_fn(latency.prefill)
-    dps = latency.decode_context_ps
+    fast = step_latency(latency)
+    attn, step_ns = fast.attention, fast.total
 
     ids = trace.ids
     arrivals = trace.arrivals_ns.tolist()
@@ -479,7 +478,7 @@ def simulate(
                 f"arrivals left (target {target_ms:g} ms; is it below the cheapest step?)",
             )
 
-        lat = tok_curve(total) + seq_curve(batch) + (dps * ctx) // 1000 + att
+        lat = step_ns(total, batch, ctx, att)
         if validate and lat != ev.latency_ns:
             raise AssertionError(f"step {step}: latency {lat} != evaluator {ev.latency_ns}")
         end = t + lat
