@@ -171,6 +171,16 @@ class StepProblem:
             return 1
         return min(self.config.min_prefill_chunk, self.hi(r))
 
+    def new_blocks(self, r: Request, n: int) -> int:
+        """KV blocks that ``n`` more tokens of ``r`` take: ``ceil((C + n) / bs) - ceil(C / bs)``
+        (the last block of the ``C`` cached tokens may have room left)."""
+        bs, c = self.config.block_size, r.computed_tokens
+        return -(-(c + n) // bs) + (-c // bs)  # ceil(x / bs) is -(-x // bs)
+
+    def held_blocks(self, r: Request) -> int:
+        """KV blocks ``r`` holds now (what preempting it frees)."""
+        return -(-r.computed_tokens // self.config.block_size)
+
     @cached_property
     def weights(self) -> dict[str, int]:
         """Objective weight per request: all 1 in strict mode; in weighted mode
