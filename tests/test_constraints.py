@@ -119,3 +119,10 @@ def test_priority_family_reports_each_strict_rule():
     assert ev.rules() == {Rule.RUNNING_FIRST, Rule.WAITING_ORDER}
     weighted = p.with_changes(priority_mode="weighted")
     assert evaluate(weighted, Decision.of({"r": 64, "w2": 64})).feasible
+
+
+def test_every_rule_has_a_hint_for_test_reports():
+    from stepopt.testing.assertions import HINTS
+
+    assert set(HINTS) == set(Rule)
+    assert all(set(f.HINTS) == set(f.RULES) for f in FAMILIES)

@@ -1,7 +1,8 @@
 """What every constraint family is written against: the rule names, a violation, the view of
 a decision the checks read, and the small encoder protocol both backends implement.
 
-A family is a module with ``RULES`` (the :class:`Rule` values it reports), ``check(view)``
+A family is a module with ``RULES`` (the :class:`Rule` values it reports), ``HINTS`` (what
+each rule asks, for test reports), ``check(view)``
 (the evaluator's judgement: a list of :class:`Violation`) and ``encode(enc, form)`` (the same
 rule as integer-program constraints, through :class:`Encoder` only, so CP-SAT and PuLP share
 it). Nothing here imports a solver or the formulation.
@@ -108,6 +109,7 @@ class Family(Protocol):
     """A constraint family module (see the module docstring)."""
 
     RULES: tuple[Rule, ...]
+    HINTS: dict[Rule, str]
 
     def check(self, view: DecisionView) -> list[Violation]: ...
 

@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from stepopt.formulation.spec import Formulation
 
 RULES = (Rule.BUDGET,)
+# What the rule asks of a decision, in the words of the problem's fields (test reports).
+HINTS = {
+    Rule.BUDGET: "the tokens of all requests sum to at most config.max_num_scheduled_tokens",
+}
 
 
 def check(view: DecisionView) -> list[Violation]:

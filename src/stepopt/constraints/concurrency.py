@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from stepopt.formulation.spec import Formulation
 
 RULES = (Rule.CONCURRENCY,)
+# What the rule asks of a decision, in the words of the problem's fields (test reports).
+HINTS = {
+    Rule.CONCURRENCY: "len(running) + admitted waiting requests <= config.max_num_running_reqs",
+}
 
 
 def check(view: DecisionView) -> list[Violation]:

@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from stepopt.formulation.spec import Formulation
 
 RULES = (Rule.KV_CAPACITY,)
+# What the rule asks of a decision, in the words of the problem's fields (test reports).
+HINTS = {
+    Rule.KV_CAPACITY: "new KV blocks (ceil((computed + c) / block_size) - ceil(computed / "
+    "block_size), summed) fit in config.num_free_blocks",
+}
 
 
 def check(view: DecisionView) -> list[Violation]:

@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from stepopt.formulation.spec import Formulation
 
 RULES = (Rule.LATENCY_CAP,)
+# What the rule asks of a decision, in the words of the problem's fields (test reports).
+HINTS = {
+    Rule.LATENCY_CAP: "goodput objective: the predicted latency stays <= target_latency_ms",
+}
 
 
 def check(view: DecisionView) -> list[Violation]:

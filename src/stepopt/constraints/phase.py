@@ -11,6 +11,12 @@ if TYPE_CHECKING:
     from stepopt.formulation.spec import Formulation
 
 RULES = (Rule.PHASE,)
+# What the rule asks of a decision, in the words of the problem's fields (test reports).
+HINTS = {
+    Rule.PHASE: "a decode gets 0 or 1 token; a prefill 0 or problem.lo(r)..problem.hi(r) "
+    "(hi = remaining prompt capped by long_prefill_token_threshold, lo = min(min_prefill_chunk, "
+    "hi))",
+}
 
 
 def check(view: DecisionView) -> list[Violation]:

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from stepopt.formulation.spec import Formulation
 
 RULES = (Rule.DECODE_FIRST, Rule.RUNNING_FIRST, Rule.WAITING_ORDER)
+# What the rule asks of a decision, in the words of the problem's fields (test reports).
+HINTS = {
+    Rule.DECODE_FIRST: "no prefill token unless every running decode gets its token",
+    Rule.RUNNING_FIRST: "strict mode: admit waiting requests only when every running request "
+    "gets its full problem.hi(r)",
+    Rule.WAITING_ORDER: "strict mode: admitted waiting requests are a prefix of "
+    "problem.waiting_order, i.e. sorted by (priority, arrival_time, id)",
+}
 
 
 def check(view: DecisionView) -> list[Violation]:

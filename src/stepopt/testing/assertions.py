@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stepopt.constraints import FAMILIES
 from stepopt.evaluate import Evaluation, Rule, evaluate
 from stepopt.gap import relative_gap
 from stepopt.io import problem_hash, problem_to_dict, save_decision, save_problem
@@ -28,23 +29,13 @@ from stepopt.testing.oracle import OracleCache, default_cache_dir, default_oracl
 
 HeuristicLike = Callable[[StepProblem], Decision] | str
 
-# What each rule asks of a decision, in the words of the problem's fields.
+# What each rule asks of a decision, in the words of the problem's fields: the families
+# state their own; the decision's well-formedness rules are the evaluator's.
 HINTS: dict[Rule, str] = {
     Rule.UNKNOWN_REQUEST: "only ids of problem.running and problem.waiting may get tokens",
     Rule.NEGATIVE_TOKENS: "token counts are >= 0",
-    Rule.BUDGET: "the tokens of all requests sum to at most config.max_num_scheduled_tokens",
-    Rule.CONCURRENCY: "len(running) + admitted waiting requests <= config.max_num_running_reqs",
-    Rule.PHASE: "a decode gets 0 or 1 token; a prefill 0 or problem.lo(r)..problem.hi(r) "
-    "(hi = remaining prompt capped by long_prefill_token_threshold, lo = min(min_prefill_chunk, "
-    "hi))",
-    Rule.DECODE_FIRST: "no prefill token unless every running decode gets its token",
-    Rule.RUNNING_FIRST: "strict mode: admit waiting requests only when every running request "
-    "gets its full problem.hi(r)",
-    Rule.WAITING_ORDER: "strict mode: admitted waiting requests are a prefix of "
-    "problem.waiting_order, i.e. sorted by (priority, arrival_time, id)",
-    Rule.KV_CAPACITY: "new KV blocks (ceil((computed + c) / block_size) - ceil(computed / "
-    "block_size), summed) fit in config.num_free_blocks",
-    Rule.LATENCY_CAP: "goodput objective: the predicted latency stays <= target_latency_ms",
+    Rule.PREEMPTION: "preempted ids are running requests that get no tokens",
+    **{rule: text for family in FAMILIES for rule, text in family.HINTS.items()},
 }
 
 MAX_INLINE_JSON = 6000
