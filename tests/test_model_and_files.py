@@ -160,3 +160,13 @@ def test_rebuilt_requests_keep_every_field():
     r = Request("r", 100, 20, 0, 1.5, 7)
     (again,) = assign_priorities(AllHigh(), [r])
     assert again == dataclasses.replace(r, priority=2)
+
+
+@pytest.mark.parametrize(
+    ("computed", "n", "blocks"),
+    [(0, 1, 1), (15, 1, 0), (16, 1, 1), (10, 22, 1), (10, 23, 2), (0, 0, 0)],
+)
+def test_new_blocks_counts_the_blocks_a_chunk_opens(computed, n, blocks):
+    p = make_problem([prefill("p", 100, computed)], block_size=16)
+    assert p.new_blocks(p.running[0], n) == blocks
+    assert p.held_blocks(p.running[0]) == -(-computed // 16)

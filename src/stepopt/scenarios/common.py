@@ -128,12 +128,7 @@ def assign_priorities(
 
 def blocks_needed(problem: StepProblem) -> int:
     """New KV blocks if every request got its full ``hi`` (an upper bound on any decision)."""
-    bs = problem.config.block_size
-    total = 0
-    for r in problem.requests:
-        c = problem.hi(r)
-        total += -(-(r.computed_tokens + c) // bs) - -(-r.computed_tokens // bs)
-    return total
+    return sum(problem.new_blocks(r, problem.hi(r)) for r in problem.requests)
 
 
 def apply_regime(

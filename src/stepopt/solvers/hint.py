@@ -83,7 +83,7 @@ def greedy_hint(problem: StepProblem) -> Decision | None:
         s, b = s + c, b + 1
         att += attention(c, r.computed_tokens, r.remaining_prompt)
         if kv_left is not None:
-            kv_left -= 0 if c <= slack else -(-(c - slack) // bs)
+            kv_left -= problem.new_blocks(r, c)
         if k >= n_run:
             slots -= 1
         elif c < hi:
