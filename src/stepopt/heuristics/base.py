@@ -25,6 +25,8 @@ from stepopt.model import Decision, StepProblem
 Heuristic = Callable[[StepProblem], Decision]
 
 ENTRY_POINT_GROUP = "stepopt.heuristics"
+# The status word of a heuristic's result wherever results carry one (CLI, studies, frontier).
+HEURISTIC_STATUS = "HEURISTIC"
 _HEURISTICS: dict[str, Heuristic] = {}
 # Entry points are discovered per ``sys.path`` (a path added later, e.g. a plug-in installed
 # into a running session or a test's site dir, is seen) and loaded only when looked up, so

@@ -15,7 +15,7 @@ from typing import Any
 
 from stepopt.evaluate import Evaluation, evaluate
 from stepopt.gap import relative_gap
-from stepopt.heuristics.base import checked_decision, get_heuristic
+from stepopt.heuristics.base import HEURISTIC_STATUS, checked_decision, get_heuristic
 
 HEURISTIC, EXACT = "heuristic", "exact"
 # gap_kind of a gap against a usable reference: proven optimal exactly, or (``target``) with
@@ -172,7 +172,9 @@ def run_task(task: Task) -> list[dict[str, Any]]:
             dec = checked_decision(dec, name)  # a user's callable may return anything
             ev = evaluate(problem, dec)
             row.update(
-                status="OK", message="", decision=json.dumps(dec.scheduled(), sort_keys=True)
+                status=HEURISTIC_STATUS,
+                message="",
+                decision=json.dumps(dec.scheduled(), sort_keys=True),
             )
         except Exception as exc:
             decision_ms = (time.perf_counter() - t0) * 1000.0
