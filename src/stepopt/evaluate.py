@@ -1,7 +1,9 @@
 """The single judge of every decision: feasibility, latency and objective.
 
 It imports no solver. Heuristics, solvers, studies and the simulator all score decisions here,
-never by an algorithm's own objective value.
+never by an algorithm's own objective value. The rules themselves live in
+:mod:`stepopt.constraints` (one module per family); this module checks the decision's own
+well-formedness, runs every family's check and ranks the results.
 """
 
 from __future__ import annotations
