@@ -82,6 +82,10 @@ def _request_factory() -> Callable[..., Request]:
             setter(r, default)
         return r
 
+    # For a loop that must inline the factory (the simulator's): the six slot setters, and
+    # the (setter, default) pairs of any later field, which such a loop must not skip.
+    make.setters = (s_id, s_prompt, s_computed, s_prio, s_arrival, s_output)  # type: ignore[attr-defined]
+    make.rest = tuple(rest)  # type: ignore[attr-defined]
     return make
 
 

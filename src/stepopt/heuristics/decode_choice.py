@@ -19,6 +19,7 @@ from itertools import accumulate, pairwise
 from operator import attrgetter
 
 from stepopt.errors import InputError
+from stepopt.heuristics.candidate import StepCandidate
 from stepopt.latency.model import LatencyModel
 from stepopt.latency.step import step_latency
 from stepopt.model import Request
@@ -389,5 +390,5 @@ def overloaded_results(
         for n, ctx, w, detail in overload_sets(
             ch, latency_of, k_max, target, goodput, knots, kv_on, bs, dps
         ):
-            out.append((n, n, ctx, 0, w, 0, detail, None, n))
+            out.append(StepCandidate(n, n, ctx, 0, w, 0, detail, None, n))
     return out

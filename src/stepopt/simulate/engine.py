@@ -227,6 +227,10 @@ def simulate(
 
     fast = step_latency(latency)
     attn, step_ns = fast.attention, fast.total
+    make = make_request
+    inline = not make_request.rest  # type: ignore[attr-defined]
+    set_id, set_prompt, set_computed, set_prio, set_arrival, set_output = make_request.setters  # type: ignore[attr-defined]
+    new = object.__new__
 
     ids = trace.ids
     arrivals = trace.arrivals_ns.tolist()
@@ -363,9 +367,16 @@ def simulate(
         for s in running:
             r = s.req
             if r is None:
-                r = s.req = make_request(
-                    s.id, s.target, s.computed, s.priority, s.arrival_s, s.output
-                )
+                if inline:  # make_request's own setters: this runs for every running request
+                    r = s.req = new(Request)
+                    set_id(r, s.id)
+                    set_prompt(r, s.target)
+                    set_computed(r, s.computed)
+                    set_prio(r, s.priority)
+                    set_arrival(r, s.arrival_s)
+                    set_output(r, s.output)
+                else:  # Request has more fields: the factory gives them their defaults
+                    r = s.req = make(s.id, s.target, s.computed, s.priority, s.arrival_s, s.output)
             run_reqs.append(r)
         n_run, n_wait = len(run_reqs), len(waiting_tuple)
         target_ms = target(n_wait, n_run)
