@@ -29,6 +29,9 @@ from stepopt.heuristics.prefill_fallback import bisect_boundary, cheap_prefill_k
 from stepopt.latency.step import step_latency, token_inverse
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
+# StepCandidate(...) without the Python-level __new__ (candidates are built in the hot loop).
+_new = tuple.__new__
+
 _WAITING_KEY = attrgetter("priority", "arrival_time", "id")  # == StepProblem.waiting_order
 _PRIORITY = attrgetter("priority")
 _COMPUTED = attrgetter("computed_tokens")
@@ -240,7 +243,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
         # break Decode > Prefill).
         ch = decode_choice()
         n = budget if budget < len(ch) else len(ch)
-        return StepCandidate(n, n, ch.ctx[n], 0, ch.w[n], 0, ("d", n), budget + 1, budget)
+        return _new(StepCandidate, (n, n, ch.ctx[n], 0, ch.w[n], 0, ("d", n), budget + 1, budget))
 
     def running_tail(budget: int, j: int) -> StepCandidate:
         # Prefill ``j`` (in stage-2 order) is the first that does not get its full chunk: the
@@ -271,16 +274,19 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             toks += n
             att += attn(n, c, rem)
             w += (1 + top - r.priority if weighted else 1) * n
-        return StepCandidate(
-            n_dec + p_hi[j] + toks,
-            n_dec + j + len(tail),
-            dec_ctx,
-            p_att[j] + att,
-            dec_w + p_w[j] + w,
-            0,
-            ("r", j, tail),
-            None if more == _UNLIMITED else budget + more,
-            budget,
+        return _new(
+            StepCandidate,
+            (
+                n_dec + p_hi[j] + toks,
+                n_dec + j + len(tail),
+                dec_ctx,
+                p_att[j] + att,
+                dec_w + p_w[j] + w,
+                0,
+                ("r", j, tail),
+                None if more == _UNLIMITED else budget + more,
+                budget,
+            ),
         )
 
     if weighted:  # (defined only where used: this is the hot path)
@@ -358,16 +364,19 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
                 w += wt * n
                 admitted += new
             toks += n_dec + p_hi[j]
-            return StepCandidate(
-                toks,
-                n_dec + j + len(taken),
-                dec_ctx,
-                p_att[j] + att,
-                dec_w + p_w[j] + w,
-                admitted,
-                ("x", j, taken),
-                None if more == _UNLIMITED else budget + more,
-                toks,
+            return _new(
+                StepCandidate,
+                (
+                    toks,
+                    n_dec + j + len(taken),
+                    dec_ctx,
+                    p_att[j] + att,
+                    dec_w + p_w[j] + w,
+                    admitted,
+                    ("x", j, taken),
+                    None if more == _UNLIMITED else budget + more,
+                    toks,
+                ),
             )
 
     def simulate(budget: int, slots: int) -> StepCandidate:
@@ -423,7 +432,9 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             grow, same = None, toks
         admitted = j + (1 if part else 0)
         batch = n_dec + n_pre + admitted
-        return StepCandidate(toks, batch, dec_ctx, att, w, admitted, ("w", j, part), grow, same)
+        return _new(
+            StepCandidate, (toks, batch, dec_ctx, att, w, admitted, ("w", j, part), grow, same)
+        )
 
     # ---- stage 1 --------------------------------------------------------------------------
     inverse = token_inverse(lat.tokens, budget_cap).largest_at_most
