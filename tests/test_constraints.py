@@ -23,6 +23,7 @@ from stepopt.formulation import build
 from stepopt.formulation.cpsat import encode as cpsat_encode
 from stepopt.formulation.milp import encode as milp_encode
 from stepopt.model import Decision
+from stepopt.solvers.milp import _Highs
 from stepopt.testing.factories import decode, linear_latency, make_problem, prefill, waiting
 
 LAT = linear_latency(per_token_ns=10_000, base_ns=1_000_000)
@@ -95,7 +96,9 @@ def _milp_accepts(problem, tokens) -> bool:
     for it, c in zip(enc.form.items, enc.c, strict=True):
         enc.prob += c == tokens.get(it.id, 0)
     enc.prob += pulp.lpSum([])  # a pure feasibility problem
-    enc.prob.solve(pulp.HiGHS(msg=False))
+    # stepopt's own HiGHS set-up: a plain pulp.HiGHS solve of an infeasible model leaves the
+    # next HiGHS solve in this process 'Not Solved' (seen with HiGHS 1.16 / PuLP 3).
+    enc.prob.solve(_Highs().make(None, None))
     return pulp.LpStatus[enc.prob.status] == "Optimal"
 
 
