@@ -126,7 +126,8 @@ def latency_from_document(doc: Any, field: str = "latency_model") -> LatencyMode
             raise validation_error(exc, prefix=field) from None
         from stepopt.latency.presets import load_preset
 
-        return load_preset(ref.preset)
+        model = load_preset(ref.preset)
+        return model if ref.engine is None else model.with_engine(ref.engine)
     return model_from_dict(doc, field)
 
 
