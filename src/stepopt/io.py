@@ -119,15 +119,6 @@ class DecisionSpec(_Strict):
 
 def latency_from_document(doc: Any, field: str = "latency_model") -> LatencyModel:
     """An explicit latency model or a ``{"preset": NAME}`` reference."""
-    if isinstance(doc, dict) and "preset" in doc:
-        try:
-            ref = PresetRef.model_validate(doc)
-        except ValidationError as exc:
-            raise validation_error(exc, prefix=field) from None
-        from stepopt.latency.presets import load_preset
-
-        model = load_preset(ref.preset)
-        return model if ref.engine is None else model.with_engine(ref.engine)
     return model_from_dict(doc, field)
 
 

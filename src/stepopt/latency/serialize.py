@@ -155,8 +155,17 @@ def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyM
 
 
 def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
-    """Validate an explicit model (a ``{"preset": NAME}`` reference is resolved by
-    :func:`stepopt.io.latency_from_document`, which knows the presets)."""
+    """Validate an explicit model or a ``{"preset": NAME}`` reference (with an optional
+    ``engine``)."""
+    if isinstance(doc, dict) and "preset" in doc:
+        try:
+            ref = PresetRef.model_validate(doc)
+        except ValidationError as exc:
+            raise validation_error(exc, prefix=field) from None
+        from stepopt.latency.presets import load_preset  # presets parse through this module
+
+        model = load_preset(ref.preset)
+        return model if ref.engine is None else model.with_engine(ref.engine)
     try:
         spec = LatencySpec.model_validate(doc)
     except ValidationError as exc:
