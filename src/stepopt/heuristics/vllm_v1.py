@@ -19,6 +19,7 @@ from functools import partial
 from typing import Literal
 
 from stepopt.errors import InputError
+from stepopt.evaluate import Rule
 from stepopt.heuristics.base import register_heuristic
 from stepopt.model import Decision, Request, StepProblem
 
@@ -141,5 +142,11 @@ def _victim_key(r: Request) -> tuple[int, float]:
     return (r.priority, r.arrival_time)
 
 
-register_heuristic("vllm-v1")(vllm_v1)
-register_heuristic("vllm-v1-priority")(partial(vllm_v1, policy="priority"))
+# Rules vLLM's own schedule may break (docs/heuristics.md, "The rules vLLM may break"): no
+# minimum chunk and the threshold lifted for a lone request (phase), admission order instead
+# of Decode > Prefill, FCFS order. It preempts on KV pressure as vLLM does.
+VLLM_EXEMPT = frozenset({Rule.PHASE, Rule.DECODE_FIRST, Rule.WAITING_ORDER})
+register_heuristic("vllm-v1", exempt=VLLM_EXEMPT, preempts=True)(vllm_v1)
+register_heuristic("vllm-v1-priority", exempt=VLLM_EXEMPT, preempts=True)(
+    partial(vllm_v1, policy="priority")
+)

@@ -13,12 +13,11 @@ down in docs/vllm.md.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
-from types import MemberDescriptorType
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stepopt.errors import MissingExtraError, StepoptError
-from stepopt.model import Decision, EngineConfig, Request, StepProblem
+from stepopt.model import Decision, EngineConfig, Request, StepProblem, make_request
 
 if TYPE_CHECKING:
     from stepopt.latency.model import LatencyModel
@@ -93,38 +92,7 @@ def _check_supported(scheduler: Any) -> None:
         raise UnsupportedStateError("vLLM scheduler uses " + ", ".join(reasons))
 
 
-def _request_factory() -> Any:
-    """A constructor for :class:`Request` about three times faster than its frozen-dataclass
-    ``__init__`` (it sets the slots directly), for the hot path that builds hundreds per step;
-    plain ``Request`` if the class ever stops being a slots dataclass of that shape."""
-    fs = fields(Request)
-    head = ("id", "prompt_tokens", "computed_tokens", "priority", "arrival_time")
-    slots = [Request.__dict__.get(f.name) for f in fs]
-    if (
-        tuple(f.name for f in fs[:5]) != head
-        or not all(isinstance(d, MemberDescriptorType) for d in slots)
-        or any(f.default is MISSING for f in fs[5:])
-    ):
-        return Request
-    s_id, s_prompt, s_computed, s_prio, s_arrival = (d.__set__ for d in slots[:5])
-    rest = [(d.__set__, f.default) for d, f in zip(slots[5:], fs[5:], strict=True)]
-    new = object.__new__
-
-    def make(rid: str, prompt: int, computed: int, priority: int, arrival: float) -> Request:
-        r = new(Request)
-        s_id(r, rid)
-        s_prompt(r, prompt)
-        s_computed(r, computed)
-        s_prio(r, priority)
-        s_arrival(r, arrival)
-        for setter, default in rest:
-            setter(r, default)
-        return r
-
-    return make
-
-
-_make_request = _request_factory()
+_make_request = make_request  # the model's fast constructor
 
 
 def _effective_threshold(scheduler: Any, num_eligible: int) -> int:

@@ -12,7 +12,6 @@ import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -103,17 +102,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> SchedulerSettings
 
 def load_latency(spec: str) -> LatencyModel:
     """A latency preset by name, or a latency model file (JSON, the preset format)."""
-    from stepopt.latency.presets import load_preset, preset_names
+    from stepopt.io import load_latency_model
 
-    if spec in preset_names() or not (spec.endswith((".json", ".yaml", ".yml")) or "/" in spec):
-        return load_preset(spec)
-    p = Path(spec)
-    if not p.is_file():
-        return load_preset(spec)  # a preset path like h100/llama-2-7b/tp1, or a clear error
-    from stepopt.io import read_document
-    from stepopt.latency.serialize import model_from_dict
-
-    return model_from_dict(read_document(p), field="STEPOPT_PRESET")
+    return load_latency_model(spec, field="STEPOPT_PRESET")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stepopt.latency.step import step_latency
 from stepopt.model import Decision, Request, StepProblem
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
         return thr if 0 < thr < rem else rem
 
     # The latency model's aggregates, gathered on the way (as LatencyModel.breakdown_ns does).
-    attention = problem.latency.prefill
+    attention = step_latency(problem.latency).attention
     context = attn_ns = 0
 
     # Running: fully served ones keep their order, the partial one goes after them and the
@@ -104,7 +105,7 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
     total = sum(tokens.values())
     latency = problem.latency
     if known == len(tokens):
-        predicted = latency.step_ns(total, known, context, attn_ns)
+        predicted = step_latency(latency).total(total, known, context, attn_ns)
     else:
         predicted = latency.predict_ns(problem, tokens)
         ids = problem.by_id

@@ -21,13 +21,9 @@ from stepopt.heuristics.base import (
     checked_decision,
     coerce_params,
     get_heuristic,
+    heuristic_info,
 )
 from stepopt.model import Decision, StepProblem
-
-# Rules vLLM's own schedule may break (docs/heuristics.md): no minimum chunk and the threshold
-# lifted for a lone request (phase), admission order instead of Decode > Prefill, FCFS order.
-VLLM_EXEMPT = frozenset({Rule.PHASE, Rule.DECODE_FIRST, Rule.WAITING_ORDER})
-_PREEMPTING = {"vllm-v1": VLLM_EXEMPT, "vllm-v1-priority": VLLM_EXEMPT}
 
 EXACT = "exact"
 
@@ -70,8 +66,9 @@ class HeuristicPolicy(Policy):
         self._fn = get_heuristic(name)  # unknown names list the valid ones
         self._params = dict(params or {})
         check_signature(self._fn, name, self._params)
-        self.preempts = name in _PREEMPTING
-        self.exempt = _PREEMPTING.get(name, frozenset())
+        info = heuristic_info(name)  # the registry says which rules it may break
+        self.preempts = info.preempts
+        self.exempt = info.exempt
 
     def decide(self, problem: StepProblem) -> tuple[Decision, str]:
         t0 = time.perf_counter_ns()
