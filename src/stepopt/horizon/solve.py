@@ -1,0 +1,162 @@
+"""Solve a window exactly: three CP-SAT phases, the plan re-judged by the window evaluator."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ortools.sat.python import cp_model
+
+from stepopt.horizon.evaluate import Plan, WindowEvaluation, evaluate_window
+from stepopt.horizon.problem import NS_PER_MS, WindowProblem
+
+_STATUS = {
+    cp_model.OPTIMAL: "OPTIMAL",
+    cp_model.FEASIBLE: "FEASIBLE",
+    cp_model.INFEASIBLE: "INFEASIBLE",
+    cp_model.MODEL_INVALID: "ERROR",
+    cp_model.UNKNOWN: "NO_SOLUTION",
+}
+
+
+@dataclass
+class WindowResult:
+    """``status`` OPTIMAL only when all three phases are proven; ``slo_bound`` bounds the
+    (weighted) SLOs any plan of the window can meet; ``gap`` = bound - value."""
+
+    status: str
+    plan: Plan | None
+    evaluation: WindowEvaluation | None
+    slo_bound: int | None
+    tokens_bound: int | None
+    wall_s: float
+    phases: list[dict[str, Any]]
+
+    @property
+    def slo_value(self) -> int | None:
+        return None if self.evaluation is None else self.evaluation.met_weighted
+
+    @property
+    def gap(self) -> int | None:
+        if self.slo_bound is None or self.slo_value is None:
+            return None
+        return self.slo_bound - self.slo_value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "slo_met_weighted": self.slo_value,
+            "slo_bound": self.slo_bound,
+            "slo_gap": self.gap,
+            "tokens_bound": self.tokens_bound,
+            "wall_s": self.wall_s,
+            "phases": self.phases,
+            "evaluation": None if self.evaluation is None else self.evaluation.to_dict(),
+            "plan": self.plan,
+        }
+
+
+def solve_window(
+    w: WindowProblem,
+    time_limit_s: float | None = 10.0,
+    workers: int = 1,
+    hint: Plan | None = None,
+) -> WindowResult:
+    """The lexicographic optimum of ``w`` (SLOs met, then tokens, then busy time)."""
+    from stepopt.horizon.cpsat import build
+
+    t0 = time.perf_counter()
+    wm = build(w)
+    if hint is None:
+        hint = heuristic_hint(w)
+    if hint is not None:
+        _hint(wm, w, hint)
+    phases: list[dict[str, Any]] = []
+    objectives = [
+        ("slo", wm.slo_obj, True),
+        ("tokens", wm.tokens_obj, True),
+        ("busy", sum(wm.busy), False),
+    ]
+    solution = None
+    status = "OPTIMAL"
+    bounds: dict[str, int] = {}
+    for name, expr, maximize in objectives:
+        left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - t0)
+        if left is not None and left <= 0.01:
+            status = "FEASIBLE" if solution is not None else "NO_SOLUTION"
+            break
+        (wm.m.maximize if maximize else wm.m.minimize)(expr)
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = workers
+        solver.parameters.linearization_level = 2
+        if left is not None:
+            solver.parameters.max_time_in_seconds = left
+        code = solver.solve(wm.m)
+        st = _STATUS.get(code, "ERROR")
+        phases.append({"phase": name, "status": st, "wall_s": solver.wall_time})
+        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if solution is None:
+                status = st
+            else:
+                status = "FEASIBLE"
+            break
+        value = round(solver.objective_value)
+        bound = round(solver.best_objective_bound)
+        phases[-1].update(value=value, bound=bound)
+        bounds[name] = bound
+        solution = [
+            {
+                w.requests[i].id: solver.value(wm.X[i][k]) - solver.value(wm.X[i][k - 1])
+                for i in range(len(w.requests))
+                if solver.value(wm.X[i][k]) > solver.value(wm.X[i][k - 1])
+            }
+            for k in range(1, w.steps + 1)
+        ]
+        # the next phase starts from this solution and keeps this optimum (or this value)
+        wm.m.clear_hints()
+        for i in range(len(w.requests)):
+            for k in range(1, w.steps + 1):
+                wm.m.add_hint(wm.X[i][k], solver.value(wm.X[i][k]))
+        if code != cp_model.OPTIMAL:
+            status = "FEASIBLE"
+            break
+        wm.m.add(expr == value)
+    ev = evaluate_window(w, solution) if solution is not None else None
+    if ev is not None and not ev.feasible:
+        raise AssertionError(f"window model gave a plan the evaluator rejects: {ev.violations[0]}")
+    slo_bound = bounds.get("slo")
+    if status == "OPTIMAL" and ev is not None:
+        slo_bound = ev.met_weighted
+    return WindowResult(
+        status=status,
+        plan=solution,
+        evaluation=ev,
+        slo_bound=slo_bound,
+        tokens_bound=bounds.get("tokens"),
+        wall_s=time.perf_counter() - t0,
+        phases=phases,
+    )
+
+
+def heuristic_hint(w: WindowProblem) -> Plan | None:
+    """A feasible start: the three-stage heuristic replayed over the window."""
+    from stepopt.horizon.replay import replay_policy
+
+    try:
+        plan, _ = replay_policy(w, "three-stage")
+    except Exception:  # a hint is optional: the solver proves optimality without it
+        return None
+    return plan
+
+
+def _hint(wm, w: WindowProblem, plan: Plan) -> None:
+    x = [r.computed_tokens for r in w.requests]
+    for k, step in enumerate(plan, start=1):
+        for i, r in enumerate(w.requests):
+            x[i] += step.get(r.id, 0)
+            wm.m.add_hint(wm.X[i][k], x[i])
+
+
+def busy_ms(ev: WindowEvaluation) -> float:
+    return ev.busy_ns / NS_PER_MS
