@@ -11,6 +11,7 @@ Per-request TTFT/TBT come from the simulator's metric code (:mod:`stepopt.simula
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -203,7 +204,7 @@ def judge(
         points = ([r.last_token_ns] if r.emitted_tokens > 0 else []) + s.times
         if points and not s.finished:
             points = [*points, st.t]  # the open gap: the next token comes no earlier
-        gap = max((b - a for a, b in zip(points, points[1:], strict=False)), default=0)
+        gap = max((b - a for a, b in itertools.pairwise(points)), default=0)
         met[r.id] = bool(ttft_ok and gap <= tbt and points)
         per[r.id] = {"met": met[r.id], "finished": s.finished, "max_gap_ms": gap / NS_PER_MS}
     weights = window.slo_weight

@@ -96,10 +96,7 @@ def solve_window(
         st = _STATUS.get(code, "ERROR")
         phases.append({"phase": name, "status": st, "wall_s": solver.wall_time})
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            if solution is None:
-                status = st
-            else:
-                status = "FEASIBLE"
+            status = st if solution is None else "FEASIBLE"
             break
         value = round(solver.objective_value)
         bound = round(solver.best_objective_bound)
