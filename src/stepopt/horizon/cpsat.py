@@ -96,8 +96,10 @@ def build(w: WindowProblem) -> WindowModel:
             row.append(s)
         seen.append(row)
     fidx = {u: j for j, u in enumerate(futures)}
-    one = m.new_constant(1)
-    zero = m.new_constant(0)
+    one = m.new_bool_var("one")
+    zero = m.new_bool_var("zero")
+    m.add(one == 1)
+    m.add(zero == 0)
 
     X, z, D, F, adm, vis = ([] for _ in range(6))
     for r in reqs:
