@@ -151,3 +151,27 @@ def test_evaluator_rejects_a_rule_break():
     ev = evaluate_window(w, bad)
     assert not ev.feasible and "step 1" in ev.violations[0]
     assert ev.met_count == 0
+
+
+def test_regression_window_where_presolve_probing_lost_two_tokens():
+    # Cut from the conversation trace: with CP-SAT's probing on, phase 2 reported 400 tokens
+    # as optimal although the three-stage plan (402 tokens, same SLOs) is feasible.
+    from stepopt.horizon.windows import without_prefill_attention
+    from stepopt.latency.presets import load_preset
+
+    w = WindowProblem(
+        403365270,
+        (
+            WindowRequest("r000", 374, 44, 0, 413, 40, 0, None, 23825304, 403365270, True),
+            WindowRequest("r001", 396, 109, 4314579000),
+        ),
+        EngineConfig(512, 16, 0, 64, 16, None),
+        without_prefill_attention(load_preset("a100/llama-2-7b/tp1")),
+        Slo(500, 60),
+        8,
+    )
+    res = solve_window(w, time_limit_s=30, hints=[])
+    _, heur = replay_policy(w, "three-stage")
+    assert res.status == "OPTIMAL"
+    assert res.evaluation.key >= heur.key
+    assert res.evaluation.tokens == 402
