@@ -150,10 +150,10 @@ def test_cli_solve_replay_schema_and_errors(tmp_path, capsys):
 
 
 def test_windows_cut_from_a_trace_run_and_resume(tmp_path, capsys):
+    from stepopt.horizon.files import save_window
     from stepopt.horizon.problem import Slo
     from stepopt.horizon.report import regret_summary
     from stepopt.horizon.study import horizon_rows, run_horizon_study
-    from stepopt.horizon.files import save_window
     from stepopt.latency.presets import load_preset
     from stepopt.model import EngineConfig
     from stepopt.simulate.trace import make_trace
@@ -188,12 +188,12 @@ def test_windows_cut_from_a_trace_run_and_resume(tmp_path, capsys):
 
 
 def test_receding_horizon_policy_in_the_simulator():
+    from stepopt.latency.presets import load_preset
+    from stepopt.model import EngineConfig
     from stepopt.simulate.engine import SimConfig, simulate
     from stepopt.simulate.policies import make_policy
     from stepopt.simulate.targets import FixedTarget
     from stepopt.simulate.trace import make_trace
-    from stepopt.latency.presets import load_preset
-    from stepopt.model import EngineConfig
 
     tr = make_trace([300, 200, 120], [3, 2, 2], [0.0, 0.001, 0.02])
     pol = make_policy("horizon:2[ttft_ms=200,tbt_ms=50]", time_limit=5.0)
