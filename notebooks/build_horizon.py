@@ -48,10 +48,10 @@ CELLS = [
         "again finds the rows stored and does nothing."
     ),
     new_code_cell(
+        "import pandas as pd\n\n"
         "from stepopt.horizon.study import horizon_rows, run_horizon_study\n\n"
         "db = work / 'horizon.duckdb'\n"
         "print(run_horizon_study(files, db, ['three-stage', 'vllm-v1'], time_limit=3))\n"
-        "import pandas as pd\n\n"
         "rows = pd.DataFrame(horizon_rows(db))\n"
         "rows[['window_file', 'algorithm', 'status', 'slo_met_weighted', 'slo_bound', 'regret',\n"
         "      'tokens', 'ttft_p99_ms']].assign(window_file=rows.window_file.map(lambda p: "

@@ -13,6 +13,15 @@ from stepopt.horizon.files import load_window, window_from_dict, window_to_dict
 from stepopt.horizon.windows import cut_windows, without_prefill_attention
 
 MS = 1_000_000
+# A running request whose prompt is computed (so it must have emitted, with token times).
+RUN = {
+    "id": "r",
+    "prompt_tokens": 5,
+    "output_tokens": 2,
+    "arrival_ns": 0,
+    "computed_tokens": 5,
+    "emitted_tokens": 0,
+}
 LATENCY = {"tokens": {"x": [0, 64, 512], "y_ns": [4_000_000, 5_000_000, 20_000_000]}}
 
 
@@ -83,36 +92,8 @@ def test_round_trip_and_solve(tmp_path):
             {"waiting": [{"id": "w", "prompt_tokens": 5, "output_tokens": 1, "arrival_ns": 1}]},
             "waiting[0].arrival_ns",
         ),
-        (
-            {
-                "running": [
-                    {
-                        "id": "r",
-                        "prompt_tokens": 5,
-                        "output_tokens": 2,
-                        "arrival_ns": 0,
-                        "computed_tokens": 5,
-                        "emitted_tokens": 0,
-                    }
-                ]
-            },
-            "running[0].emitted_tokens",
-        ),
-        (
-            {
-                "running": [
-                    {
-                        "id": "r",
-                        "prompt_tokens": 5,
-                        "output_tokens": 2,
-                        "arrival_ns": 0,
-                        "computed_tokens": 5,
-                        "emitted_tokens": 1,
-                    }
-                ]
-            },
-            "running[0].first_token_ns",
-        ),
+        ({"running": [RUN]}, "running[0].emitted_tokens"),
+        ({"running": [{**RUN, "emitted_tokens": 1}]}, "running[0].first_token_ns"),
         (
             {"slo": {"ttft_ms": 1, "tbt_ms": 1, "ttft_ms_by_priority": {"x": 3}}},
             "slo.ttft_ms_by_priority",

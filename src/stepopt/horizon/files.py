@@ -11,13 +11,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, StrictInt, ValidationError
+from pydantic import Field, StrictInt
 
 from stepopt.errors import InputError
 from stepopt.horizon.problem import Slo, WindowProblem, WindowRequest
-from stepopt.io import ConfigSpec, RequestId, _Strict, check_values, read_document
-from stepopt.io import validation_error as _validation_error
-from stepopt.latency.serialize import LatencySpec, PresetRef, model_from_dict, model_to_dict
+from stepopt.io import ConfigSpec, RequestId, _Strict, read_document, validate_document
+from stepopt.latency.serialize import LatencySpec, PresetRef, model_to_dict
 from stepopt.limits import MAX_PRIORITY, MAX_REQUESTS, MAX_TARGET_MS, MAX_TOKENS
 from stepopt.model import EngineConfig
 
@@ -69,18 +68,7 @@ class WindowSpec(_Strict):
 
 def window_from_dict(doc: Any, name: str = "window") -> WindowProblem:
     """Validate a window document and build the :class:`WindowProblem`."""
-    if not isinstance(doc, dict):
-        raise InputError("file", "a window must be a JSON object", type(doc).__name__)
-    check_values(doc)
-    lat_doc = doc.get("latency_model")
-    rest = {k: v for k, v in doc.items() if k != "latency_model"}
-    try:
-        spec = WindowSpec.model_validate({**rest, "latency_model": {"preset": "_"}})
-    except ValidationError as exc:
-        raise _validation_error(exc) from None
-    if lat_doc is None:
-        raise InputError("latency_model", "field required", show_value=False)
-    latency = model_from_dict(lat_doc, field="latency_model")
+    spec, latency = validate_document(doc, WindowSpec, "a window")
     t0 = spec.start_time_ns
     reqs: list[WindowRequest] = []
     seen: dict[str, str] = {}
