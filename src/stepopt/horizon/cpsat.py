@@ -54,6 +54,8 @@ class WindowModel:
 
 def build(w: WindowProblem) -> WindowModel:
     """The variables and constraints of the window (no objective)."""
+    # ~110 lines on purpose: the per-step rules share a dozen per-step variables (read
+    # top-down); the per-request rules are in _request_vars, priority in _priority, SLOs in _slo.
     check_supported(w)
     m = cp_model.CpModel()
     cfg, lat, K = w.config, w.latency, w.steps
@@ -103,54 +105,7 @@ def build(w: WindowProblem) -> WindowModel:
 
     X, z, D, F, adm, vis = ([] for _ in range(6))
     for r in reqs:
-        P, C0, Fin = r.prompt_tokens, r.computed_tokens, r.final_computed
-        xs = [m.new_constant(C0)] + [m.new_int_var(C0, Fin, "") for _ in range(K)]
-        zs, ds, fs, ads, vs = [None], [one if C0 >= P else zero], [zero], [], []
-        ads.append(one if r.running else zero)
-        vs.append(None)
-        for k in range(1, K + 1):
-            m.add(xs[k] >= xs[k - 1])
-            zk = m.new_bool_var("")
-            m.add(xs[k] >= xs[k - 1] + 1).only_enforce_if(zk)
-            m.add(xs[k] == xs[k - 1]).only_enforce_if(~zk)
-            dk = one if C0 >= P else m.new_bool_var("")
-            if C0 < P:
-                m.add(xs[k] >= P).only_enforce_if(dk)
-                m.add(xs[k] <= P - 1).only_enforce_if(~dk)
-                m.add_implication(ds[k - 1], dk)
-            fk = m.new_bool_var("")
-            m.add(xs[k] >= Fin).only_enforce_if(fk)
-            m.add(xs[k] <= Fin - 1).only_enforce_if(~fk)
-            m.add_implication(fs[k - 1], fk)
-            m.add_implication(fs[k - 1], ~zk)
-            if r.running:
-                ak = one
-            elif C0 == 0:
-                ak = m.new_bool_var("")
-                m.add(xs[k] >= 1).only_enforce_if(ak)
-                m.add(xs[k] <= 0).only_enforce_if(~ak)
-            else:
-                raise InputError(
-                    f"requests[{r.id}].computed_tokens", "must be 0 unless running", C0
-                )
-            # phase: a decode takes 1 token; a prefill at most its prompt, its threshold, and
-            # at least the minimum chunk unless it completes the prompt.
-            m.add(xs[k] <= xs[k - 1] + 1).only_enforce_if(ds[k - 1])
-            if C0 < P:
-                m.add(xs[k] <= P).only_enforce_if(~ds[k - 1])
-                if thr > 0:
-                    m.add(xs[k] - xs[k - 1] <= thr).only_enforce_if(~ds[k - 1])
-                m.add(xs[k] - xs[k - 1] >= mchunk).only_enforce_if([zk, ~ds[k - 1], ~dk])
-            if r.running or r.arrival_ns <= w.start_ns:
-                vk = one
-            else:
-                vk = seen[fidx[r.arrival_ns]][k]
-                m.add_implication(zk, vk)
-            zs.append(zk)
-            ds.append(dk)
-            fs.append(fk)
-            ads.append(ak)
-            vs.append(vk)
+        xs, zs, ds, fs, ads, vs = _request_vars(m, w, r, seen, fidx, one, zero, mchunk)
         X.append(xs)
         z.append(zs)
         D.append(ds)
@@ -161,7 +116,6 @@ def build(w: WindowProblem) -> WindowModel:
     order = sorted(
         range(n), key=lambda i: (reqs[i].priority, reqs[i].arrival_ns / NS_PER_S, reqs[i].id)
     )
-    lat_k: list = [None]
     busy: list = []
     e_prev, last_prev = None, []
     for k in range(1, K + 1):
@@ -222,13 +176,64 @@ def build(w: WindowProblem) -> WindowModel:
         if k > 1:
             m.add_bool_or([e_prev, *[~x for x in last_prev], ~e])
         e_prev, last_prev = e, last
-        lat_k.append(L)
 
     met = _slo(m, w, t, X, z, D, F, t_hi)
     weights = w.slo_weight
     slo_obj = sum(weights[r.id] * met[i] for i, r in enumerate(reqs))
     tokens_obj = sum(X[i][K] for i in range(n)) - sum(r.computed_tokens for r in reqs)
     return WindowModel(m, X, z, met, busy, slo_obj, tokens_obj)
+
+
+def _request_vars(m, w: WindowProblem, r, seen, fidx, one, zero, mchunk: int) -> tuple:
+    """One request's progress over the window, its phase booleans and its step rules."""
+    K, thr = w.steps, w.config.long_prefill_token_threshold
+    P, C0, Fin = r.prompt_tokens, r.computed_tokens, r.final_computed
+    xs = [m.new_constant(C0)] + [m.new_int_var(C0, Fin, "") for _ in range(K)]
+    zs, ds, fs, ads, vs = [None], [one if C0 >= P else zero], [zero], [], []
+    ads.append(one if r.running else zero)
+    vs.append(None)
+    for k in range(1, K + 1):
+        m.add(xs[k] >= xs[k - 1])
+        zk = m.new_bool_var("")
+        m.add(xs[k] >= xs[k - 1] + 1).only_enforce_if(zk)
+        m.add(xs[k] == xs[k - 1]).only_enforce_if(~zk)
+        dk = one if C0 >= P else m.new_bool_var("")
+        if C0 < P:
+            m.add(xs[k] >= P).only_enforce_if(dk)
+            m.add(xs[k] <= P - 1).only_enforce_if(~dk)
+            m.add_implication(ds[k - 1], dk)
+        fk = m.new_bool_var("")
+        m.add(xs[k] >= Fin).only_enforce_if(fk)
+        m.add(xs[k] <= Fin - 1).only_enforce_if(~fk)
+        m.add_implication(fs[k - 1], fk)
+        m.add_implication(fs[k - 1], ~zk)
+        if r.running:
+            ak = one
+        elif C0 == 0:
+            ak = m.new_bool_var("")
+            m.add(xs[k] >= 1).only_enforce_if(ak)
+            m.add(xs[k] <= 0).only_enforce_if(~ak)
+        else:
+            raise InputError(f"requests[{r.id}].computed_tokens", "must be 0 unless running", C0)
+        # phase: a decode takes 1 token; a prefill at most its prompt, its threshold, and
+        # at least the minimum chunk unless it completes the prompt.
+        m.add(xs[k] <= xs[k - 1] + 1).only_enforce_if(ds[k - 1])
+        if C0 < P:
+            m.add(xs[k] <= P).only_enforce_if(~ds[k - 1])
+            if thr > 0:
+                m.add(xs[k] - xs[k - 1] <= thr).only_enforce_if(~ds[k - 1])
+            m.add(xs[k] - xs[k - 1] >= mchunk).only_enforce_if([zk, ~ds[k - 1], ~dk])
+        if r.running or r.arrival_ns <= w.start_ns:
+            vk = one
+        else:
+            vk = seen[fidx[r.arrival_ns]][k]
+            m.add_implication(zk, vk)
+        zs.append(zk)
+        ds.append(dk)
+        fs.append(fk)
+        ads.append(ak)
+        vs.append(vk)
+    return xs, zs, ds, fs, ads, vs
 
 
 def _priority(m, w, order, k, X, z, D, F, adm, vis) -> None:
