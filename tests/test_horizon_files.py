@@ -166,6 +166,11 @@ def test_windows_cut_from_a_trace_run_and_resume(tmp_path, capsys):
     assert set(s["policies"]) == {"three-stage", "vllm-v1"}
     assert main(["horizon", "report", "--db", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["windows"] == 2
+    worst = tmp_path / "worst"
+    assert main(["horizon", "report", "--db", str(db), "--save-worst", str(worst)]) == 0
+    assert (worst / "commands.sh").is_file()
+    for f in worst.glob("*.window.json"):  # each saved window loads and solves again
+        assert load_window(f).steps == 4
 
 
 def test_receding_horizon_policy_in_the_simulator():

@@ -191,17 +191,27 @@ def cmd_report(
     db: Annotated[Path, typer.Option("--db", help="DuckDB store.")],
     plot: Annotated[Path | None, typer.Option("--plot", help="Regret distribution figure.")] = None,
     worst: Annotated[int, typer.Option("--worst", help="Worst windows to list.")] = 5,
+    save_worst_dir: Annotated[
+        Path | None,
+        typer.Option("--save-worst", help="Copy the worst windows, their plans and commands."),
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Regret of each policy against the window optimum (and its bound)."""
     from stepopt.cli.common import figure_file
-    from stepopt.horizon.report import regret_plot, regret_summary
+    from stepopt.horizon.report import regret_plot, regret_summary, save_worst
     from stepopt.horizon.study import horizon_rows
 
     figure_file(plot, "--plot")
-    s = regret_summary(horizon_rows(db), worst)
+    output_dir(save_worst_dir, "--save-worst")
+    if worst < 0:
+        raise InputError("--worst", "must be >= 0", worst)
+    rows = horizon_rows(db)
+    s = regret_summary(rows, worst)
     if plot is not None:
         regret_plot(s, plot)
+    if save_worst_dir is not None:
+        save_worst(s, rows, save_worst_dir)
     if json_out:
         print_json(s)
         return
@@ -222,7 +232,7 @@ def _report_table(s: dict[str, Any]) -> None:
         "SLO attain.",
         "TTFT p99 ms",
     ):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=col == "policy")
     o = s["optimum"]
     t.add_row(
         "optimum",

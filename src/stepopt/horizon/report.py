@@ -93,3 +93,36 @@ def regret_plot(summary: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def save_worst(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """For each worst window: a copy of the window file, the optimum's and the policy's plans,
+    and the commands that replay them (``commands.sh``)."""
+    import json
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    plans = {(r["window_file"], r["algorithm"]): r["plan"] for r in rows}
+    written = []
+    lines = ["# the worst windows: solve the optimum, replay the policy"]
+    for k, wr in enumerate(summary["worst"], start=1):
+        src = Path(wr["window_file"])
+        stem = f"{k:02d}-{src.stem}-{wr['algorithm']}".replace("/", "-")
+        dst = out / f"{stem}.window.json"
+        if src.is_file():
+            shutil.copyfile(src, dst)
+        for alg, name in (("optimum", "optimum"), (wr["algorithm"], "policy")):
+            plan = plans.get((wr["window_file"], alg))
+            if plan is not None:
+                (out / f"{stem}.{name}-plan.json").write_text(
+                    json.dumps(json.loads(plan), indent=1) + "\n"
+                )
+        q = shlex.quote(str(dst))
+        lines += [
+            f"# {wr['algorithm']} lost {wr['regret']} SLOs ({wr['policy']} vs {wr['optimum']})",
+            f"stepopt horizon solve {q}",
+            f"stepopt horizon replay {q} --policy {shlex.quote(wr['algorithm'])}",
+        ]
+        written.append(dst)
+    (out / "commands.sh").write_text("\n".join(lines) + "\n")
+    return written
