@@ -150,6 +150,8 @@ def solve_window(
     ev = evaluate_window(w, solution) if solution is not None else None
     if ev is not None and not ev.feasible:
         raise AssertionError(f"window model gave a plan the evaluator rejects: {ev.violations[0]}")
+    if ev is not None:
+        _check_agreement(phases, ev)
     if best_hint is not None:
         hint_ev = evaluate_window(w, best_hint)
         if ev is None or hint_ev.key > ev.key:
@@ -169,6 +171,17 @@ def solve_window(
         wall_s=time.perf_counter() - t0,
         phases=phases,
     )
+
+
+def _check_agreement(phases: list[dict[str, Any]], ev: WindowEvaluation) -> None:
+    """The model's value of every phase must be what the evaluator measures on the plan."""
+    measured = {"slo": ev.met_weighted, "tokens": ev.tokens, "busy": ev.busy_ns}
+    for ph in phases:
+        if "value" in ph and ph["value"] != measured[ph["phase"]]:
+            raise AssertionError(
+                f"window model and evaluator disagree on {ph['phase']}: model {ph['value']}, "
+                f"evaluator {measured[ph['phase']]}"
+            )
 
 
 def heuristic_hint(w: WindowProblem) -> Plan | None:
