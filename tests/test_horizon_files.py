@@ -192,5 +192,10 @@ def test_receding_horizon_policy_in_the_simulator():
     )
     assert res.stats["finished"] == 3  # every decision passed the simulator's validation
     assert pol.stats.decisions == res.num_steps
+    # Replayed over a window from its start state, and compared with the optimum.
+    w = window_from_dict(doc())
+    _, ev = replay_policy(w, "horizon:3[ttft_ms=60,tbt_ms=30]", time_limit=5.0)
+    assert ev.feasible
+    assert ev.key <= solve_window(w, time_limit_s=20).evaluation.key
     with pytest.raises(InputError, match="horizon takes"):
         make_policy("horizon:2[speed=3]")

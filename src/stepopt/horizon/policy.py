@@ -45,6 +45,15 @@ class HorizonPolicy(Policy):
         self.first: dict[str, int] = {}
         self.last: dict[str, int] = {}
 
+    def start_at(self, window: Any) -> None:
+        """Replaying a window: its start time and the token history of its requests."""
+        self.end = window.start_ns
+        for r in window.requests:
+            if r.emitted_tokens:
+                self.emitted[r.id] = r.emitted_tokens
+                self.first[r.id] = r.first_token_ns
+                self.last[r.id] = r.last_token_ns
+
     def decide(self, problem: StepProblem) -> tuple[Decision, str]:
         t0 = time.perf_counter_ns()
         newest = max((round(r.arrival_time * NS_PER_S) for r in problem.requests), default=0)

@@ -24,6 +24,8 @@ def replay_policy(
     from stepopt.simulate.policies import make_policy
 
     pol = make_policy(policy, time_limit=time_limit)
+    if hasattr(pol, "start_at"):  # horizon[:K] keeps a clock and token times of its own
+        pol.start_at(w)
     target = w.slo.tbt_ms if target_ms is None else target_ms
     st = WindowState(w)
     plan: Plan = []
