@@ -31,11 +31,12 @@ from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 def check_supported(w: WindowProblem) -> None:
     p = w.latency.prefill
-    if p.alpha_ns != 0.0 or p.beta_ns != 0.0:
+    if not p.is_zero:
         raise InputError(
             "latency_model.prefill_attention",
-            f"the exact window model does not encode prefill attention (alpha_ns={p.alpha_ns:g}, "
-            f"beta_ns={p.beta_ns:g}); use a model without it (--no-prefill-attention)",
+            f"the exact window model does not encode prefill attention (alpha_ns={p.alpha_ns}, "
+            f"beta_ns={p.beta_ns}, linear_ns={p.linear_ns}); use a model without it "
+            "(stepopt horizon windows drops it)",
             show_value=False,
         )
 

@@ -20,7 +20,7 @@ from stepopt.simulate.trace import Trace
 def without_prefill_attention(model: LatencyModel) -> LatencyModel:
     """The same model with the prefill attention term removed (the exact window model does
     not encode it); the name says so."""
-    if model.prefill.alpha_ns == 0.0 and model.prefill.beta_ns == 0.0:
+    if model.prefill.is_zero:
         return model
     return replace(model, prefill=PrefillAttention(), name=f"{model.name}-no-prefill-attention")
 
