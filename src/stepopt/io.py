@@ -227,20 +227,26 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def problem_from_dict(doc: Any) -> StepProblem:
-    """Validate a problem document and build the :class:`StepProblem`."""
+def validate_document(doc: Any, spec_cls: Any, what: str) -> tuple[Any, LatencyModel]:
+    """A document with a ``latency_model`` validated against ``spec_cls`` (a problem, a
+    window): the spec and the latency model, or a one-line error naming the field."""
     if not isinstance(doc, dict):
-        raise InputError("file", "a problem must be a JSON object", type(doc).__name__)
+        raise InputError("file", f"{what} must be a JSON object", type(doc).__name__)
     check_values(doc)  # documents built in Python skip read_document
     lat_doc = doc.get("latency_model")
     rest = {k: v for k, v in doc.items() if k != "latency_model"}
     try:
-        spec = ProblemSpec.model_validate({**rest, "latency_model": {"preset": "_"}})
+        spec = spec_cls.model_validate({**rest, "latency_model": {"preset": "_"}})
     except ValidationError as exc:
         raise validation_error(exc) from None
     if lat_doc is None:
         raise InputError("latency_model", "field required", show_value=False)
-    latency = latency_from_document(lat_doc, field="latency_model")
+    return spec, latency_from_document(lat_doc, field="latency_model")
+
+
+def problem_from_dict(doc: Any) -> StepProblem:
+    """Validate a problem document and build the :class:`StepProblem`."""
+    spec, latency = validate_document(doc, ProblemSpec, "a problem")
     return _build(spec, latency)
 
 
