@@ -50,6 +50,17 @@ def test_no_import_cycles():
     cycles = [
         c for c in cycles if set(c) != {"stepopt.latency.presets", "stepopt.latency.serialize"}
     ]
+    # The simulator's policy parser hands `horizon[:K]` to the horizon package, which builds on
+    # the simulator: a plug-in edge, lazy (inside `_horizon_policy`), so no import-time cycle.
+    cycles = [
+        c
+        for c in cycles
+        if not (
+            "stepopt.simulate.policies" in c
+            and "stepopt.horizon.policy" in c
+            and all(m.startswith(("stepopt.horizon.", "stepopt.simulate.")) for m in c)
+        )
+    ]
     assert cycles == []
 
 
