@@ -9,7 +9,8 @@ from hypothesis import given, settings
 
 from stepopt.evaluate import evaluate
 from stepopt.formulation import build
-from stepopt.formulation.milp import encode, set_start
+from stepopt.formulation.milp import encode
+from stepopt.formulation.milp_start import set_start
 from stepopt.solvers.hint import greedy_hint
 from stepopt.testing.strategies import problems
 
@@ -18,6 +19,17 @@ from stepopt.testing.strategies import problems
 @settings(max_examples=60, deadline=None)
 @given(problems())
 def test_greedy_start_satisfies_every_constraint(problem):
+    _check_start(problem)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@settings(max_examples=20, deadline=None)
+@given(problems(max_requests=12, preset="demo"))
+def test_greedy_start_on_engine_scale_curves(problem):
+    _check_start(problem)
+
+
+def _check_start(problem):
     dec = greedy_hint(problem)
     form = build(problem)
     if dec is None or form.free_slots < 0 or not form.items:

@@ -7,17 +7,19 @@ with ``0 <= dy t_k - dx u_k <= (dx - 1) s_k``; then ``y = sum (y0 s_k + u_k)``.
 Each piece's constraint is written relative to its own ``x0`` and ``y0`` and the offsets stay
 small, which keeps coefficients far from the magnitudes (ns times dx) where floating-point
 tolerances could round a floor the wrong way. Its LP relaxation is the convex hull of each
-piece, which also makes it tighter than big-M.
+piece, which also makes it tighter than big-M. The rules come from :mod:`stepopt.constraints`
+through :class:`MilpEncoder`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulp
 
-from stepopt.formulation.priority import Node
+from stepopt.constraints import FAMILIES
 from stepopt.formulation.spec import Formulation, Term
 
 Expr = pulp.LpAffineExpression
@@ -33,8 +35,10 @@ class MilpEncoding:
     weighted: Expr
     deviation: pulp.LpVariable | None = None
     terms: dict[str, Expr] = field(default_factory=dict)
-    # Setters of the auxiliary variables' start values, run in order once c and z have theirs.
+    # For start values (:mod:`~stepopt.formulation.milp_start`): setters of the latency terms'
+    # variables, run in order once c and z have theirs, and the families' variables.
     fills: list[Callable[[], None]] = field(default_factory=list)
+    encoder: MilpEncoder | None = None
 
 
 class _Names:
@@ -95,23 +99,50 @@ def _term(
     return y
 
 
-def _start_pieces(trios: list, x: int, active: pulp.LpVariable | None) -> None:
-    """Start values of a piecewise term at ``x``: the first piece holding it selected."""
-    on = active is None or round(active.value()) == 1
-    for p, s, t, u in trios:
-        sel = on and p.a <= x <= p.b
-        on = on and not sel
-        if s is not active:
-            s.setInitialValue(int(sel))
-        t.setInitialValue(x - p.x0 if sel else 0)
-        u.setInitialValue(p.value(x) - p.y0 if sel else 0)
+class MilpEncoder:
+    """The :class:`~stepopt.constraints.Encoder` of PuLP: the constraint families add their
+    rows through it (named rows keep their names in LP/MPS files)."""
+
+    def __init__(self, prob: pulp.LpProblem, c: list, z: list, tokens: Expr) -> None:
+        self.prob, self.c, self.z, self.tokens = prob, c, z, tokens
+        self.latency: Expr = pulp.LpAffineExpression()
+        # what start values need to know of the families' variables
+        self.made: list[pulp.LpVariable] = []
+        self.at_least: dict[str, tuple[Any, int]] = {}
+        self.only_if: dict[str, list[Any]] = {}
+        self.bools: set[str] = set()
+
+    def add(self, constraint: Any, name: str = "") -> None:
+        if name:
+            self.prob += constraint, name
+        else:
+            self.prob += constraint
+
+    def int_var(self, lo: int, hi: int, name: str) -> pulp.LpVariable:
+        self.made.append(self.prob.add_variable(name, lo, hi, cat=pulp.LpInteger))
+        return self.made[-1]
+
+    def bool_var(self, name: str) -> pulp.LpVariable:
+        self.made.append(self.prob.add_variable(name, cat=pulp.LpBinary))
+        self.bools.add(name)
+        return self.made[-1]
+
+    def total(self, exprs: Sequence[Any]) -> Expr:
+        return pulp.lpSum(exprs)
+
+    def at_least_if(self, expr: Any, bound: int, literal: Any) -> None:
+        self.prob.addConstraint(expr >= bound * literal)  # expr >= 0, so off when literal = 0
+        self.at_least[literal.name] = (expr, bound)
+
+    def only_if_all(self, literal: Any, prerequisites: Sequence[Any]) -> None:
+        for u in prerequisites:
+            self.prob.addConstraint(literal <= u)
+        self.only_if[literal.name] = list(prerequisites)
 
 
 def encode(form: Formulation, name: str = "step") -> MilpEncoding:
     """Variables and constraints of ``form`` (the objective is set by the solver)."""
     prob = pulp.LpProblem(name, pulp.LpMinimize)
-    nm = _Names()
-    fills: list[Callable[[], None]] = []
     items = form.items
     c: list = []
     z: list = []
@@ -120,42 +151,36 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
         z.append(zi)
         if it.decode:
             c.append(zi)
-        else:
-            ci = prob.add_variable(f"c{it.index}", 0, it.hi, cat=pulp.LpInteger)
-            prob += ci >= it.lo * zi
-            prob += ci <= it.hi * zi
-            c.append(ci)
+        else:  # the phase family links c and z
+            c.append(prob.add_variable(f"c{it.index}", 0, it.hi, cat=pulp.LpInteger))
     s_expr = pulp.lpSum(c)
-    prob += s_expr <= form.s_max, "budget"  # s_max = min(budget, sum of hi)
-    waiting = [z[it.index] for it in items if not it.running]
-    if len(waiting) > form.free_slots:
-        prob += pulp.lpSum(waiting) <= form.free_slots, "concurrency"
+    enc = MilpEncoder(prob, c, z, s_expr)
+    fills: list[Callable[[], None]] = []
+    terms = _latency_terms(prob, _Names(), form, s_expr, c, z, fills)
+    enc.latency = latency = pulp.lpSum(terms.values())
+    for family in FAMILIES:
+        family.encode(enc, form)
+    weighted = pulp.lpSum(it.weight * c[it.index] for it in items)
+    out = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms, fills=fills, encoder=enc)
+    if form.objective == "target":
+        lo, hi = form.latency_range()
+        dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
+        dev = prob.add_variable("dev", 0, dmax)
+        prob += dev >= latency - form.target_ns
+        prob += dev >= form.target_ns - latency
+        out.deviation = dev
+        fills.append(lambda: dev.setInitialValue(abs(round(latency.value()) - form.target_ns)))
+    return out
 
-    if form.kv_limit is not None:
-        bs = form.block_size
-        blocks: list = []
-        most = 0
-        for it in items:
-            top = it.blocks(it.hi, bs)
-            if top == 0:
-                continue
-            most += top
-            if it.decode:
-                blocks.append(z[it.index])
-            else:
-                k = prob.add_variable(f"kv{it.index}", 0, top, cat=pulp.LpInteger)
-                prob += bs * k >= c[it.index] - it.kv_slack
-                fills.append(lambda k=k, it=it: k.setInitialValue(it.blocks(_int(c[it.index]), bs)))
-                blocks.append(k)
-        if most > form.kv_limit:
-            prob += pulp.lpSum(blocks) <= form.kv_limit, "kv_capacity"
 
-    _priority(prob, form, c, z, fills)
-
-    b_expr = pulp.lpSum(z)
+def _latency_terms(
+    prob: pulp.LpProblem, nm: _Names, form: Formulation, s_expr, c, z, fills
+) -> dict:
+    """One expression per latency term (the model's formula, exactly)."""
+    items = form.items
     terms: dict[str, Expr] = {
         "tokens": _term(prob, nm, form.tokens, s_expr, None, fills),
-        "batch": _term(prob, nm, form.batch, b_expr, None, fills),
+        "batch": _term(prob, nm, form.batch, pulp.lpSum(z), None, fills),
     }
     decodes = [it for it in items if it.decode and it.context]
     if decodes and form.decode_num:
@@ -177,79 +202,16 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
     ]
     if att:
         terms["prefill_attention"] = pulp.lpSum(att)
-    latency = pulp.lpSum(terms.values())
-    weighted = pulp.lpSum(it.weight * c[it.index] for it in items)
-    enc = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms, fills=fills)
-    lo, hi = form.latency_range()
-    if form.objective == "goodput":
-        prob += latency <= form.target_ns, "latency_cap"
-    else:
-        dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
-        dev = prob.add_variable("dev", 0, dmax)
-        prob += dev >= latency - form.target_ns
-        prob += dev >= form.target_ns - latency
-        enc.deviation = dev
-        fills.append(lambda: dev.setInitialValue(abs(round(latency.value()) - form.target_ns)))
-    return enc
+    return terms
 
 
-def _int(v: pulp.LpVariable | Expr) -> int:
-    return round(v.value())
-
-
-def set_start(enc: MilpEncoding, tokens: dict[str, int]) -> None:
-    """Give every variable its value at the decision ``tokens`` (request id -> tokens), a
-    start for the backends (warm start). A decision that breaks a rule gives a start that
-    breaks a constraint, which the backends then ignore."""
-    for it, ci, zi in zip(enc.form.items, enc.c, enc.z, strict=True):
-        n = tokens.get(it.id, 0)
-        zi.setInitialValue(int(n > 0))
-        if ci is not zi:
-            ci.setInitialValue(n)
-    for fill in enc.fills:
-        fill()
-
-
-def _priority(
-    prob: pulp.LpProblem, form: Formulation, c: list, z: list, fills: list[Callable[[], None]]
-) -> None:
-    lits: dict[Node, pulp.LpVariable] = {}
-
-    def lit(node: Node) -> pulp.LpVariable:
-        kind, ref = node
-        if kind == "sched":
-            return z[ref]
-        if node not in lits:
-            v = prob.add_variable(f"{kind}_{ref}", cat=pulp.LpBinary)
-            if kind == "full":
-                prob.addConstraint(c[ref] >= form.items[ref].hi * v)
-            lits[node] = v
-        return lits[node]
-
-    for u, v in form.edges:
-        prob.addConstraint(lit(v) <= lit(u))
-    fills.append(lambda: _start_lits(form, c, lits))
-
-
-def _start_lits(form: Formulation, c: list, lits: dict[Node, pulp.LpVariable]) -> None:
-    """A ``full`` literal is true when its request gets all of ``hi``; an ``all`` one when
-    every prerequisite is true (in topological order: the edges may chain them)."""
-    for (kind, ref), v in lits.items():
-        if kind == "full":
-            v.setInitialValue(int(round(c[ref].value()) >= form.items[ref].hi))
-    preds: dict[Node, list[Node]] = {}
-    for u, v in form.edges:
-        preds.setdefault(v, []).append(u)
-
-    def val(node: Node) -> int:
-        kind, ref = node
-        if kind == "sched":
-            return int(round(c[ref].value()) > 0)
-        if kind == "all" and lits[node].varValue is None:
-            lits[node].setInitialValue(min((val(u) for u in preds.get(node, [])), default=1))
-        return round(lits[node].varValue)
-
-    for node, v in lits.items():
-        v.varValue = None if node[0] == "all" else v.varValue
-    for node in lits:
-        val(node)
+def _start_pieces(trios: list, x: int, active: pulp.LpVariable | None) -> None:
+    """Start values of a piecewise term at ``x``: the first piece holding it selected."""
+    on = active is None or round(active.value()) == 1
+    for p, s, t, u in trios:
+        sel = on and p.a <= x <= p.b
+        on = on and not sel
+        if s is not active:
+            s.setInitialValue(int(sel))
+        t.setInitialValue(x - p.x0 if sel else 0)
+        u.setInitialValue(p.value(x) - p.y0 if sel else 0)

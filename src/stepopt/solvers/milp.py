@@ -33,14 +33,15 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import replace
 from typing import Any
 
 import pulp
 
-from stepopt.errors import InputError
 from stepopt.formulation import build
-from stepopt.formulation.milp import MilpEncoding, encode, set_start
+from stepopt.formulation.milp import MilpEncoding, encode
+from stepopt.formulation.milp_start import set_start
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers import isolate
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
@@ -99,15 +100,8 @@ class MilpSolver:
         self, problem: StepProblem, time_limit: float | None = None, **params: Any
     ) -> SolveResult:
         started = time.perf_counter()
-        name = self.name
         params = dict(params)
-        tolerance = pop_tolerance(params)
-        if params:
-            raise InputError(
-                f"{name} parameters",
-                f"this solver takes only {TOLERANCE_PARAM}",
-                ", ".join(sorted(params)),
-            )
+        tolerance = pop_tolerance(params)  # the only parameter (the registry checks names)
         if time_limit is None or not isolate.supported():
             return self._solve(problem, started, time_limit, tolerance, None)
         # The backends' own limits are advice (HiGHS overran them by seconds): the solve runs
@@ -308,11 +302,22 @@ class MilpSolver:
         )
 
 
-@register_solver("cbc")
+@register_solver("cbc", params=(TOLERANCE_PARAM,), available=lambda: _available("cbc"))
 def _cbc() -> MilpSolver:
     return MilpSolver(make_cbc())
 
 
-@register_solver("highs")
+@register_solver("highs", params=(TOLERANCE_PARAM,), available=lambda: _available("highs"))
 def _highs() -> MilpSolver:
     return MilpSolver(make_highs())
+
+
+def _available(backend: str) -> bool:
+    """Whether PuLP finds the backend (CBC's bundled binary, the highspy package)."""
+    if backend == "highs":
+        import importlib.util
+
+        return importlib.util.find_spec("highspy") is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # as in _Cbc.make
+        return bool(pulp.PULP_CBC_CMD(msg=False).available())
