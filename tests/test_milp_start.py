@@ -4,7 +4,6 @@ the evaluator's."""
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 
 from stepopt.evaluate import evaluate
@@ -15,14 +14,12 @@ from stepopt.solvers.hint import greedy_hint
 from stepopt.testing.strategies import problems
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # PuLP 3 constraints mapping
 @settings(max_examples=60, deadline=None)
 @given(problems())
 def test_greedy_start_satisfies_every_constraint(problem):
     _check_start(problem)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @settings(max_examples=20, deadline=None)
 @given(problems(max_requests=12, preset="demo"))
 def test_greedy_start_on_engine_scale_curves(problem):
@@ -40,7 +37,7 @@ def _check_start(problem):
         assert v.varValue is not None, v.name
         assert v.lowBound is None or v.varValue >= v.lowBound - 1e-9, v.name
         assert v.upBound is None or v.varValue <= v.upBound + 1e-9, v.name
-    broken = [n for n, con in enc.prob.constraints.items() if not con.valid(1e-6)]
+    broken = [n for n, con in enumerate(enc.prob.constraints()) if not con.valid(1e-6)]
     assert not broken, broken[:5]
     ev = evaluate(problem, dec)
     assert round(enc.latency.value()) == ev.latency_ns

@@ -43,6 +43,10 @@ def _families(enc: MilpEncoding) -> None:
             expr, bound = e.at_least[v.name]
             v.setInitialValue(int(round(pulp.value(expr)) >= bound))
 
+    for v in e.made:
+        if v.name in e.bools and v.varValue is None and v.name not in e.only_if:
+            v.setInitialValue(1)  # a literal only ever required
+
     def lit(v: Any) -> int:
         if v.varValue is None and v.name in e.only_if:
             v.setInitialValue(min((lit(u) for u in e.only_if[v.name]), default=1))
@@ -51,24 +55,26 @@ def _families(enc: MilpEncoding) -> None:
     for v in e.made:
         if v.name in e.only_if:
             lit(v)
-    rows = list(enc.prob.constraints.values())
-    for v in e.made:
-        if v.varValue is None:  # a literal only ever required (true), or a KV block count
-            v.setInitialValue(1 if v.name in e.bools else _least(v, rows))
+    ints = {v.name: v for v in e.made if v.varValue is None}
+    for name, lo in _least(ints, enc.prob.constraints()).items():
+        ints[name].setInitialValue(lo)
 
 
-def _least(v: pulp.LpVariable, rows: list) -> int:
-    """The least integer value of ``v`` its bound and its rows (every other variable set)
-    allow."""
-    lo = math.ceil(v.lowBound) if v.lowBound is not None else 0
+def _least(pending: dict[str, pulp.LpVariable], rows: list) -> dict[str, int]:
+    """The least integer value of each pending variable (the KV block counts) that its bounds
+    and its rows allow, every other variable set (one pass over the rows)."""
+    least = {n: math.ceil(v.lowBound) if v.lowBound is not None else 0 for n, v in pending.items()}
+    if not pending:
+        return least
     for row in rows:
-        a = row.get(v, 0)
-        if not a:
+        mine = [(u, a) for u, a in row.items() if u.name in pending]
+        if len(mine) != 1:
             continue
-        rest = row.constant + sum(coef * (u.varValue or 0) for u, coef in row.items() if u is not v)
+        v, a = mine[0]
+        rest = row.constant + sum(c * (u.varValue or 0) for u, c in row.items() if u is not v)
         # a * v + rest (sense) 0
         if (row.sense == pulp.LpConstraintGE and a > 0) or (
             row.sense == pulp.LpConstraintLE and a < 0
         ):
-            lo = max(lo, math.ceil(-rest / a - 1e-9))
-    return lo
+            least[v.name] = max(least[v.name], math.ceil(-rest / a - 1e-9))
+    return least
