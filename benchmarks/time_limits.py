@@ -10,8 +10,8 @@ the same decodes and 20,000 waiting, strict (most of the queue is pruned before 
     .venv/bin/python benchmarks/time_limits.py --limits 2 --solvers highs --repeat 3
     .venv/bin/python benchmarks/time_limits.py --in-process           # no killable child
 
-``--in-process`` runs CBC and HiGHS without the child process that is killed at the deadline
-(what the solvers did before it), to compare.
+``--in-process`` runs the solvers without the child process that is killed at the deadline
+(what they did before it), to compare.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stepopt.evaluate import evaluate, rank_key
-from stepopt.solvers import SolveStatus, solve
+from stepopt.solvers import SolveStatus, cpsat, solve
 from stepopt.solvers.common import admissible
 from stepopt.solvers.hint import greedy_hint
 from stepopt.solvers.milp import MilpSolver
@@ -105,10 +105,14 @@ def _stuck(pidfile: Path):
     return phases
 
 
-@pytest.mark.parametrize("name", ["cbc", "highs"])
+@pytest.mark.parametrize("name", ["cbc", "highs", "cpsat"])
 def test_a_solve_past_its_deadline_is_killed_with_what_it_spawned(name, monkeypatch, tmp_path):
     pidfile = tmp_path / "pids"
-    monkeypatch.setattr(MilpSolver, "_phases", _stuck(pidfile))
+    if name == "cpsat":  # isolated from ISOLATE_FROM requests on
+        monkeypatch.setattr(cpsat, "ISOLATE_FROM", 0)
+        monkeypatch.setattr(cpsat.CpsatSolver, "_solve", _stuck(pidfile))
+    else:
+        monkeypatch.setattr(MilpSolver, "_phases", _stuck(pidfile))
     problem = make_problem(decodes(4, 300), waitings([100, 200]), target_ms=60.0)
     before = set(_children())
     t = time.perf_counter()

@@ -8,6 +8,10 @@ final one) through a pipe; at the deadline the parent kills the child's whole pr
 its parent too (``PR_SET_PDEATHSIG``), so a killed caller leaves no solver behind (CBC, a
 grandchild, then stops at its own time limit).
 
+CP-SAT uses it too on large problems, where building the model in Python outlasts a limit.
+A fork from a process with other threads (a Dask worker) is safe for what the child does, except
+a lock another thread held at the fork: the child then blocks and is killed at the deadline.
+
 ``os.fork`` rather than :mod:`multiprocessing`: it also works inside daemonic pool workers,
 needs no pickling of the work, and starts no resource tracker.
 """
