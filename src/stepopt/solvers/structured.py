@@ -20,6 +20,7 @@ non-proven status with the best decision found (checked by the evaluator) and th
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -30,11 +31,12 @@ from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import TOLERANCE_PARAM, pop_tolerance
 from stepopt.solvers.hint import greedy_hint
-from stepopt.solvers.structured_curves import allocation
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer, a_layer, b_layer
+from stepopt.solvers.structured_curves import allocation, lagrangian_terms
+from stepopt.solvers.structured_layers import BIG, EPS, Ctx, Layer, a_layer, b_layer
 
 NAME = "structured"
 MAX_WAITING_LAYERS = 4096
+MAX_SCAN = 400_000  # chunk values scanned by the tie-break bound
 
 
 class StructuredSolver:
@@ -168,6 +170,8 @@ def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
     info.update(model_latency_ns=b_lat, layer=layer.name)
     open_more = (tok > b_tok) & (lb <= t)
     open_tie = (tok == b_tok) & (lb < b_lat)
+    if open_tie.any() and not open_more.any():
+        open_tie = _refine_ties(layers, open_tie, b_lat)
     if not open_more.any() and not open_tie.any():
         return finish(
             problem, NAME, SolveStatus.OPTIMAL, dec, started, time_limit=time_limit, params=info
@@ -189,6 +193,37 @@ def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
         params=info,
         message=msg,
     )
+
+
+def _refine_ties(layers: list[Layer], open_tie: np.ndarray, b_lat: int) -> np.ndarray:
+    """Re-check the positions that might tie on tokens with a tighter (Lagrangian) bound."""
+    out = open_tie.copy()
+    at = 0
+    for ly in layers:
+        n = ly.arrays.tok.size
+        for pos in np.flatnonzero(open_tie[at : at + n]):
+            if ly.fill is not None:
+                out[at + pos] = _lagrangian_lb(ly, int(pos)) < b_lat
+        at += n
+    return out
+
+
+def _lagrangian_lb(ly: Layer, pos: int) -> float:
+    """Lower bound of the latency at ``pos`` of a B layer: the fixed part, then the least
+    ``F_seq(b) + attention`` over the feasible numbers of non-zero items."""
+    a = ly.arrays
+    terms = lagrangian_terms(ly.items, ly.fill, pos, MAX_SCAN) if ly.items else None
+    if terms is None:
+        return float(a.lb[pos]) if ly.items else float(a.cand[pos])
+    mins, lam_tokens = terms
+    fixed_part = int(a.fixed_part[pos])
+    if not ly.optional:
+        return fixed_part + int(ly.fseq_window[-1]) + math.ceil(mins.sum() + lam_tokens - EPS)
+    sums = np.concatenate([[0.0], np.cumsum(np.sort(mins))])
+    qmin, qmax = int(a.bmin[pos] - ly.b_fixed), int(a.bmax[pos] - ly.b_fixed)
+    q = np.arange(qmin, qmax + 1)
+    vals = ly.fseq_window[q] + np.ceil(sums[q] + lam_tokens - EPS)
+    return fixed_part + float(vals.min())
 
 
 def _target(problem, layers, started, time_limit, info) -> SolveResult:

@@ -199,3 +199,24 @@ def allocation(items: list[ItemCurve], fill: Fill, s: int) -> list[int]:
     if e >= 0:
         out[int(fill.item[e])] = int(fill.x0[e] + fill.into[s])
     return out
+
+
+def lagrangian_terms(
+    items: list[ItemCurve], fill: Fill, s: int, max_points: int
+) -> tuple[np.ndarray, float] | None:
+    """Per-item minima of ``A_i(c) - lam * c`` over the non-zero chunks ``[lo, hi]`` (exact
+    integer values), with ``lam * tokens`` for the slope ``lam`` of the edge the greedy fill is
+    in at ``s``. Any allocation of the same tokens among a set of items costs at least the
+    sum of their minima plus ``lam * tokens``: a bound without the envelope's per-item floor
+    slack. None when the domains are too large to scan."""
+    sizes = [it.hi - it.lo + 1 for it in items]
+    if sum(sizes) > max_points:
+        return None
+    e = int(fill.edge[s])
+    lam = float(fill.slope[e]) if e >= 0 else 0.0
+    item = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
+    c = np.concatenate([np.arange(it.lo, it.hi + 1, dtype=np.int64) for it in items])
+    g = _values_at(items, item, c) - lam * c
+    mins = np.full(len(items), np.inf)
+    np.minimum.at(mins, item, g)
+    return mins, lam * sum(allocation(items, fill, s))

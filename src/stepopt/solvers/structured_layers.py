@@ -48,6 +48,7 @@ class Arrays:
     cand: np.ndarray
     cand_b: np.ndarray
     ok: np.ndarray
+    fixed_part: np.ndarray | None = None  # F_tok + decode and fixed prefill terms (B layers)
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Layer:
     arrays: Arrays
     fill: Fill | None = None  # B layers
     decode_pick: tuple | None = None  # A layers: (need-block order, free order, counts)
+    optional: bool = False
+    b_fixed: int = 0  # requests in the batch besides the free items
+    fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
 
 
 def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
@@ -199,8 +203,9 @@ def b_layer(
         ok &= kv0 + _fill_blocks(items, low, cached, cx.bs) <= cx.kv
     lb = np.where(room, lb, BIG)
     ub = np.where(room, ub, -BIG)
-    arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok)
-    return Layer(name, fixed, items, list(free), arrays, fill=low)
+    arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
+    window = cx.fseq[b_fixed : b_fixed + n + 1]
+    return Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window)
 
 
 def _fill_blocks(items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int) -> np.ndarray:
