@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 
 from stepopt.evaluate import rank_key
 from stepopt.solvers import SolveStatus, solve, solver_names
-from stepopt.testing.structured_check import PARTIAL, check_against
 from stepopt.testing.strategies import problems
+from stepopt.testing.structured_check import PARTIAL, check_against
 
 PER_COMBINATION = 130
 COMBINATIONS = list(itertools.product(["target", "goodput"], ["strict", "weighted"]))
