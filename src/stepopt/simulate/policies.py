@@ -91,7 +91,7 @@ class ExactPolicy(Policy):
 
     def __init__(
         self,
-        solver: str = "cpsat",
+        solver: str = "auto",
         time_limit: float | None = 1.0,
         fallback: str = "three-stage",
         params: dict[str, Any] | None = None,
@@ -140,7 +140,7 @@ class ExactPolicy(Policy):
 def make_policy(
     name: str,
     *,
-    solver: str = "cpsat",
+    solver: str = "auto",
     time_limit: float | None = 1.0,
     fallback: str = "three-stage",
 ) -> Policy:
