@@ -158,7 +158,6 @@ def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
                 started,
                 time_limit=time_limit,
                 params=info,
-                message="no decision meets the latency cap (bounds prove it)",
             )
         return _refuse(problem, started, time_limit, info, "the bounds do not close")
     # Most tokens, then least latency.
@@ -243,7 +242,6 @@ def _target(problem, layers, started, time_limit, info) -> SolveResult:
                 started,
                 time_limit=time_limit,
                 params=info,
-                message="no decision satisfies the constraints",
             )
         return _refuse(problem, started, time_limit, info, "no candidate decision")
     dev = np.where(ok, np.abs(cand - t), BIG)
