@@ -77,6 +77,7 @@ class ItemCurve:
         return PiecewiseLinear(self.xs, self.ys)(c) if c else 0
 
 
+@lru_cache(maxsize=65536)
 def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> ItemCurve:
     """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``."""
     xs = [lo, *(x for x in curve.xs if lo < x < hi), hi] if hi > lo else [lo]

@@ -88,6 +88,9 @@ class Ctx:
         self.decodes = problem.running_decodes
         self.ctx = np.asarray([r.computed_tokens for r in self.decodes], dtype=np.int64)
         self.need = (self.ctx % self.bs == 0) if self.decodes else np.zeros(0, dtype=bool)
+        self.decode_tokens = {r.id: 1 for r in self.decodes}
+        self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
+        self.target_objective = problem.objective == "target"
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
@@ -141,7 +144,7 @@ def b_layer(
 ) -> Layer | None:
     """A layer with every decode, ``fixed`` prefills at their given chunk and ``free`` items."""
     p, lat = cx.problem, cx.problem.latency
-    fixed = {**{r.id: 1 for r in cx.decodes}, **fixed}
+    fixed = {**cx.decode_tokens, **fixed}
     s0 = sum(fixed.values())
     kv0 = int(cx.need.sum()) + sum(
         int(_kv_blocks(np.int64(r.computed_tokens), np.int64(fixed[r.id]), cx.bs))
@@ -149,7 +152,7 @@ def b_layer(
     )
     if s0 > cx.budget or (cx.kv is not None and kv0 > cx.kv):
         return None
-    const = int(cx.decode_ns(np.int64(cx.ctx.sum()))) + sum(
+    const = cx.decode_const + sum(
         lat.prefill(fixed[r.id], r.computed_tokens, r.remaining_prompt) for r in fixed_reqs
     )
     items = [
@@ -159,7 +162,6 @@ def b_layer(
         for r in free
     ]
     low = greedy_fill(items, lower=True)
-    high = greedy_fill(items, lower=False)
     start = sum(it.start for it in items)
     n = len(items)
     s = np.arange(low.relax.size, dtype=np.int64)
@@ -195,7 +197,11 @@ def b_layer(
     ftok = cx.ftok[np.minimum(tok, cx.budget)]
     # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
-    ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
+    if cx.target_objective:  # the latency's upper bound matters to |L - T| only
+        high = greedy_fill(items, lower=False)
+        ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
+    else:
+        ub = np.full(s.size, BIG)
     att, valid = exact_attention(items, low)
     cand = ftok + cx.fseq[np.minimum(cand_b, cx.fseq.size - 1)] + const + att
     ok = valid & room
