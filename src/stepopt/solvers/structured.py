@@ -27,16 +27,19 @@ from typing import Any
 import numpy as np
 
 from stepopt.errors import InputError
+from stepopt.evaluate import evaluate
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import TOLERANCE_PARAM, pop_tolerance
 from stepopt.solvers.hint import greedy_hint
-from stepopt.solvers.structured_curves import allocation, lagrangian_terms
+from stepopt.solvers.structured_curves import allocation, lagrangian_terms, refine
 from stepopt.solvers.structured_layers import BIG, EPS, Ctx, Layer, a_layer, b_layer
 
 NAME = "structured"
 MAX_WAITING_LAYERS = 4096
 MAX_SCAN = 400_000  # chunk values scanned by the tie-break bound
+MAX_PREFIX_LAYERS = 24  # candidate layers of started running prefills
+REFINE_WINDOW = 16  # tokens each chunk may move when the tie-break split is refined
 
 
 class StructuredSolver:
@@ -103,6 +106,7 @@ def build_layers(cx: Ctx) -> list[Layer]:
         b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
         if b0 is not None:
             layers.append(b0)
+            layers.extend(_started_prefixes(cx, b0))
     full = {r.id: p.hi(r) for r in running_pre}
     order = p.waiting_order
     budget_left = cx.budget - len(cx.decodes) - sum(full.values())
@@ -116,6 +120,26 @@ def build_layers(cx: Ctx) -> list[Layer]:
         if layer is not None:
             layers.append(layer)
     return layers
+
+
+def _started_prefixes(cx: Ctx, b0: Layer) -> list[Layer]:
+    """Candidates only: B0 with its first ``m`` prefills (in the greedy's start order) at
+    ``[lo, hi]`` and the rest at 0, so every token count has a valid split even where the
+    greedy would stop an item between 0 and ``lo``. B0's bounds cover them: none of their
+    own."""
+    first = {}
+    for k in range(b0.fill.item.size):
+        first.setdefault(int(b0.fill.item[k]), k)
+    order = [b0.reqs[i] for i in sorted(first, key=first.get)]
+    out = []
+    for m in range(1, min(len(order), MAX_PREFIX_LAYERS) + 1):
+        ly = b_layer(cx, f"B0/{m}", {}, [], order[:m], optional=False)
+        if ly is not None:
+            a = ly.arrays
+            a.lb = np.full(a.lb.size, BIG)
+            a.ub = np.full(a.ub.size, -BIG)
+            out.append(ly)
+    return out
 
 
 def _decision(problem: StepProblem, layer: Layer, pos: int) -> Decision:
@@ -170,6 +194,11 @@ def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
     open_more = (tok > b_tok) & (lb <= t)
     open_tie = (tok == b_tok) & (lb < b_lat)
     if open_tie.any() and not open_more.any():
+        better = _better_split(problem, layer, pos, int(cand[best]))
+        if better is not None:
+            dec, b_lat = better
+            info.update(model_latency_ns=b_lat, refined=True)
+            open_tie = (tok == b_tok) & (lb < b_lat)
         open_tie = _refine_ties(layers, open_tie, b_lat)
     if not open_more.any() and not open_tie.any():
         return finish(
@@ -192,6 +221,26 @@ def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
         params=info,
         message=msg,
     )
+
+
+def _better_split(
+    problem: StepProblem, layer: Layer, pos: int, latency: int
+) -> tuple[Decision, int] | None:
+    """The same tokens split with less exact attention (floors), if there is such a split near
+    the greedy one."""
+    if layer.fill is None or not layer.items:
+        return None
+    chunks = allocation(layer.items, layer.fill, pos)
+    now = sum(it.value(c) for it, c in zip(layer.items, chunks, strict=True))
+    new, att = refine(layer.items, chunks, REFINE_WINDOW)
+    if att >= now:
+        return None
+    tokens = dict(layer.fixed)
+    tokens.update({r.id: c for r, c in zip(layer.reqs, new, strict=True)})
+    dec = Decision.of(tokens)
+    if not evaluate(problem, dec).feasible:
+        return None  # the KV limit can forbid the other split
+    return dec, latency - (now - att)
 
 
 def _refine_ties(layers: list[Layer], open_tie: np.ndarray, b_lat: int) -> np.ndarray:

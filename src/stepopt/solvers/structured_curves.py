@@ -221,3 +221,46 @@ def lagrangian_terms(
     mins = np.full(len(items), np.inf)
     np.minimum.at(mins, item, g)
     return mins, lam * sum(allocation(items, fill, s))
+
+
+def refine(items: list[ItemCurve], chunks: list[int], window: int) -> tuple[list[int], int]:
+    """The allocation of the same total with least exact attention among those that move each
+    non-zero chunk by at most ``window`` tokens (zero chunks stay zero), by a min-plus dynamic
+    program over the running offset; with its attention sum. It exploits the floors the
+    envelope cannot see."""
+    k = window * max(len(items), 1)
+    width = 2 * k + 1
+    inf = np.iinfo(np.int64).max // 4
+    cost = np.full(width, inf, dtype=np.int64)
+    cost[k] = 0
+    choices = []
+    deltas = np.arange(-window, window + 1, dtype=np.int64)
+    for idx, (it, c) in enumerate(zip(items, chunks, strict=True)):
+        if c == 0:
+            choices.append(None)
+            continue
+        cs = c + deltas
+        allowed = (cs >= it.lo) & (cs <= it.hi)
+        vals = np.full(deltas.size, inf, dtype=np.int64)
+        vals[allowed] = _values_at(items, np.full(int(allowed.sum()), idx), cs[allowed])
+        # new[o] = min_d cost[o - d] + vals[d]
+        shifted = np.full((deltas.size, width), inf, dtype=np.int64)
+        for j, d in enumerate(deltas):
+            if vals[j] >= inf:
+                continue
+            lo, hi = max(0, d), width + min(0, d)
+            shifted[j, lo:hi] = cost[lo - d : hi - d] + vals[j]
+        arg = shifted.argmin(axis=0)
+        cost = shifted[arg, np.arange(width)]
+        cost = np.minimum(cost, inf)
+        choices.append(arg)
+    out = list(chunks)
+    o = k
+    for idx in range(len(items) - 1, -1, -1):
+        arg = choices[idx]
+        if arg is None:
+            continue
+        d = int(deltas[arg[o]])
+        out[idx] = chunks[idx] + d
+        o -= d
+    return out, int(cost[k])
