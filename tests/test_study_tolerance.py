@@ -139,18 +139,8 @@ def test_cli_flag_sets_the_tolerance(tmp_path, capsys):
     save_problem(hand_built(), problems / "p.json")
     db = tmp_path / "s.duckdb"
     # CP-SAT: its 1 us tolerance stop leaves a reference "within tolerance" to report.
-    args = [
-        "study",
-        "run",
-        "--problems",
-        str(problems),
-        "--db",
-        str(db),
-        "--workers",
-        "0",
-        "--solver",
-        "cpsat",
-    ]
+    args = ["study", "run", "--problems", str(problems), "--db", str(db), "--workers", "0"]
+    args += ["--solver", "cpsat"]
     assert main([*args, "--heuristics", ONE_MORE, "--target-tolerance-ns", "0", "--quiet"]) == 0
     rows = load_rows(db, "all")
     assert {r["target_tolerance_ns"] for r in rows} == {0}

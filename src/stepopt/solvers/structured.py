@@ -98,6 +98,16 @@ def _refuse(problem, started, time_limit, info, why: str) -> SolveResult:
     )
 
 
+def _none_found(problem, started, time_limit, info, proven: bool, why: str) -> SolveResult:
+    """No candidate decision: INFEASIBLE when the bounds prove it (no message, so callers give
+    the diagnosis), else the greedy decision, not proven."""
+    if not proven:
+        return _refuse(problem, started, time_limit, info, why)
+    return finish(
+        problem, NAME, SolveStatus.INFEASIBLE, None, started, time_limit=time_limit, params=info
+    )
+
+
 def build_layers(cx: Ctx) -> list[Layer]:
     p = cx.problem
     layers = [a_layer(cx)]
@@ -173,17 +183,8 @@ def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
     tok, lb, cand, ok = (_all(layers, a) for a in ("tok", "lb", "cand", "ok"))
     good = ok & (cand <= t)
     if not good.any():
-        if (lb > t).all():
-            return finish(
-                problem,
-                NAME,
-                SolveStatus.INFEASIBLE,
-                None,
-                started,
-                time_limit=time_limit,
-                params=info,
-            )
-        return _refuse(problem, started, time_limit, info, "the bounds do not close")
+        proof = bool((lb > t).all())
+        return _none_found(problem, started, time_limit, info, proof, "the bounds do not close")
     # Most tokens, then least latency.
     idx = np.flatnonzero(good)
     best = idx[np.lexsort((cand[idx], -tok[idx]))[0]]
@@ -282,17 +283,8 @@ def _target(problem, layers, started, time_limit, info) -> SolveResult:
     reach = lb < BIG
     dev_lb = np.where(reach, np.maximum(np.maximum(lb - t, t - ub), 0), BIG)
     if not ok.any():
-        if not reach.any():
-            return finish(
-                problem,
-                NAME,
-                SolveStatus.INFEASIBLE,
-                None,
-                started,
-                time_limit=time_limit,
-                params=info,
-            )
-        return _refuse(problem, started, time_limit, info, "no candidate decision")
+        proof = not reach.any()
+        return _none_found(problem, started, time_limit, info, proof, "no candidate decision")
     dev = np.where(ok, np.abs(cand - t), BIG)
     idx = np.flatnonzero(ok)
     best = idx[np.lexsort((-tok[idx], -cand_b[idx], dev[idx]))[0]]
