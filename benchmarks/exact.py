@@ -13,8 +13,10 @@ latency of the decodes alone and that of a full token budget, so both objectives
     .venv/bin/python benchmarks/exact.py --sizes 32,128,384 --count 10 --time-limit 2 \
         --tolerance-ns 1000                                      # target within 1 us
 
-``proven``: OPTIMAL, INFEASIBLE, or |L - T| proven within the tolerance; ``vs cpsat``: median
-time over CP-SAT's median in the same run; ``answered by`` (auto): which backend's answer.
+``cpu med``: median CPU time of this process (steadier than wall time on a shared machine;
+CP-SAT runs one worker thread). ``proven``: OPTIMAL, INFEASIBLE, or |L - T| proven within
+the tolerance; ``vs cpsat``: median time over CP-SAT's median in the same run;
+``answered by`` (auto): which backend's answer.
 ``exact``: |L - T| proven optimal exactly (``proven_within_ns == 0``; the tie-break may be
 unproven, see the statuses); ``in tol``: FEASIBLE but proven within the tolerance
 (``proven_within_ns <= --tolerance-ns``); ``dev med``: median |L - T| in ns (target).
@@ -94,15 +96,16 @@ def pct(xs: list[float], q: float) -> float:
 
 def run_solver(name: str, states: list[StepProblem], args, params: dict) -> dict:
     """Solve every state with one backend: times (ms) and proof counts."""
-    times, statuses, devs, by = [], Counter(), [], Counter()
+    times, cpus, statuses, devs, by = [], [], Counter(), [], Counter()
     exact = within = proven = 0
     for p in states:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         extra = dict(params) if name == "cpsat" else {}
         if args.tolerance_ns:
             extra["target_tolerance_ns"] = args.tolerance_ns
         res = solve(p, name, time_limit=args.time_limit, **extra)
         times.append((time.perf_counter() - t) * 1000)
+        cpus.append((time.process_time() - c) * 1000)
         pw = res.proven_within_ns
         exact += pw == 0
         within += pw is not None and 0 < pw <= args.tolerance_ns
@@ -122,6 +125,7 @@ def run_solver(name: str, states: list[StepProblem], args, params: dict) -> dict
         "median": statistics.median(times),
         "p95": pct(times, 0.95),
         "max": max(times),
+        "cpu": statistics.median(cpus),
         "proven": proven,
         "exact": exact,
         "within": within,
@@ -161,7 +165,7 @@ def main() -> None:
     )
     header = (
         f"{'objective':9} {'solver':10} {'n':>5} {'median ms':>10} {'p95 ms':>9} {'max ms':>9} "
-        f"{'vs cpsat':>8} {'proven':>6} {'exact':>5} {'in tol':>6} {'dev med':>8}  "
+        f"{'cpu med':>8} {'vs cpsat':>8} {'proven':>6} {'exact':>5} {'in tol':>6} {'dev med':>8}  "
         "statuses / answered by"
     )
     print(header)
@@ -181,7 +185,7 @@ def main() -> None:
                 )
                 print(
                     f"{objective:9} {r['name']:10} {n:>5} {r['median']:>10.2f} {r['p95']:>9.2f} "
-                    f"{r['max']:>9.2f} {ratio} {r['proven']:>6} {r['exact']:>5} "
+                    f"{r['max']:>9.2f} {r['cpu']:>8.2f} {ratio} {r['proven']:>6} {r['exact']:>5} "
                     f"{r['within']:>6} {r['dev']:>8.0f}  {r['statuses']}",
                     flush=True,
                 )
