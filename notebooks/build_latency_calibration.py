@@ -37,8 +37,11 @@ CELLS = [
         "print('token breakpoints:', model.tokens.xs)\n"
         "print(f'held-out MAPE of the token-wise part: {fitter.holdout_mape_pct_:.2f} %')\n"
         "print('decode attention ps per context token:', model.decode_context_ps)\n"
-        "print('prefill alpha, beta (ns):', round(model.prefill.alpha_ns, 3), "
-        "round(model.prefill.beta_ns, 3))"
+        "print('prefill alpha, beta, linear (ns):', model.prefill.alpha_ns, "
+        "model.prefill.beta_ns, model.prefill.linear_ns, '| kernel:', fitter.kernel_)\n"
+        "att = fitter.attention_fit_\n"
+        "print(f'prefill attention held-out MAPE, no cached tokens: "
+        "{att.prefill_nocache_holdout_mape_pct_:.2f} %')"
     ),
     new_code_cell(
         "%matplotlib inline\n"
@@ -75,6 +78,32 @@ CELLS = [
         "    agg = StepAggregates(d + c, d + 1, d * 1000, ((c, 0, c),))\n"
         "    online.observe(agg, agg.predict_ns(model) * (1 + 0.01 * rng.standard_normal()))\n"
         "print('refits:', online.refits, ' rolling MAPE %:', round(online.rolling_mape_pct, 2))"
+    ),
+    new_markdown_cell(
+        "Engine overhead: the kernels alone miss Sarathi-Serve's measured iterations (Yi-34B "
+        "TP2 A100) by half on decode-only steps. The `sarathi-2024` profile (a step constant "
+        "plus a per-request slope, added to the batch term) is fitted to them; here each row "
+        "is predicted with the engine fitted on the other rows."
+    ),
+    new_code_cell(
+        "from stepopt.latency import quality as q\n"
+        "from stepopt.latency.presets import load_preset\n\n"
+        "rows = q.sarathi_rows(load_preset('a100/codellama-34b/tp2'), data / 'sarathi-serve')\n"
+        "print('fitted engine:', q.fit_engine(rows))\n"
+        "for name, rs in (('kernels only', rows), ('leave-one-out', q.leave_one_out_rows(rows))):\n"
+        "    errs = q.error_by_kind(rs)\n"
+        "    print(f'{name:>14}:', {k: round(v, 1) for k, v in errs.items()})"
+    ),
+    new_markdown_cell(
+        "KV capacity: a preset knows its KV bytes per token and its GPU's memory, so it gives "
+        "the KV blocks an engine would have at a memory share (vLLM's "
+        "`gpu_memory_utilization`)."
+    ),
+    new_code_cell(
+        "from stepopt.latency.capacity import default_num_free_blocks, kv_capacity\n\n"
+        "small = load_preset('a100/llama-2-7b/tp1')\n"
+        "print('KV bytes per token:', kv_capacity(small).kv_bytes_per_token)\n"
+        "print('KV blocks of 16 tokens at 0.9:', default_num_free_blocks(small, 0.9))"
     ),
 ]
 

@@ -201,6 +201,32 @@ CASES: dict[str, tuple[Args, list[str]]] = {
         ],
         ["latency_model.prefill_attention.beta_ns", "finite"],
     ),
+    "curve negative below its first breakpoint": (
+        lambda e: [
+            "solve",
+            e.file(
+                "p.json",
+                problem_text(latency_model={"tokens": {"x": [64, 128], "y_ns": [100, 1000]}}),
+            ),
+        ],
+        ["latency_model.tokens", "negative latency -800 ns at x=0", "first breakpoint x=64"],
+    ),
+    "batch curve sloping down": (
+        lambda e: [
+            "evaluate",
+            e.file(
+                "p.json",
+                problem_text(
+                    latency_model={
+                        "tokens": {"x": [0, 100], "y_ns": [10, 20]},
+                        "batch": {"x": [0, 1, 8], "y_ns": [0, 700, 0]},
+                    }
+                ),
+            ),
+            e.decision,
+        ],
+        ["latency_model.batch", "at x=9", "slopes down from x=1"],
+    ),
     "decision tokens 1e30": (
         lambda e: ["evaluate", e.good, e.file("d.json", '{"tokens": {"a": 1e30}}')],
         ["tokens.a", "1e+30"],  # parsed as a float: not an integer

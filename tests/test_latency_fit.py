@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stepopt.errors import InputError
 from stepopt.latency.fit import (
     ALL_REDUCE_LAUNCH_MS,
     AttentionFit,
@@ -137,7 +138,7 @@ def test_tp1_has_no_all_reduce_and_unmeasured_shape_is_scaled():
     profile = Profile(
         GPUS["h100"], MODELS["llama-2-7b"], 1, base.mlp, (), None, base.reference_attention, ()
     )
-    fitter = LatencyFitter(max_segments=8, tol_pct=0.5).fit(profile)
+    fitter = LatencyFitter(max_segments=8, tol_pct=0.5, kernel="measured").fit(profile)
     model = fitter.model_
     assert model.tokens(777) == pytest.approx(32 * true_ms(777) * 1e6, rel=0.02)
     scale = attention_scale(profile)
@@ -148,3 +149,33 @@ def test_tp1_has_no_all_reduce_and_unmeasured_shape_is_scaled():
     assert model.meta["attention"] == "scaled"
     assert model.decode_context_ps == pytest.approx(DELTA * 32 * 1000 * scale["decode"], rel=0.03)
     assert model.prefill.alpha_ns == pytest.approx(ALPHA * 32 * scale["prefill"], rel=0.04)
+
+
+def test_kernel_choice_scales_prefill_attention_by_efficiency():
+    """FA3 on H100 at 75 % of peak against the measured kernel's efficiency: the prefill
+    coefficients shrink by their ratio; decode attention (memory-bound) does not move."""
+    from stepopt.latency.fit import KERNEL_EFFICIENCY, measured_efficiency
+
+    base = synthetic_profile(measured=False)
+    profile = Profile(
+        GPUS["h100"], MODELS["llama-2-7b"], 1, base.mlp, (), None, base.reference_attention, ()
+    )
+    fits = {
+        k: LatencyFitter(max_segments=8, tol_pct=0.5, kernel=k).fit(profile)
+        for k in ("measured", "fa2", "default")
+    }
+    eff = measured_efficiency(fits["measured"].attention_fit_)
+    assert (
+        fits["default"].kernel_ == "fa3"
+        and fits["default"].model_.meta["attention_kernel"] == "fa3"
+    )
+    for k, want in (("fa2", KERNEL_EFFICIENCY["fa2"]["h100"]), ("default", 0.75)):
+        m, ref = fits[k].model_, fits["measured"].model_
+        assert float(m.prefill.beta_ns) == pytest.approx(
+            float(ref.prefill.beta_ns) * eff / want, rel=1e-4
+        )
+        assert m.decode_context_ps == ref.decode_context_ps
+    with pytest.raises(InputError, match="fa3 has no published efficiency on a100"):
+        LatencyFitter(kernel="fa3").fit(synthetic_profile())
+    with pytest.raises(InputError, match="unknown kernel"):
+        LatencyFitter(kernel="fa9").fit(synthetic_profile())

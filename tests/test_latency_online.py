@@ -115,3 +115,39 @@ def test_online_model_refits_only_when_the_error_passes_the_threshold():
     assert err < 0.02 and online.rolling_mape_pct < 5.0
     with pytest.raises(ValueError):
         online.observe(steps[0], 0)
+
+
+def test_refit_identifies_the_engine_overhead_of_a_preset():
+    """Kernels from the preset, measured steps from the same kernels plus Sarathi-Serve's engine
+    overhead: the refit attributes the difference to the engine (constant and per-request)."""
+    from stepopt.latency.engine import ENGINES
+    from stepopt.latency.presets import load_preset
+
+    kernels = load_preset("a100/codellama-34b/tp2")
+    truth = kernels.with_engine(ENGINES["sarathi-2024"])
+    rng = np.random.default_rng(3)
+    obs = []
+    for _ in range(300):
+        decodes = int(rng.integers(0, 128))
+        chunks = tuple(
+            (int(rng.integers(16, 1024)), int(rng.integers(0, 2048)), 2048)
+            for _ in range(int(rng.integers(0 if decodes else 1, 3)))
+        )
+        agg = StepAggregates(
+            decodes + sum(c for c, _, _ in chunks),
+            decodes + len(chunks),
+            decodes * int(rng.integers(64, 4096)),
+            chunks,
+        )
+        obs.append((agg, agg.predict_ns(truth) * (1 + rng.normal(0, 0.01))))
+    online = OnlineLatencyModel(kernels, identify_engine=True, min_observations=300, window=300)
+    assert not any(online.observe(agg, ns) for agg, ns in obs[:-1])
+    assert online.observe(*obs[-1])
+    engine = online.model.engine
+    want = ENGINES["sarathi-2024"]
+    assert engine.step_ns == pytest.approx(want.step_ns, rel=0.1)
+    assert engine.per_request_ns == pytest.approx(want.per_request_ns, rel=0.1)
+    # The kernel part barely moved: the refit put the miss where it belongs.
+    assert online.model.kernel_batch.ys == pytest.approx(kernels.batch.ys, rel=0.05, abs=1e5)
+    errs = [abs(online.predict_ns(a) - ns) / ns for a, ns in obs]
+    assert float(np.mean(errs)) < 0.02

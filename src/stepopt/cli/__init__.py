@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "heuristic_cmds",
     "study_cmds",
     "simulate_cmds",
+    "tune_cmds",
 ]
 
 for _name in COMMAND_MODULES:

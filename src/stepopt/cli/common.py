@@ -128,3 +128,12 @@ def figure_file(path: Path | None, option: str) -> Path | None:
 def sub_app(help: str) -> typer.Typer:
     """A command group (``stepopt latency ...``) with the root's plain help."""
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+def warn_kv_capacity(problem: Any) -> None:
+    """One stderr line when the running requests cannot fit in the preset's KV cache."""
+    from stepopt.latency.capacity import running_fit_message
+
+    msg = running_fit_message(problem)
+    if msg is not None:
+        print(f"warning: {msg}", file=sys.stderr)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stepopt.cli.common import command, console, exit_with, print_json, sub_app
+from stepopt.cli.common import command, console, exit_with, print_json, sub_app, warn_kv_capacity
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -59,6 +59,7 @@ def cmd_evaluate(
     from stepopt.io import load_decision, load_problem
 
     prob = load_problem(problem)
+    warn_kv_capacity(prob)
     dec = load_decision(decision)
     ev = evaluate(prob, dec)
     if json_out:
@@ -91,6 +92,7 @@ def cmd_presets(
             {
                 "name": name,
                 "attention": meta.get("attention", "-"),
+                "kernel": meta.get("attention_kernel", "-"),
                 "fit_mape_pct": meta.get("fit_mape_pct"),
                 "description": doc.get("description", ""),
             }
@@ -105,10 +107,36 @@ def cmd_presets(
     )
     t.add_column("name", no_wrap=True)
     t.add_column("attention")
+    t.add_column("kernel")
     t.add_column("fit error (MAPE %)", justify="right")
     for r in rows:
         err = "-" if r["fit_mape_pct"] is None else f"{r['fit_mape_pct']:.2f}"
-        t.add_row(r["name"], str(r["attention"]), err)
+        t.add_row(r["name"], str(r["attention"]), str(r["kernel"]), err)
+    console.print(t)
+
+
+def cmd_engines(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the engine overhead profiles (added to a preset's batch term)."""
+    from rich.table import Table
+
+    from stepopt.latency.engine import ENGINES
+
+    rows = [e.to_dict() for e in ENGINES.values()]
+    if json_out:
+        print_json(rows)
+        return
+    t = Table(title="engine overhead profiles: step_ns + per_request_ns * b, for b >= 1")
+    for col in ("name", "step (ms)", "per request (ms)", "source"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(
+            r["name"],
+            f"{r['step_ns'] / 1e6:g}",
+            f"{r['per_request_ns'] / 1e6:g}",
+            r.get("source", "kernels only"),
+        )
     console.print(t)
 
 
@@ -116,4 +144,5 @@ def register(app: typer.Typer) -> None:
     command(app, "evaluate")(cmd_evaluate)
     command(app, "schema")(cmd_schema)
     command(latency_app, "presets")(cmd_presets)
+    command(latency_app, "engines")(cmd_engines)
     app.add_typer(latency_app, name="latency")

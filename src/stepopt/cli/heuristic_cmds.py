@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stepopt.cli.common import command, console, exit_with, output_file, print_json
+from stepopt.cli.common import (
+    command,
+    console,
+    exit_with,
+    output_file,
+    print_json,
+    warn_kv_capacity,
+)
 from stepopt.errors import InputError, StepoptError
 
 if TYPE_CHECKING:
@@ -130,6 +137,7 @@ def cmd_heuristic(
     check_signature(fn, name, params)
     output_file(output, "--output")
     prob = load_problem(problem)
+    warn_kv_capacity(prob)
     res = run_heuristic(prob, name, params)
     if output is not None:
         save_decision(res.decision, output)

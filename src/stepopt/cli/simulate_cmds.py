@@ -124,6 +124,10 @@ def _check_flags(
 def cmd_simulate(
     trace: Annotated[Path, typer.Argument(help="Trace CSV (arrived_at, num_prefill_tokens, ...)")],
     preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = "demo",
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="Engine overhead profile (stepopt latency engines)."),
+    ] = "none",
     policy: Annotated[
         str,
         typer.Option(
@@ -166,8 +170,19 @@ def cmd_simulate(
     min_chunk: Annotated[int, typer.Option("--min-prefill-chunk", help="Smallest chunk.")] = 64,
     block_size: Annotated[int, typer.Option("--block-size", help="KV block size (tokens).")] = 16,
     kv_blocks: Annotated[
-        int | None, typer.Option("--kv-blocks", help="Total KV blocks (default: unlimited).")
+        int | None,
+        typer.Option(
+            "--kv-blocks",
+            help="Total KV blocks (default: what the preset's GPU holds at --gpu-memory-share; "
+            "unlimited for presets without a KV size).",
+        ),
     ] = None,
+    memory_share: Annotated[
+        float,
+        typer.Option(
+            "--gpu-memory-share", help="Share of GPU memory for weights + KV (vLLM's default)."
+        ),
+    ] = 0.9,
     rate: Annotated[
         float | None, typer.Option("--rate", help="Poisson arrivals at R req/s (replaces times).")
     ] = None,
@@ -224,6 +239,8 @@ def cmd_simulate(
     from rich.markup import escape
 
     from stepopt.cli.progress import SimProgress, progress_mode
+    from stepopt.latency.capacity import default_num_free_blocks
+    from stepopt.latency.engine import load_engine
     from stepopt.latency.presets import load_preset
     from stepopt.model import EngineConfig
     from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
@@ -265,7 +282,15 @@ def cmd_simulate(
     if len(set(names)) != len(names):
         raise InputError("--policies", "a policy is listed twice", policies)
     made = [make_policy(n, solver=solver, time_limit=time_limit, fallback=fallback) for n in names]
-    latency = load_preset(preset)
+    latency = load_preset(preset).with_engine(load_engine(engine, "--engine"))
+    if kv_blocks is None:
+        if not 0 < memory_share <= 1:
+            raise InputError("--gpu-memory-share", "must be in (0, 1]", memory_share)
+        kv_blocks = default_num_free_blocks(latency, memory_share, block_size)
+        if kv_blocks == 0:
+            raise InputError(
+                "--preset", f"the weights alone exceed {memory_share:g} of the GPU", preset
+            )
     config = SimConfig(
         engine=EngineConfig(budget, max_running, threshold, min_chunk, block_size, None),
         kv_blocks=kv_blocks,
@@ -328,6 +353,7 @@ def cmd_simulate(
                 "trace": str(trace),
                 "requests": len(tr),
                 "preset": preset,
+                "engine": latency.engine.name,
                 "target_rule": rule.spec,
                 "config": {
                     "max_num_scheduled_tokens": budget,

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stepopt.cli.common import command, console, exit_with, output_file, print_json
+from stepopt.cli.common import (
+    command,
+    console,
+    exit_with,
+    output_file,
+    print_json,
+    warn_kv_capacity,
+)
 from stepopt.errors import InputError
 from stepopt.limits import check_time_limit
 
@@ -103,6 +110,7 @@ def cmd_solve(
         raise InputError("--tolerance-ns", "must be >= 0", tolerance_ns)
     output_file(output, "--output")
     prob = load_problem(problem)  # bad input fails before the solvers are imported
+    warn_kv_capacity(prob)
 
     from stepopt.solvers.base import SolveStatus, get_solver
 

@@ -192,7 +192,7 @@ def build(problem: StepProblem) -> Formulation:
     waiting = problem.waiting_ids
     items: list[Item] = []
     pre = lat.prefill
-    zero_attention = pre.alpha_ns == 0.0 and pre.beta_ns == 0.0
+    zero_attention = pre.is_zero
     for k, r in enumerate(problem.requests):
         lo, hi = max(problem.lo(r), 1), problem.hi(r)
         att = None

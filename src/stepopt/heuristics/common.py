@@ -7,7 +7,6 @@ calling :func:`stepopt.evaluate.evaluate` in its loop.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from collections.abc import Callable
 from functools import lru_cache
@@ -73,11 +72,10 @@ def attention_fn(model: PrefillAttention) -> AttentionFn:
     """
     if type(model) is not PrefillAttention or list(model.grid) != sorted(set(model.grid)):
         return model.__call__
-    alpha, beta = model.alpha_ns, model.beta_ns
-    if alpha == 0.0 and beta == 0.0:
+    if model.is_zero:
         return _zero
+    a, b, g, d = model.exact
     grid = tuple(model.grid)
-    floor = math.floor
 
     def attention(chunk: int, cached: int, remaining: int) -> int:
         if chunk == 0:
@@ -91,10 +89,10 @@ def attention_fn(model: PrefillAttention) -> AttentionFn:
             i = bisect_right(grid, chunk)
             x0 = grid[i - 1] if i > 0 and grid[i - 1] > 0 else 0
             x1 = grid[i] if i < len(grid) and grid[i] < top else top
-        y0 = floor(alpha * x0 * cached + beta * x0 * x0)
+        y0 = (x0 * (a * cached + b * x0 + g)) // d
         if chunk == x0:
             return y0
-        y1 = floor(alpha * x1 * cached + beta * x1 * x1)
+        y1 = (x1 * (a * cached + b * x1 + g)) // d
         if chunk == x1:
             return y1
         return y0 + ((y1 - y0) * (chunk - x0)) // (x1 - x0)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from stepopt.errors import InputError
+from stepopt.latency.capacity import capacity_meta
 from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention
 from stepopt.latency.profiles import (
     ATTENTION_COMMIT,
@@ -110,12 +111,14 @@ def _attention_arrays(samples: AttentionSamples):
 class AttentionFit:
     """Joint fit of decode and prefill attention (per layer, ns) on one measured shape.
 
-    decode(B, ctx) = g(B) + delta * B * ctx;  prefill(c, kv) = g(1) + alpha * c * kv + beta * c**2
+    decode(B, ctx) = g(B) + delta * B * ctx
+    prefill(c, kv) = g(1) + alpha * c * kv + beta * c**2 + linear * c
 
     ``g(B) = g1 + s * (B - 1)`` for ``B >= 1`` and ``g(0) = 0``: a per-call floor plus a
     per-sequence cost. (A free value per batch size shows no structure beyond that in the
-    measured data, only noise.) Least squares on relative error; ``s``, ``delta``, ``alpha``
-    and ``beta`` are kept non-negative.
+    measured data, only noise.) The linear part follows the measured curve's c**1.6 growth
+    between 128 and 1024 tokens, where a pure quadratic errs by a quarter. Least squares on
+    relative error; every coefficient but ``g1`` is kept non-negative.
     """
 
     def __init__(self, holdout_every: int = 5):
@@ -129,23 +132,34 @@ class AttentionFit:
         self.prefill_holdout_ = holdout_mask(c.size, self.holdout_every)
         td, tp_ = ~self.decode_holdout_, ~self.prefill_holdout_
         coef = self._solve(b[td], ctx[td], yd[td] * NS_PER_MS, c[tp_], kv[tp_], yp[tp_] * NS_PER_MS)
-        self.floor_ns_, self.per_seq_ns_, self.delta_ns_, self.alpha_ns_, self.beta_ns_ = (
-            float(v) for v in coef
-        )
+        (
+            self.floor_ns_,
+            self.per_seq_ns_,
+            self.delta_ns_,
+            self.alpha_ns_,
+            self.beta_ns_,
+            self.linear_ns_,
+        ) = (float(v) for v in coef)
         self.measured_max_batch_ = int(b.max())
         hd, hp = self.decode_holdout_, self.prefill_holdout_
         self.decode_holdout_mape_pct_ = mape_pct(self.predict_decode(b[hd], ctx[hd]), yd[hd] * 1e6)
         self.prefill_holdout_mape_pct_ = mape_pct(self.predict_prefill(c[hp], kv[hp]), yp[hp] * 1e6)
+        fresh = hp & (kv == 0)
+        self.prefill_nocache_holdout_mape_pct_ = (
+            mape_pct(self.predict_prefill(c[fresh], kv[fresh]), yp[fresh] * 1e6)
+            if fresh.any()
+            else float("nan")
+        )
         return self
 
     @staticmethod
     def _solve(b, ctx, yd, c, kv, yp) -> np.ndarray:
-        """(g1, s, delta, alpha, beta), all but g1 kept >= 0 by a tiny active set."""
+        """(g1, s, delta, alpha, beta, linear), all but g1 kept >= 0 by a tiny active set."""
         zd, zp = np.zeros_like(b), np.zeros_like(c)
         a = np.vstack(
             [
-                np.column_stack([np.ones_like(b), b - 1, b * ctx, zd, zd]),
-                np.column_stack([np.ones_like(c), zp, zp, c * kv, c * c]),
+                np.column_stack([np.ones_like(b), b - 1, b * ctx, zd, zd, zd]),
+                np.column_stack([np.ones_like(c), zp, zp, c * kv, c * c, c]),
             ]
         )
         y = np.concatenate([yd, yp])
@@ -170,7 +184,12 @@ class AttentionFit:
         chunk = np.asarray(chunk, dtype=float)
         cached = np.asarray(cached, dtype=float)
         g1 = self.g_ns(np.ones_like(chunk))
-        return g1 + self.alpha_ns_ * chunk * cached + self.beta_ns_ * chunk * chunk
+        return (
+            g1
+            + self.alpha_ns_ * chunk * cached
+            + self.beta_ns_ * chunk * chunk
+            + self.linear_ns_ * chunk
+        )
 
 
 def attention_scale(profile: Profile) -> dict[str, float]:
@@ -199,6 +218,51 @@ def attention_scale(profile: Profile) -> dict[str, float]:
         "prefill": flops * peak,
         "batch": bw,
     }
+
+
+# Prefill attention kernel efficiency (fraction of the dense FP16 peak) from the kernels'
+# papers; docs/latency.md cites them. FlashAttention-2 (Dao, ICLR 2024): 50-73 % of the A100
+# peak in the forward pass (the low end: serving chunks are short and causal); ~35 % on H100
+# (as the FlashAttention-3 paper measures it). FlashAttention-3 (Shah et al., NeurIPS 2024): up
+# to 740 TFLOP/s FP16 on H100, 75 %; Hopper only.
+KERNEL_EFFICIENCY: dict[str, dict[str, float]] = {
+    "fa2": {"a100": 0.50, "h100": 0.35},
+    "fa3": {"h100": 0.75},
+}
+# The default per GPU. On A100 the measured kernel: Sarathi-Serve's own measurement of
+# attention on A100 (table 2: 13.7 ms for a 1,024-token prefill of Yi-34B at TP2) matches it,
+# while FA2's paper efficiency (reached on long sequences) would predict a third of that. On
+# H100 FlashAttention-3, which vLLM's FlashAttention backend runs on Hopper; the measured A100
+# kernel scaled by the datasheet peak would be 4x slower.
+DEFAULT_KERNEL: dict[str, str] = {"a100": "measured", "h100": "fa3"}
+KERNELS = ("default", "measured", *KERNEL_EFFICIENCY)
+EFFICIENCY_CHUNK = 4096  # chunk at which the measured kernel's efficiency is read
+
+
+def measured_efficiency(fit: AttentionFit) -> float:
+    """Fraction of the reference GPU's FP16 peak the measured prefill kernel reaches on a fresh
+    ``EFFICIENCY_CHUNK``-token prefill (causal: ``2 * c**2 * head_dim * heads`` FLOPs)."""
+    ref = REFERENCE_ATTENTION
+    heads = ref["n_q_head"] / ref["tp"]
+    head_dim = ref["n_embd"] / ref["n_q_head"]
+    c = EFFICIENCY_CHUNK
+    flops = 2.0 * c * c * head_dim * heads
+    seconds = float(fit.predict_prefill([c], [0])[0] - fit.g_ns([1])[0]) * 1e-9
+    return flops / seconds / (GPUS[ref["gpu"]].fp16_tflops * 1e12)
+
+
+def kernel_factor(kernel: str, gpu: str, fit: AttentionFit) -> tuple[str, float]:
+    """The kernel a fit assumes and the factor on the measured kernel's prefill time that it
+    implies (1 for ``measured``): measured efficiency over the kernel's."""
+    if kernel not in KERNELS:
+        raise InputError("kernel", f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    name = DEFAULT_KERNEL.get(gpu, "measured") if kernel == "default" else kernel
+    if name == "measured":
+        return name, 1.0
+    eff = KERNEL_EFFICIENCY[name].get(gpu)
+    if eff is None:
+        raise InputError("kernel", f"{name} has no published efficiency on {gpu}", name)
+    return name, measured_efficiency(fit) / eff
 
 
 # --- the whole model -----------------------------------------------------------------------
@@ -230,6 +294,7 @@ class LatencyFitter:
         tokens_span: int = 16384,
         batch_span: int = 1024,
         grid: Sequence[int] = DEFAULT_GRID,
+        kernel: str = "default",
     ):
         self.max_segments = max_segments
         self.tol_pct = tol_pct
@@ -237,6 +302,7 @@ class LatencyFitter:
         self.tokens_span = tokens_span
         self.batch_span = batch_span
         self.grid = tuple(grid)
+        self.kernel = kernel
 
     def fit(self, profile: Profile) -> LatencyFitter:
         x, y = tokenwise_points(profile)
@@ -257,8 +323,10 @@ class LatencyFitter:
                 "scale from",
                 show_value=False,
             )
-        self.attention_scale_ = scale
         self.attention_fit_ = AttentionFit(self.holdout_every).fit(samples)
+        self.kernel_, factor = kernel_factor(self.kernel, profile.gpu.name, self.attention_fit_)
+        self.attention_scale_ = {**scale, "prefill": scale["prefill"] * factor}
+        self.attention_scale_["kernel"] = factor
         self.model_ = self._compose(profile, x, y)
         pred = np.array([self.model_.tokens(int(v)) for v in x[held]], dtype=float)
         truth = y[held] * profile.model.num_layers * NS_PER_MS
@@ -303,6 +371,8 @@ class LatencyFitter:
             "tp": profile.tp,
             "num_layers": layers,
             "attention": self.attention_,
+            "attention_kernel": self.kernel_,
+            **capacity_meta(m, profile.gpu.name, profile.tp),
             "token_segments": len(knots) - 1,
             "tokens_extension": (
                 f"linear beyond {measured_max} tokens (slope of the upper half of the "
@@ -316,6 +386,9 @@ class LatencyFitter:
             "batch_extended_linearly_from": att.measured_max_batch_,
             "decode_attention_holdout_mape_pct": round(att.decode_holdout_mape_pct_, 3),
             "prefill_attention_holdout_mape_pct": round(att.prefill_holdout_mape_pct_, 3),
+            "prefill_attention_nocache_holdout_mape_pct": round(
+                att.prefill_nocache_holdout_mape_pct_, 3
+            ),
             "source": {
                 "data": "vidur/data/profiling",
                 "repository": SOURCE_REPO,
@@ -324,20 +397,26 @@ class LatencyFitter:
                 "files": [_short_path(f) for f in profile.files],
             },
         }
-        if self.attention_ == "scaled":
+        if self.attention_ == "scaled" or self.kernel_ != "measured":
             meta["attention_scaling"] = {k: round(v, 6) for k, v in scale.items()}
         return LatencyModel(
             tokens=tokens,
             batch=batch,
             decode_context_ps=round(att.delta_ns_ * layers * scale["decode"] * 1000),
             prefill=PrefillAttention(
-                alpha_ns=att.alpha_ns_ * layers * scale["prefill"],
-                beta_ns=att.beta_ns_ * layers * scale["prefill"],
+                alpha_ns=_decimal(att.alpha_ns_ * layers * scale["prefill"]),
+                beta_ns=_decimal(att.beta_ns_ * layers * scale["prefill"]),
+                linear_ns=_decimal(att.linear_ns_ * layers * scale["prefill"]),
                 grid=self.grid,
             ),
             name=profile.name,
             meta=meta,
         )
+
+
+def _decimal(value: float) -> float:
+    """A fitted coefficient with 6 significant digits: a short exact decimal in the preset."""
+    return float(f"{value:.6g}")
 
 
 def _with_meta(model: LatencyModel, **extra: Any) -> LatencyModel:

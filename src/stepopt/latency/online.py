@@ -8,6 +8,9 @@ problem over the observed (aggregates, latency) pairs, with the breakpoints kept
 pull towards the current coefficients (so that breakpoints no observation touches stay put) and
 relative-error weights. It runs when the rolling error passes a threshold.
 
+The prefill term's ``linear_ns`` is kept as it is: per chunk token it is indistinguishable from
+the ``tokens`` curve's slope in the observations.
+
 Every real step has ``b >= 1``, so observations fix ``tokens(S) + batch(1)`` but not how a
 constant splits between the two curves; the ridge keeps the split of the current model.
 """
@@ -20,6 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from stepopt.latency.engine import NONE, EngineOverhead
 from stepopt.latency.model import LatencyModel, PrefillAttention, StepAggregates
 from stepopt.latency.pwl import PiecewiseLinear
 from stepopt.latency.segment import hat_basis
@@ -67,8 +71,8 @@ def with_coefficients(model: LatencyModel, theta: Sequence[float]) -> LatencyMod
     v = [float(t) for t in theta]
     return replace(
         model,
-        tokens=PiecewiseLinear(model.tokens.xs, tuple(round(t) for t in v[:nt])),
-        batch=PiecewiseLinear(model.batch.xs, tuple(round(t) for t in v[nt : nt + nb])),
+        tokens=PiecewiseLinear(model.tokens.xs, tuple(max(0, round(t)) for t in v[:nt])),
+        batch=PiecewiseLinear(model.batch.xs, tuple(max(0, round(t)) for t in v[nt : nt + nb])),
         decode_context_ps=max(0, round(v[nt + nb])),
         prefill=replace(
             model.prefill, alpha_ns=max(0.0, v[nt + nb + 1]), beta_ns=max(0.0, v[nt + nb + 2])
@@ -80,21 +84,44 @@ def refit(
     model: LatencyModel,
     observations: Sequence[tuple[StepAggregates, float]],
     ridge: float = 1e-3,
+    *,
+    identify_engine: bool = False,
+    engine_ridge: float = 1e-6,
 ) -> LatencyModel:
-    """Least squares on relative error over ``observations``, breakpoints kept."""
+    """Least squares on relative error over ``observations``, breakpoints kept.
+
+    With ``identify_engine`` the engine overhead's step constant and per-request slope are
+    estimated too, with a much lighter pull (``engine_ridge``, relative to the median measured
+    step) than the kernel coefficients: the kernels come from GPU profiles and are trusted, what
+    they miss is attributed to the engine. The per-request slope is only identified when the
+    observations mix batch sizes and token counts (decode-only steps have ``S == b``).
+    """
     if not observations:
         return model
-    a = np.array([features(model, agg) for agg, _ in observations])
+    base = model.with_engine(NONE) if identify_engine else model
+    a = np.array([features(base, agg) for agg, _ in observations])
     y = np.array([float(ns) for _, ns in observations])
     w = 1.0 / np.maximum(y, 1.0)
-    theta0 = coefficients(model)
+    theta0 = coefficients(base)
     # Ridge rows pull each coefficient towards its current value, relative to its size.
     scale = np.maximum(np.abs(theta0), 1e-9 + np.abs(theta0).max() * 1e-6)
-    reg = np.sqrt(ridge) * np.diag(1.0 / scale)
+    pull = np.full(theta0.size, np.sqrt(ridge))
+    if identify_engine:
+        b = np.array([agg.batch_size for agg, _ in observations], dtype=float)
+        a = np.column_stack([a, (b >= 1).astype(float), b * (b >= 1)])
+        e0 = np.array([model.engine.step_ns, model.engine.per_request_ns], dtype=float)
+        theta0 = np.concatenate([theta0, e0])
+        scale = np.concatenate([scale, [float(np.median(y))] * 2])
+        pull = np.concatenate([pull, [np.sqrt(engine_ridge)] * 2])
+    reg = np.diag(pull / scale)
     lhs = np.vstack([a * w[:, None], reg])
     rhs = np.concatenate([y * w, reg @ theta0])
     theta, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
-    return with_coefficients(model, theta)
+    if not identify_engine:
+        return with_coefficients(model, theta)
+    step, per_request = (max(0, int(v + 0.5)) for v in theta[-2:])
+    engine = EngineOverhead("refit", step_ns=step, per_request_ns=per_request)
+    return with_coefficients(base, theta[:-2]).with_engine(engine)
 
 
 class OnlineLatencyModel:
@@ -114,11 +141,13 @@ class OnlineLatencyModel:
         min_observations: int = 16,
         history: int = 2048,
         ridge: float = 1e-3,
+        identify_engine: bool = False,
     ):
         self.model = model
         self.threshold_pct = threshold_pct
         self.min_observations = min_observations
         self.ridge = ridge
+        self.identify_engine = identify_engine
         self.refits = 0
         self._errors: deque[float] = deque(maxlen=window)
         self._history: deque[tuple[StepAggregates, float]] = deque(maxlen=history)
@@ -139,7 +168,9 @@ class OnlineLatencyModel:
             return False
         if self.rolling_mape_pct <= self.threshold_pct:
             return False
-        self.model = refit(self.model, list(self._history), self.ridge)
+        self.model = refit(
+            self.model, list(self._history), self.ridge, identify_engine=self.identify_engine
+        )
         self.refits += 1
         self._errors.clear()
         return True

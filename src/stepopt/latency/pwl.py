@@ -96,3 +96,34 @@ class PiecewiseLinear:
             if a <= b:
                 out.append((seg, a, b))
         return out
+
+
+def first_negative(curve: PiecewiseLinear) -> tuple[int, int, str] | None:
+    """The smallest ``x >= 0`` where ``curve`` is negative, its value and why; None if none.
+
+    Each piece that evaluates some ``x >= 0`` is checked at the start of its sub-domain and,
+    if it slopes down, where its floor interpolation first drops below 0 (the last piece is
+    extended without end, so a downward last piece always crosses 0).
+    """
+    segs = curve.segments
+    for k, seg in enumerate(segs):
+        a = 0 if k == 0 else max(seg.x0, 0)
+        b = None if k == len(segs) - 1 else seg.x1
+        if b is not None and b < 0:
+            continue
+        x: int | None = a if seg.value(a) < 0 else None
+        if x is None and seg.dy < 0:
+            # y0 + floor(dy * (x - x0) / dx) < 0  <=>  x - x0 > y0 * dx / -dy
+            x = max(seg.x0 + (seg.y0 * seg.dx) // -seg.dy + 1, a)
+            if b is not None and x > b:
+                x = None
+        if x is None:
+            continue
+        if x == 0 and curve.xs[0] > 0:
+            why = f"the first piece is extended below its first breakpoint x={curve.xs[0]}"
+        elif b is None and seg.dy < 0:
+            why = f"the last piece slopes down from x={seg.x0}"
+        else:
+            why = "a latency cannot be negative"
+        return x, curve(x), why
+    return None

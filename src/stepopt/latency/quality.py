@@ -6,15 +6,16 @@ Used by ``benchmarks/latency_fit.py``, the tests and the docs; no tuning happens
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from stepopt.latency.engine import EngineOverhead
 from stepopt.latency.fit import NS_PER_MS, LatencyFitter, tokenwise_points
 from stepopt.latency.model import LatencyModel
 from stepopt.latency.profiles import Profile
-from stepopt.latency.segment import mape_pct
+from stepopt.latency.segment import mape_pct, weighted_lstsq
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class SarathiRow:
     label: str
     measured_ms: float
     predicted_ms: float
+    steps: int = 1  # engine steps the measurement spans
+    requests: int = 1  # requests summed over those steps (the engine's per-request part)
 
     @property
     def error_pct(self) -> float:
@@ -127,6 +130,8 @@ def sarathi_rows(model: LatencyModel, root: Path) -> list[SarathiRow]:
                 f"{t} tokens",
                 float(r["batch_execution_time"]) * 1e3,
                 prefill_ns(t) / 1e6,
+                1,
+                1,
             )
         )
     for r in _rows(exp / "figure-2" / "decode.csv"):
@@ -134,7 +139,12 @@ def sarathi_rows(model: LatencyModel, root: Path) -> list[SarathiRow]:
         pred = model.step_ns(b, b, b * ctx)
         out.append(
             SarathiRow(
-                "decode", f"{b} decodes @{ctx}", float(r["batch_execution_time"]) * 1e3, pred / 1e6
+                "decode",
+                f"{b} decodes @{ctx}",
+                float(r["batch_execution_time"]) * 1e3,
+                pred / 1e6,
+                1,
+                b,
             )
         )
     for r in _rows(exp / "table-2" / "results.csv"):
@@ -143,15 +153,65 @@ def sarathi_rows(model: LatencyModel, root: Path) -> list[SarathiRow]:
         att = model.prefill(p, 0, p) if p else 0
         pred = model.step_ns(p + d, d + (1 if p else 0), d * ctx, att)
         label = f"{p} prefill + {d} decode"
-        out.append(SarathiRow("table-2", label, float(r["batch_execution_time"]), pred / 1e6))
+        b = d + (1 if p else 0)
+        out.append(SarathiRow("table-2", label, float(r["batch_execution_time"]), pred / 1e6, 1, b))
     for r in _rows(exp / "figure-9" / "chunking-overhead.csv"):
         length = int(r["prefill_length"])
         chunk = int(r["chunk_size"])
-        total, done = 0, 0
+        total, done, steps = 0, 0, 0
         while done < length:
             c = min(chunk, length - done)
             total += prefill_ns(c, done, length - done)
             done += c
+            steps += 1
         label = f"prefill {length} in chunks of {chunk}"
-        out.append(SarathiRow("chunked", label, float(r["prefill_execution_time"]), total / 1e6))
+        measured = float(r["prefill_execution_time"])
+        out.append(SarathiRow("chunked", label, measured, total / 1e6, steps, steps))
     return out
+
+
+def fit_engine(rows: list[SarathiRow], name: str = "fitted") -> EngineOverhead:
+    """The engine overhead (step constant, per-request slope, both >= 0) that brings kernel-only
+    predictions ``rows`` closest to the measurements, least squares on relative error."""
+    a = np.array([[r.steps, r.requests] for r in rows], dtype=float)
+    resid = np.array([r.measured_ms - r.predicted_ms for r in rows]) * NS_PER_MS
+    w = 1.0 / np.array([r.measured_ms for r in rows])
+    free = [0, 1]
+    sol = np.zeros(2)
+    while free:
+        sol = np.zeros(2)
+        sol[free] = weighted_lstsq(a[:, free], resid, w)
+        neg = [j for j in free if sol[j] < 0]
+        if not neg:
+            break
+        free = [j for j in free if j not in neg]
+    return EngineOverhead(name, step_ns=int(sol[0] + 0.5), per_request_ns=int(sol[1] + 0.5))
+
+
+def with_engine_rows(rows: list[SarathiRow], engine: EngineOverhead) -> list[SarathiRow]:
+    """Kernel-only rows with ``engine`` added to each prediction."""
+    return [
+        replace(
+            r,
+            predicted_ms=r.predicted_ms
+            + (r.steps * engine.step_ns + r.requests * engine.per_request_ns) / NS_PER_MS,
+        )
+        for r in rows
+    ]
+
+
+def leave_one_out_rows(rows: list[SarathiRow]) -> list[SarathiRow]:
+    """Each kernel-only row predicted with the engine fitted on all the other rows."""
+    out = []
+    for k, r in enumerate(rows):
+        engine = fit_engine(rows[:k] + rows[k + 1 :])
+        out.extend(with_engine_rows([r], engine))
+    return out
+
+
+def error_by_kind(rows: list[SarathiRow]) -> dict[str, float]:
+    """Mean absolute percentage error per row kind."""
+    kinds: dict[str, list[float]] = {}
+    for r in rows:
+        kinds.setdefault(r.kind, []).append(abs(r.error_pct))
+    return {k: float(np.mean(v)) for k, v in kinds.items()}

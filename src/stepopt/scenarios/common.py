@@ -9,12 +9,13 @@ files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from stepopt.errors import InputError
+from stepopt.latency.capacity import blocks_held, default_num_free_blocks
 from stepopt.latency.model import LatencyModel
 from stepopt.model import EngineConfig, Request, StepProblem
 
@@ -43,6 +44,10 @@ class GenerateOptions:
     max_waiting: int = 64
     budgets: tuple[int, ...] = (2048, 4096, 8192)
     reference_chunk: int = 512
+    # Share of GPU memory for weights + KV (vLLM's gpu_memory_utilization). With a preset that
+    # states its KV size, running requests that could not fit are dropped and num_free_blocks
+    # is what is left; None: no KV limit (presets without a KV size never have one).
+    memory_share: float | None = 0.9
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -62,6 +67,8 @@ class GenerateOptions:
             raise InputError("regime", "at least one regime is needed", "")
         if not self.presets:
             raise InputError("preset", "at least one preset is needed", "")
+        if self.memory_share is not None and not 0 < self.memory_share <= 1:
+            raise InputError("memory_share", "must be in (0, 1]", self.memory_share)
 
 
 @dataclass
@@ -136,6 +143,20 @@ def blocks_needed(problem: StepProblem) -> int:
         c = problem.hi(r)
         total += -(-(r.computed_tokens + c) // bs) - -(-r.computed_tokens // bs)
     return total
+
+
+def fit_kv(
+    latency: LatencyModel, running: list[Request], block_size: int, share: float | None
+) -> tuple[list[Request], tuple[int, int] | None]:
+    """Running requests that fit the preset's KV cache (the latest admitted dropped first, as
+    vLLM preempts), and ``(dropped, total blocks)``; ``None`` without a KV size."""
+    total = None if share is None else default_num_free_blocks(latency, share, block_size)
+    if total is None:
+        return running, None
+    kept = list(running)
+    while kept and blocks_held((r.computed_tokens for r in kept), block_size) > total:
+        kept.pop()
+    return kept, (len(running) - len(kept), total)
 
 
 def apply_regime(
@@ -217,6 +238,16 @@ def finish_problem(
     running = assign_priorities(rng, running, levels, 0.5 if mode == "weighted" else 0.0)
     waiting = assign_priorities(rng, waiting, levels, 0.5)
     cfg, waiting, knobs = apply_regime(rng, regime, running, waiting, budget)
+    running, free = fit_kv(latency, running, cfg.block_size, opts.memory_share)
+    if free is not None:
+        knobs["kv_capacity_blocks"] = free[1]
+        if free[0]:
+            knobs["kv_dropped_running"] = free[0]
+        cfg = replace(
+            cfg,
+            num_free_blocks=free[1]
+            - blocks_held((r.computed_tokens for r in running), cfg.block_size),
+        )
     if regime == "ncap" and mode == "weighted":
         # The burst of short prompts is urgent: it competes with longer, lower-weight work.
         waiting = [
@@ -235,7 +266,9 @@ def finish_problem(
         priority_mode=mode,
     )
     if "kv_fraction" in knobs:
-        problem = limit_kv(problem, knobs["kv_fraction"])
+        limited = limit_kv(problem, knobs["kv_fraction"])
+        if cfg.num_free_blocks is None or limited.config.num_free_blocks < cfg.num_free_blocks:
+            problem = limited
     if opts.target_ms is not None:
         factor = None
         target = float(opts.target_ms)

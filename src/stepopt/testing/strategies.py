@@ -20,7 +20,11 @@ from stepopt.model import OBJECTIVES, PRIORITY_MODES, EngineConfig, Request, Ste
 
 @st.composite
 def curves(draw: Any, max_x: int, max_y_ns: int, max_points: int = 5) -> PiecewiseLinear:
-    """A random piecewise-linear curve on ``[0, max_x]``: any shape, non-negative values."""
+    """A random piecewise-linear curve on ``[0, max_x]``: any shape, non-negative values.
+
+    The last piece does not slope down: it is extended beyond ``max_x``, where a downward
+    piece would cross 0, and a model that can give a negative latency is refused at load
+    time (docs/formulation.md)."""
     n = draw(st.integers(1, max_points))
     inner = draw(
         st.lists(st.integers(1, max(max_x - 1, 1)), min_size=0, max_size=n - 1, unique=True)
@@ -31,6 +35,8 @@ def curves(draw: Any, max_x: int, max_y_ns: int, max_points: int = 5) -> Piecewi
     for _ in xs[1:]:
         step = draw(st.integers(-max_y_ns // 8, max_y_ns // 2))
         ys.append(max(0, ys[-1] + step))
+    if len(ys) > 1:
+        ys[-1] = max(ys[-1], ys[-2])
     return PiecewiseLinear(tuple(xs), tuple(ys))
 
 
