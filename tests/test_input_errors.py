@@ -147,14 +147,20 @@ def test_duplicate_ids(running, waiting, needles, tmp_path, capsys, decision_fil
     check_one_line(err, needles)
 
 
-def test_more_running_than_slots(tmp_path, capsys, decision_file):
+def test_more_running_than_slots_loads_and_is_infeasible_with_a_reason(tmp_path, capsys):
+    # A valid problem (lead decision): no decision is feasible, and every solver says why.
+    from stepopt.io import load_problem
+    from stepopt.solvers import SolveStatus, solve
+
     doc = {**GOOD, "config": {"max_num_running_reqs": 1}}
     doc["running"] = [{"id": f"r{k}", "prompt_tokens": 5, "computed_tokens": 5} for k in range(3)]
     path = tmp_path / "p.json"
     path.write_text(json.dumps(doc))
-    code, _, err = run(capsys, "evaluate", path, decision_file)
-    assert code == 2
-    check_one_line(err, ["running", "3 running", "max_num_running_reqs", "1"])
+    problem = load_problem(path)
+    for name in ("cpsat", "cbc", "highs", "brute"):
+        res = solve(problem, name)
+        assert res.status == SolveStatus.INFEASIBLE and res.decision is None, name
+        assert "max_num_running_reqs" in res.message, (name, res.message)
 
 
 def test_malformed_json_names_line_and_column(tmp_path, capsys, decision_file):

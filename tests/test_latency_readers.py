@@ -133,3 +133,35 @@ def test_shared_data_dir_follows_the_environment(tmp_path, monkeypatch):
     assert shared_data_dir() == tmp_path.resolve()
     monkeypatch.setenv("STEPOPT_SHARED_DATA", str(tmp_path / "absent"))
     assert shared_data_dir() is None  # a wrong override is not silently replaced
+
+
+ATT_HEAD = (
+    "time_stats.attn_decode.median,time_stats.attn_prefill.median,n_embd,n_q_head,n_kv_head,"
+    "num_tensor_parallel_workers,batch_size,prefill_chunk_size,kv_cache_size,is_prefill"
+)
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        # a prefill call profiled with a batch of 2: the predictor's samples are per request
+        (",0.5,8192,64,8,2,2,256,128,True", r":2: column 'batch_size': prefill rows must have"),
+        (",0.5,8192,64,8,2,1,,128,True", r"column 'prefill_chunk_size': empty value"),
+        (",0.5,8192,64,8,2,1,x,128,True", r"column 'prefill_chunk_size': not a number"),
+        (",0.5,8192,64,8,2,1,-4,128,True", r"prefill_chunk_size': expected a finite non-neg"),
+        (",0.5,8192,64,8,2,1,inf,128,True", r"prefill_chunk_size': expected a finite non-neg"),
+        (",0.5,8192,64,8,2,1,2.5,128,True", r"prefill_chunk_size': expected an integer"),
+        ("0.1,,8192,64,8,2,1,0,128,yes", r"column 'is_prefill': expected True or False"),
+    ],
+)
+def test_every_attention_reader_error_is_one_line(tmp_path, row, match):
+    path = tmp_path / "attention.csv"
+    path.write_text(f"{ATT_HEAD}\n{row}\n")
+    with pytest.raises(InputError, match=match) as err:
+        read_attention(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_directory_is_not_a_profile(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        read_all_reduce(tmp_path)

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 from stepopt.evaluate import rank_key
 from stepopt.solvers import SolveStatus, solve, solver_names
+from stepopt.testing.edge_cases import BRUTE_FAMILIES, draw
 from stepopt.testing.strategies import problems
 from stepopt.testing.structured_check import PARTIAL, check_against
 
@@ -66,3 +67,59 @@ def test_solvers_agree_on_generated_problems(objective, mode):
     # Derandomized: exactly PER_COMBINATION distinct problems per combination, 520 in all.
     assert len(seen) >= PER_COMBINATION, len(seen)
     assert "OPTIMAL" in seen
+
+
+# ---- the families where MILP backends gave wrong verdicts ----------------------------------
+EDGE_SEEDS = 25  # per brute-sized family; tie128 (no brute) gets a few
+
+
+@pytest.mark.parametrize("family", BRUTE_FAMILIES)
+def test_solvers_agree_with_brute_force_on_edge_families(family):
+    statuses = [compare_all(draw(family, seed)) for seed in range(EDGE_SEEDS)]
+    assert "OPTIMAL" in statuses
+
+
+def test_backends_agree_on_a_128_request_tie_break_with_tolerance_0():
+    for seed in range(3):
+        problem = draw("tie128", seed)
+        results = {n: solve(problem, n, target_tolerance_ns=0) for n in ("cpsat", "cbc", "highs")}
+        assert {r.status for r in results.values()} == {SolveStatus.OPTIMAL}, {
+            n: r.message for n, r in results.items()
+        }
+        assert len({rank_key(problem, r.evaluation) for r in results.values()}) == 1
+
+
+def test_target_ties_prefer_more_requests_then_more_tokens():
+    # Every non-empty batch has latency 1000 ns = T: |L - T| ties at 0. One request of 8 tokens
+    # (min chunk 8) or two of 3: the decided order schedules more requests first (6 tokens).
+    from stepopt.latency.model import LatencyModel
+    from stepopt.latency.pwl import PiecewiseLinear
+    from stepopt.testing.factories import make_problem, waitings
+
+    lat = LatencyModel(
+        tokens=PiecewiseLinear((0, 64), (0, 0)), batch=PiecewiseLinear((0, 1, 4), (0, 1000, 1000))
+    )
+    problem = make_problem(
+        waiting=waitings([8, 3, 3]),
+        latency=lat,
+        target_ms=0.001,
+        priority_mode="weighted",
+        max_num_scheduled_tokens=8,
+        min_prefill_chunk=8,
+    )
+    for name in solver_names():
+        res = solve(problem, name)
+        assert res.status == SolveStatus.OPTIMAL, name
+        assert (res.evaluation.batch_size, res.evaluation.weighted_tokens) == (2, 6), name
+
+
+def test_a_wrong_infeasible_verdict_is_not_reported():
+    # A backend that answers INFEASIBLE on a problem with a feasible decision is overruled.
+    from stepopt.solvers.base import finish
+    from stepopt.solvers.common import cross_checked
+
+    problem = draw("small", 3)
+    wrong = finish(problem, "cbc", SolveStatus.INFEASIBLE, None, 0.0)
+    res = cross_checked(problem, wrong, 0.0, None)
+    assert res.status == SolveStatus.FEASIBLE and res.evaluation.feasible
+    assert "verdict was wrong" in res.message

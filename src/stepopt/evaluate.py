@@ -53,8 +53,8 @@ class Evaluation:
 
     ``objective`` is the primary objective as one number: ``|L - T|`` in ms for ``target``
     (lower is better), weighted tokens for ``goodput`` (higher is better). ``tiebreak`` is the
-    secondary one: weighted tokens for ``target`` (higher is better), latency in ms for
-    ``goodput`` (lower is better).
+    secondary one: weighted tokens for ``target`` (higher is better; :func:`rank_key` ranks the
+    number of scheduled requests before it), latency in ms for ``goodput`` (lower is better).
     """
 
     feasible: bool
@@ -291,8 +291,10 @@ def better(problem: StepProblem, a: Evaluation, b: Evaluation) -> bool:
     return rank_key(problem, a) < rank_key(problem, b)
 
 
-def rank_key(problem: StepProblem, ev: Evaluation) -> tuple[int, int, int]:
-    """Sort key: smaller is better. Feasible first, then primary, then tie-break."""
+def rank_key(problem: StepProblem, ev: Evaluation) -> tuple[int, int, int, int]:
+    """Sort key: smaller is better. Feasible first, then the objective's levels: ``target``
+    |L - T|, most scheduled requests (unweighted), most weighted tokens; ``goodput`` most
+    weighted tokens (with L <= T), lowest latency."""
     if problem.objective == "target":
-        return (0 if ev.feasible else 1, ev.deviation_ns, -ev.weighted_tokens)
-    return (0 if ev.feasible else 1, -ev.weighted_tokens, ev.latency_ns)
+        return (0 if ev.feasible else 1, ev.deviation_ns, -ev.batch_size, -ev.weighted_tokens)
+    return (0 if ev.feasible else 1, -ev.weighted_tokens, ev.latency_ns, 0)

@@ -263,12 +263,8 @@ def _build(spec: ProblemSpec, latency: LatencyModel) -> StepProblem:
                 r.computed_tokens,
             )
     cfg = EngineConfig(**spec.config.model_dump())
-    if len(spec.running) > cfg.max_num_running_reqs:
-        raise InputError(
-            "running",
-            f"{len(spec.running)} running requests exceed config.max_num_running_reqs",
-            cfg.max_num_running_reqs,
-        )
+    # len(running) > max_num_running_reqs is a valid problem with no feasible decision: the
+    # solvers answer INFEASIBLE and stepopt.diagnose says why.
     return StepProblem(
         running=tuple(Request(**r.model_dump()) for r in spec.running),
         waiting=tuple(Request(**r.model_dump()) for r in spec.waiting),

@@ -201,7 +201,7 @@ def read_attention(path: str | Path) -> AttentionSamples:
         )
         if rows.bool(row, "is_prefill"):
             if rows.int(row, "batch_size") != 1:
-                raise rows._bad(
+                raise rows.bad(
                     "batch_size", "prefill rows must have batch_size 1", row["batch_size"]
                 )
             prefill.append(

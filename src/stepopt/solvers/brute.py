@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from stepopt.diagnose import infeasibility_reason
 from stepopt.errors import InputError
 from stepopt.model import Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
@@ -58,6 +59,7 @@ class BruteSolver:
                 started,
                 time_limit=time_limit,
                 params=info,
+                message=infeasibility_reason(problem),
             )
         info["model_latency_ns"] = lat
         return finish(
@@ -91,7 +93,7 @@ def _search(problem: StepProblem, max_states: int) -> tuple[Decision | None, int
 
     run_decodes = [k for k in range(n_run) if reqs[k].is_decode]
     order = {r.id: pos for pos, r in enumerate(problem.waiting_order)}
-    best_key: tuple[int, int] | None = None
+    best_key: tuple[int, ...] | None = None
     best: tuple[dict[str, int], int] | None = None
     states = 0
     for mask in range(1 << len(reqs)):
@@ -167,7 +169,7 @@ def _search(problem: StepProblem, max_states: int) -> tuple[Decision | None, int
                     continue
                 key = (-wt, latency)
             else:
-                key = (abs(latency - target), -wt)
+                key = (abs(latency - target), -b, -wt)
             if best_key is None or key < best_key:
                 best_key = key
                 tokens = dict(fixed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepopt.diagnose import infeasibility_reason
 from stepopt.errors import InputError
 from stepopt.evaluate import evaluate
 from stepopt.formulation.spec import Formulation
@@ -45,7 +46,8 @@ def trivial_result(
             None,
             started,
             time_limit=time_limit,
-            message="running requests alone exceed max_num_running_reqs",
+            message=infeasibility_reason(problem)
+            or "running requests alone exceed max_num_running_reqs",
         )
     if not form.items:
         empty = Decision()
@@ -70,3 +72,81 @@ def trivial_result(
             params={"model_latency_ns": ev.latency_ns},
         )
     return None
+
+
+def cross_checked(
+    problem: StepProblem, res: SolveResult, started: float, time_limit: float | None
+) -> SolveResult:
+    """A backend's verdict checked against the greedy decision before it is reported.
+
+    INFEASIBLE stands only when the structure confirms it (even the empty step breaks a rule);
+    otherwise a feasible decision (greedy, or the empty step) proves the verdict wrong and is
+    returned as FEASIBLE with a message saying so. A time-limited answer (no solution, or a
+    FEASIBLE decision ranked below the greedy one) is replaced by the greedy decision, so a
+    limit never yields less than the heuristic."""
+    from stepopt.evaluate import rank_key
+    from stepopt.solvers.hint import greedy_hint
+
+    if res.status in (SolveStatus.OPTIMAL, SolveStatus.ERROR):
+        return res
+    reason = infeasibility_reason(problem)
+    if res.status == SolveStatus.INFEASIBLE and reason:
+        return res if res.message else _with(res, message=reason)
+    fallback = greedy_hint(problem) if not reason else None
+    if fallback is None and not reason:
+        fallback = Decision()  # the empty step breaks no rule
+    if fallback is None:
+        return res
+    ev = evaluate(problem, fallback)
+    kept = res.status == SolveStatus.FEASIBLE and res.evaluation is not None
+    if kept and rank_key(problem, res.evaluation) <= rank_key(problem, ev):
+        return res
+    why = {
+        SolveStatus.INFEASIBLE: f"{res.solver} answered INFEASIBLE, but a feasible decision "
+        "exists (the verdict was wrong): the greedy decision",
+        SolveStatus.NO_SOLUTION: "no solution within the time limit: the greedy decision",
+        SolveStatus.FEASIBLE: "the greedy decision ranks above the time-limited incumbent",
+    }[res.status]
+    params = {**res.params, "from_hint": True, "backend_status": str(res.status)}
+    params.pop("model_latency_ns", None)
+    return finish(
+        problem,
+        res.solver,
+        SolveStatus.FEASIBLE,
+        fallback,
+        started,
+        bound=res.bound if res.status == SolveStatus.FEASIBLE else None,
+        time_limit=time_limit,
+        params=params,
+        message=why,
+    )
+
+
+def _with(res: SolveResult, **changes: Any) -> SolveResult:
+    from dataclasses import replace
+
+    return replace(res, **changes)
+
+
+def admissible(problem: StepProblem) -> StepProblem:
+    """``problem`` without the waiting requests that can never be admitted (strict mode).
+
+    Strict admission takes a prefix of the waiting order, each admitted request at least its
+    smallest chunk: no more than the free slots, and no further than the prefix whose smallest
+    chunks fit the token budget. The rest cannot get a token in any feasible decision, so the
+    model need not hold them (a 100,000-request queue becomes a few hundred). Decisions on the
+    pruned problem are decisions on ``problem`` with the same evaluation."""
+    if problem.priority_mode != "strict" or not problem.waiting:
+        return problem
+    slots = problem.config.max_num_running_reqs - len(problem.running)
+    budget = problem.config.max_num_scheduled_tokens
+    keep: set[str] = set()
+    used = 0
+    for r in problem.waiting_order:
+        used += max(problem.lo(r), 1)
+        if len(keep) >= slots or used > budget:
+            break
+        keep.add(r.id)
+    if len(keep) == len(problem.waiting):
+        return problem
+    return problem.with_changes(waiting=tuple(r for r in problem.waiting if r.id in keep))

@@ -30,7 +30,13 @@ from stepopt.formulation import build
 from stepopt.formulation.cpsat import CpsatEncoding, encode
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
-from stepopt.solvers.common import pop_tolerance, tolerance_message, trivial_result
+from stepopt.solvers.common import (
+    admissible,
+    cross_checked,
+    pop_tolerance,
+    tolerance_message,
+    trivial_result,
+)
 from stepopt.solvers.hint import greedy_hint
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -57,10 +63,13 @@ class CpsatSolver:
         if lex not in LEXICOGRAPHIC:
             raise InputError("lexicographic", f"must be one of {', '.join(LEXICOGRAPHIC)}", lex)
         sat_params = {**DEFAULT_PARAMS, **params}
-        form = build(problem)
+        form = build(admissible(problem))  # model building counts against the limit
         early = trivial_result(problem, form, "cpsat", started, time_limit)
         if early is not None:
             return early
+        if _left(started, time_limit) == 1e-3:  # building used the limit: the greedy decision
+            res = finish(problem, "cpsat", SolveStatus.NO_SOLUTION, None, started)
+            return cross_checked(problem, res, started, time_limit)
         enc = encode(form, hull=hull)
         built_ms = (time.perf_counter() - started) * 1000.0
         info: dict[str, Any] = {
@@ -75,19 +84,7 @@ class CpsatSolver:
         _add_hint(enc, hint)
         run = _two_phase if lex == "two_phase" else _weighted
         res = run(problem, enc, started, time_limit, sat_params, info, tolerance)
-        if res.status == SolveStatus.NO_SOLUTION and hint is not None:
-            # The greedy start is a valid decision (the evaluator checked it): better than none.
-            return finish(
-                problem,
-                "cpsat",
-                SolveStatus.FEASIBLE,
-                hint,
-                started,
-                time_limit=time_limit,
-                params={**info, "from_hint": True},
-                message="no CP-SAT solution within the time limit: the greedy starting decision",
-            )
-        return res
+        return cross_checked(problem, res, started, time_limit)
 
 
 def _add_hint(enc: CpsatEncoding, hint: Decision | None) -> None:
@@ -136,9 +133,11 @@ def _keys(enc: CpsatEncoding) -> tuple[Any, Any, int]:
     ``0 <= secondary < K`` orders decisions lexicographically in exact integers."""
     form = enc.form
     if form.objective == "target":
-        wmax = form.weighted_max
-        # secondary = wmax - weighted in [0, wmax]
-        return enc.deviation, wmax - enc.weighted, wmax + 1
+        # Tie-break levels: most scheduled requests, then most weighted tokens, as one exact
+        # integer: secondary = (wmax + 1) * (n - b) + (wmax - weighted) in [0, (wmax+1)(n+1))
+        wmax, n = form.weighted_max, len(form.items)
+        secondary = (wmax + 1) * (n - sum(enc.z)) + (wmax - enc.weighted)
+        return enc.deviation, secondary, (wmax + 1) * (n + 1)
     lo, _ = form.latency_range()
     span = max(form.target_ns - lo, 0) + 1
     return -enc.weighted, enc.latency - lo, span
@@ -196,6 +195,11 @@ def _first_phase(problem, enc, started, time_limit, info, params, share):
 
 def _weighted(problem, enc, started, time_limit, params, info, tolerance) -> SolveResult:
     primary, secondary, k = _keys(enc)
+    lo, hi = enc.form.latency_range()
+    span = max(hi - lo, abs(hi - enc.form.target_ns), abs(lo - enc.form.target_ns)) + 1
+    if k * span >= 2**62:  # K * primary would leave CP-SAT's 64-bit range
+        info["lexicographic"] = "two_phase (weighted objective out of 64-bit range)"
+        return _two_phase(problem, enc, started, time_limit, params, info, tolerance)
     enc.model.minimize(k * primary + secondary)
     s, status, dec, done = _first_phase(
         problem, enc, started, time_limit, info, _gap_params(enc, params, tolerance, k), 1.0

@@ -1,10 +1,14 @@
 """Exact solvers through PuLP: ``cbc`` (bundled CBC binary) and ``highs`` (in-process highspy).
 
-The lexicographic objective is solved in two phases: the primary objective, then the primary
-fixed at its optimum while the tie-break is optimized. Each phase gets half of the time
-limit left. Tolerances are tightened (integrality and feasibility 1e-9, relative gap 0,
-absolute gap below 1 on objectives that are integers) so the optimum is exact; the decision
-is read back by rounding and judged by the evaluator.
+The lexicographic objective is solved in phases: the primary objective, then each tie-break
+level with the levels before it fixed at their optima (``target``: most scheduled requests,
+then most weighted tokens; ``goodput``: lowest latency). Phase 1 (the primary, what a gap
+measures) gets 80 % of the time left, a middle phase half, the last one the rest; the whole
+call, model building included, is bounded by the limit. Tolerances: integrality 1e-9, primal
+feasibility 1e-7 (see ``PRIMAL_TOLERANCE``), relative gap 0, absolute gap below 1 on
+objectives that are integers, so the optimum is exact; the decision is read back by rounding
+and judged by the evaluator. A verdict short of OPTIMAL is cross-checked
+(:func:`~stepopt.solvers.common.cross_checked`).
 
 ``target_tolerance_ns=N`` (default 0) raises the primary phase's absolute gap of ``target`` to
 ``N + 0.99`` ns: it stops once |L - T| is within N ns of the bound. The backends then say
@@ -36,12 +40,20 @@ from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import (
     TOLERANCE_PARAM,
+    admissible,
+    cross_checked,
     pop_tolerance,
     tolerance_message,
     trivial_result,
 )
 
-TOLERANCE = 1e-9
+TOLERANCE = 1e-9  # integrality
+# Primal feasibility: an absolute tolerance of 1e-9 is below the resolution of doubles on rows
+# whose constants are latencies in ns (~1e8): CBC then declared problems with optima
+# INFEASIBLE. The backends' default 1e-7 cannot change an integer solution (the evaluator
+# re-judges it), and every optimum then matched brute force.
+PRIMAL_TOLERANCE = 1e-7
+PHASE1_SHARE = 0.8
 ABS_GAP = 0.99  # objectives are integers: a gap below 1 proves optimality
 
 
@@ -85,14 +97,15 @@ class _Highs(_PulpBackend):
 
     def make(self, time_limit, log_path, abs_gap=ABS_GAP):
         _silence_banner()
-        return pulp.HiGHS(
+        return _HighsUntil(
+            deadline=None if time_limit is None else time.perf_counter() + time_limit,
             msg=False,
             timeLimit=time_limit,
             gapRel=0.0,
             gapAbs=abs_gap,
             threads=1,
             mip_feasibility_tolerance=TOLERANCE,
-            primal_feasibility_tolerance=TOLERANCE,
+            primal_feasibility_tolerance=PRIMAL_TOLERANCE,
             random_seed=0,
             # HiGHS 1.16's presolve returned a wrong "optimal" on a generated problem here
             # (the empty batch, strictly better, was cut off); without it every optimum matched.
@@ -105,6 +118,22 @@ class _Highs(_PulpBackend):
         except AttributeError:
             return None
         return value if abs(value) < 1e300 else None
+
+
+class _HighsUntil(pulp.HiGHS):
+    """PuLP's HiGHS whose time limit is what is left of the phase once PuLP has copied the
+    model into highspy (half a second of Python at a thousand requests): the limit is a
+    deadline, not a duration that starts after the copy."""
+
+    def __init__(self, deadline: float | None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.deadline = deadline
+
+    def callSolver(self, lp: pulp.LpProblem) -> None:
+        if self.deadline is not None:
+            left = max(self.deadline - time.perf_counter(), 0.01)
+            lp.solverModel.setOptionValue("time_limit", float(left))
+        super().callSolver(lp)
 
 
 _CBC_BOUND = re.compile(r"^Lower bound:\s*(\S+)", re.MULTILINE)
@@ -131,10 +160,13 @@ class _Cbc(_PulpBackend):
             # every optimum matched the brute-force oracle.
             options=[
                 f"integerT {TOLERANCE}",
-                f"primalT {TOLERANCE}",
+                f"primalT {PRIMAL_TOLERANCE}",
                 "preprocess off",
                 "twoMir off",
                 "randomSeed 1",
+                # the limit is wall time (CBC counts CPU seconds by default, which on a busy
+                # machine lets a run overrun the caller's deadline)
+                "timeMode elapsed",
             ],
             logPath=log_path,
         )
@@ -151,6 +183,10 @@ class _Cbc(_PulpBackend):
             return float(m.group(1)) if m else None
         except ValueError:
             return None
+
+
+def _expired(started: float, time_limit: float | None) -> bool:
+    return time_limit is not None and time.perf_counter() - started >= time_limit * 0.95
 
 
 def _status(prob: pulp.LpProblem) -> SolveStatus:
@@ -198,11 +234,15 @@ class MilpSolver:
                 f"this solver takes only {TOLERANCE_PARAM}",
                 ", ".join(sorted(params)),
             )
-        form = build(problem)
+        form = build(admissible(problem))  # model building counts against the limit
         early = trivial_result(problem, form, name, started, time_limit)
         if early is not None:
             return early
+        if _expired(started, time_limit):
+            return self._out_of_time(problem, started, time_limit)
         enc = encode(form)
+        if _expired(started, time_limit):
+            return self._out_of_time(problem, started, time_limit)
         info: dict[str, Any] = {
             "tolerance": TOLERANCE,
             "abs_gap": ABS_GAP,
@@ -213,7 +253,8 @@ class MilpSolver:
         try:
             with tempfile.TemporaryDirectory(prefix="stepopt-") as tmp:
                 log = os.path.join(tmp, "solver.log") if name == "cbc" else None
-                return self._phases(problem, enc, started, time_limit, info, log, tolerance)
+                res = self._phases(problem, enc, started, time_limit, info, log, tolerance)
+                return cross_checked(problem, res, started, time_limit)
         except (pulp.PulpSolverError, OSError) as exc:
             return finish(
                 problem,
@@ -232,7 +273,7 @@ class MilpSolver:
         primary = enc.deviation if target else -enc.weighted
         tol = tolerance if target else 0
         gap = ABS_GAP + tol
-        st, bound = self._run(enc, primary, started, time_limit, 2, log, gap)
+        st, bound = self._run(enc, primary, started, time_limit, PHASE1_SHARE, log, gap)
         if st not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             return finish(
                 problem,
@@ -272,12 +313,20 @@ class MilpSolver:
                 proven = max(min(math.ceil(bound - 1e-6), proven), 0)
         if target:
             enc.prob += enc.deviation <= best_i + 0.5, "fix_primary"
-            secondary = -enc.weighted
+            # Then most scheduled requests (unweighted), fixed, then most weighted tokens.
+            st2, _ = self._run(enc, -pulp.lpSum(enc.z), started, time_limit, 0.5, log)
+            info["phases"] = 2
+            if st2 == SolveStatus.OPTIMAL:
+                n_best = round(sum(v.varValue or 0 for v in enc.z))
+                dec, lat = _read(enc)
+                info["model_latency_ns"] = lat
+                enc.prob += pulp.lpSum(enc.z) >= n_best - 0.5, "fix_requests"
+                st2, _ = self._run(enc, -enc.weighted, started, time_limit, 1.0, log)
+                info["phases"] = 3
         else:
             enc.prob += enc.weighted >= -best_i - 0.5, "fix_primary"
-            secondary = enc.latency
-        st2, _ = self._run(enc, secondary, started, time_limit, 1, log)
-        info["phases"] = 2
+            st2, _ = self._run(enc, enc.latency, started, time_limit, 1.0, log)
+            info["phases"] = 2
         if st2 in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             dec, lat = _read(enc)
             info["model_latency_ns"] = lat
@@ -290,12 +339,19 @@ class MilpSolver:
         msg = "; ".join(notes)
         return self._done(problem, enc, status, dec, started, time_limit, info, proven, msg)
 
-    def _run(self, enc, objective, started, time_limit, phases_left, log, abs_gap=ABS_GAP):
+    def _out_of_time(self, problem, started, time_limit) -> SolveResult:
+        res = finish(problem, self.name, SolveStatus.NO_SOLUTION, None, started)
+        return cross_checked(problem, res, started, time_limit)
+
+    def _run(self, enc, objective, started, time_limit, share, log, abs_gap=ABS_GAP):
+        if _expired(started, time_limit):  # the limit bounds the whole call
+            return SolveStatus.NO_SOLUTION, None
         enc.prob.setObjective(objective)
         tl = None
         if time_limit is not None:
-            left = time_limit - (time.perf_counter() - started)
-            tl = max(left / phases_left, 0.01)
+            # 90 %: reading the answer back and cross-checking it also count against the limit
+            left = 0.9 * time_limit - (time.perf_counter() - started)
+            tl = max(left * share, 0.01)
         if log and os.path.exists(log):
             os.remove(log)
         enc.prob.solve(self.backend.make(tl, log, abs_gap))
