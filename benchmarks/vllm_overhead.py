@@ -1,14 +1,26 @@
-"""Overhead of ``OptimizedScheduler.schedule()`` over vLLM's own ``schedule()``.
+"""Overhead of ``OptimizedScheduler.schedule()`` over vLLM's own ``schedule()``, and the
+share of steered steps vLLM carries out exactly.
 
-Both schedulers are rebuilt from scratch for every repetition and driven (with fake model
-outputs) to the same state; then one ``schedule()`` call is timed. The two kinds alternate so
-that machine noise hits both alike. Prints, per state, the median of each and the measured
-overhead in percent (goal: under 5 %); the optimizer's own work (reading the state, the
-heuristic, the steering plan with its prediction), timed on a third copy of the same state,
-in microseconds and as a share of vLLM's median (a steadier estimate of the overhead on a busy
-machine); and the tokens each step scheduled.
+Per state and mode, in one process, thread CPU time (other processes on a shared machine do
+not count), the two kinds alternating so that noise hits both alike:
 
-    /work/vllm-venv/bin/python benchmarks/vllm_overhead.py [--reps 31] [--heuristic three-stage]
+- ``cold``: both schedulers rebuilt for every repetition and driven (by vLLM's own steps) to
+  the state; one ``schedule()`` timed. Median of each, and the ratio.
+- ``steady``: the same scheduler then runs ``--steps`` more rounds of ``schedule()`` and
+  ``update_from_output()`` (fake model outputs); the sum of the ``schedule()`` times. Median
+  over repetitions of each, and the ratio.
+
+Modes: ``goodput`` with a loose cap (both schedule the same tokens), ``target`` at the
+predicted latency of vLLM's own step plus 10 % (both schedule the same tokens), and ``target
+40 ms`` (binding: the optimized step is smaller; shown for reference, not the same work).
+``path`` says how the optimized scheduler took the timed cold step: ``whole`` (vLLM's own
+step provably fits the target: left to it after a cheap check), ``decode`` (the decode-only
+fast path), ``steered`` (read, decide, steer).
+
+Then ``--exact-seeds`` random serving scenarios under KV pressure (arrivals over time, aborts,
+FCFS and priority, sync and async): the share of steered steps vLLM carried out exactly.
+
+    .venv-vllm/bin/python benchmarks/vllm_overhead.py [--reps 21] [--steps 20] [--lean]
 
 Needs vLLM (``pip install 'stepopt[vllm]'``).
 """
@@ -19,15 +31,19 @@ import argparse
 import gc
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 
-from stepopt.heuristics.base import get_heuristic
 from stepopt.integrations import vllm as adapter
 from stepopt.integrations.vllm_settings import SchedulerSettings
-from stepopt.integrations.vllm_testing import fake_output, make_request, make_scheduler
+from stepopt.integrations.vllm_testing import (
+    fake_output,
+    make_request,
+    make_scheduler,
+    random_scenario,
+    run_scenario,
+)
 from stepopt.latency.presets import load_preset
 
 # name: (scheduler kwargs, requests to admit and run to decode, extra waiting at the end)
@@ -59,10 +75,8 @@ def build(cls: type | None, state: str, settings: SchedulerSettings | None, lean
             n += 1
     while s.waiting or any(r.is_prefill_chunk for r in s.running):
         vllm_step(s)
-    # Collect this build's garbage now, then one more step (every running request is decoding)
-    # so that the timed call finds the requests as an engine does: just touched by vLLM.
     gc.collect()
-    vllm_step(s)
+    vllm_step(s)  # every running request is decoding, just touched by vLLM as in an engine
     for prompt in waiting:
         s.add_request(make_request(f"w{n}", prompt, max_tokens=4096, arrival_time=n * 1e-3))
         n += 1
@@ -74,112 +88,140 @@ def vllm_step(s: Any) -> None:
     s.update_from_output(out, fake_output(s, out))
 
 
-def warm_up(s: Any) -> None:
-    out = s.schedule()  # the optimized class steers this one (and arms its fast path)
-    s.update_from_output(out, fake_output(s, out))
-
-
-def timed(fn: Callable[[], Any]) -> tuple[int, Any]:
-    # CPU time of this thread: other processes on a shared machine do not count.
+def run(s: Any, steps: int) -> tuple[int, int, Any]:
+    """Cold ``schedule()`` time, then the summed time of ``steps`` more rounds."""
     t = time.thread_time_ns()
-    out = fn()
-    return time.thread_time_ns() - t, out
+    out = s.schedule()
+    cold = time.thread_time_ns() - t
+    first = out
+    total = 0
+    for _ in range(steps):
+        s.update_from_output(out, fake_output(s, out))
+        t = time.thread_time_ns()
+        out = s.schedule()
+        total += time.thread_time_ns() - t
+    return cold, total, first
+
+
+def _path(rec: dict[str, Any] | None) -> str:
+    if not rec:
+        return "-"
+    if "fallback" in rec:
+        return "fallback"
+    return rec.get("path", "steered")
+
+
+def measure(state: str, settings: SchedulerSettings, args: argparse.Namespace) -> dict[str, Any]:
+    cold: dict[str, list[int]] = {"plain": [], "opt": []}
+    steady: dict[str, list[int]] = {"plain": [], "opt": []}
+    tokens = {"plain": 0, "opt": 0}
+    for rep in range(args.reps):
+        for kind in ("plain", "opt") if rep % 2 else ("opt", "plain"):
+            if kind == "plain":
+                s = build(None, state, None, args.lean)
+            else:
+                s = build(adapter.OptimizedScheduler, state, settings, args.lean)
+            c, t, first = run(s, args.steps)
+            cold[kind].append(c)
+            steady[kind].append(t)
+            tokens[kind] = first.total_num_scheduled_tokens
+    med = {k: statistics.median(v) for k, v in cold.items()}
+    st = {k: statistics.median(v) for k, v in steady.items()}
+    return {
+        "cold_vllm_ms": med["plain"] / 1e6,
+        "cold_opt_ms": med["opt"] / 1e6,
+        "cold_over": 100 * (med["opt"] - med["plain"]) / med["plain"],
+        "steady_vllm_ms": st["plain"] / 1e6 / max(args.steps, 1),
+        "steady_opt_ms": st["opt"] / 1e6 / max(args.steps, 1),
+        "steady_over": 100 * (st["opt"] - st["plain"]) / st["plain"] if args.steps else 0.0,
+        "tok_vllm": tokens["plain"],
+        "tok_opt": tokens["opt"],
+    }
+
+
+def first_path(state: str, settings: SchedulerSettings, lean: bool) -> str:
+    s = build(adapter.OptimizedScheduler, state, settings, lean)
+    s.schedule()
+    return _path(s.stepopt.last)
+
+
+def predicted_vllm_ms(state: str, lean: bool) -> float:
+    """The demo model's prediction for vLLM's own step in ``state``."""
+    s = build(None, state, None, lean)
+    view = adapter.problem_from_scheduler(s, latency=load_preset("demo"), target_latency_ms=1.0)
+    out = s.schedule()
+    return load_preset("demo").predict_ns(view.problem, out.num_scheduled_tokens) / 1e6
+
+
+def exact_share(seeds: int) -> tuple[int, int, int]:
+    steered = exact = steps = 0
+    for seed in range(seeds):
+        sc = random_scenario(seed)
+        s = make_scheduler(
+            adapter.OptimizedScheduler,
+            async_scheduling=sc["lag"],
+            stepopt_settings=SchedulerSettings(target_ms=30.0, objective="goodput", log_interval=0),
+            **sc["kwargs"],
+        )
+        run_scenario(s, sc)
+        steered += s.stepopt.steered
+        exact += s.stepopt.exact
+        steps += s.stepopt.steps
+    return steps, steered, exact
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=31)
+    ap.add_argument("--reps", type=int, default=21)
+    ap.add_argument("--steps", type=int, default=20, help="steady-state rounds per repetition")
     ap.add_argument("--heuristic", default="three-stage")
     ap.add_argument("--lean", action="store_true", help="prefix caching and stats off")
     ap.add_argument("--states", nargs="*", default=list(STATES), choices=list(STATES))
+    ap.add_argument("--exact-seeds", type=int, default=30)
     args = ap.parse_args()
     # vLLM and torch leave a huge object graph: freeze it so that the collector's passes over
     # it do not land at random in the timed calls (vLLM's engine freezes it too).
     build(None, "64 decodes", None, args.lean)
     gc.collect()
     gc.freeze()
-    latency = load_preset("demo")
-    heuristic = get_heuristic(args.heuristic)
 
-    def mode(target_ms: float, objective: str, fast: int) -> SchedulerSettings:
+    def mode(target_ms: float, objective: str) -> SchedulerSettings:
         return SchedulerSettings(
-            target_ms=target_ms,
-            objective=objective,
-            heuristic=args.heuristic,
-            log_interval=0,
-            fast_decode_steps=fast,
+            target_ms=target_ms, objective=objective, heuristic=args.heuristic, log_interval=0
         )
 
-    # name: (settings, warm-up step before the timed one)
-    modes = {
-        # A cap far above any step: the heuristic schedules what vLLM would (same work).
-        "goodput, loose cap": (mode(10_000.0, "goodput", 0), False),
-        # A binding target: smaller steps than vLLM's own.
-        "target 40 ms": (mode(40.0, "target", 0), False),
-        # Decode-only states after one steered step: the fast path (vLLM's own step).
-        "decode-only, fast": (mode(10_000.0, "goodput", 32), True),
-    }
     config = "lean (no prefix caching, no stats)" if args.lean else "serving defaults"
     print(
-        f"heuristic {args.heuristic}; vLLM {config}; {args.reps} repetitions per cell; "
-        "medians of thread CPU time"
+        f"rule {args.heuristic}; vLLM {config}; {args.reps} repetitions, {args.steps} steady "
+        "rounds each; medians of thread CPU time"
     )
     print(
-        f"{'state':<46} {'mode':<19} {'vLLM ms':>7} {'opt ms':>7} {'over':>6} "
-        f"{'own us':>6} {'own/vLLM':>8} {'tok vLLM':>8} {'tok opt':>7}  read/heur/plan us"
+        f"{'state':<46} {'mode':<16} {'path':<8} {'cold vLLM':>9} {'opt':>7} {'over':>6} "
+        f"{'steady vLLM':>11} {'opt':>7} {'over':>6} {'tok vLLM':>8} {'tok opt':>7}"
     )
     for state in args.states:
-        for name, (settings, warm) in modes.items():
-            if warm and STATES[state][2]:
-                continue  # the fast path needs an empty waiting queue
-            base, opt, parts = [], [], []
-            tok_base = tok_opt = 0
-            for rep in range(args.reps):
-                for kind in ("plain", "opt") if rep % 2 else ("opt", "plain"):
-                    if kind == "plain":
-                        s = build(None, state, None, args.lean)
-                        if warm:
-                            warm_up(s)
-                        dt, out = timed(s.schedule)
-                        base.append(dt)
-                        tok_base = out.total_num_scheduled_tokens
-                    else:
-                        s = build(adapter.OptimizedScheduler, state, settings, args.lean)
-                        if warm:
-                            warm_up(s)
-                        dt, out = timed(s.schedule)
-                        opt.append(dt)
-                        tok_opt = out.total_num_scheduled_tokens
-                        last = s.stepopt.last
-                        assert last and "fallback" not in last and bool(last.get("fast")) == warm
-                if warm:
-                    continue  # the fast path reads nothing and asks no heuristic
-                # The optimizer's own parts, one shot each on a fresh copy of the same state.
-                s = build(adapter.OptimizedScheduler, state, settings, args.lean)
-                t_read, view = timed(
-                    lambda s=s, st=settings: adapter.problem_from_scheduler(
-                        s,
-                        latency=latency,
-                        target_latency_ms=st.target_ms,
-                        objective=st.objective,
-                        min_prefill_chunk=st.min_prefill_chunk,
-                    )
-                )
-                t_heur, decision = timed(lambda v=view: heuristic(v.problem))
-                t_plan, _ = timed(lambda v=view, d=decision: adapter.plan_steering(v, d))
-                parts.append((t_read, t_heur, t_plan))
-            mb, mo = statistics.median(base) / 1e6, statistics.median(opt) / 1e6
-            own_cols = f"{'-':>6} {'-':>8}"
-            split = "-"
-            if parts:
-                r, h, p = (statistics.median(x[k] for x in parts) / 1e3 for k in range(3))
-                own = statistics.median(sum(x) for x in parts) / 1e3
-                own_cols = f"{own:6.0f} {own / (10 * mb):7.1f}%"
-                split = f"{r:.0f}/{h:.0f}/{p:.0f}"
+        same = round(predicted_vllm_ms(state, args.lean) * 1.1, 3)
+        modes = {
+            "goodput, loose": mode(10_000.0, "goodput"),
+            f"target {same:g}": mode(same, "target"),
+            "target 40 ms": mode(40.0, "target"),
+        }
+        for name, settings in modes.items():
+            m = measure(state, settings, args)
+            m["path"] = first_path(state, settings, args.lean)
             print(
-                f"{state:<46} {name:<19} {mb:7.3f} {mo:7.3f} {100 * (mo - mb) / mb:5.1f}% "
-                f"{own_cols} {tok_base:8d} {tok_opt:7d}  {split}"
+                f"{state:<46} {name:<16} {m['path']:<8} {m['cold_vllm_ms']:9.3f} "
+                f"{m['cold_opt_ms']:7.3f} {m['cold_over']:5.1f}% {m['steady_vllm_ms']:11.3f} "
+                f"{m['steady_opt_ms']:7.3f} {m['steady_over']:5.1f}% {m['tok_vllm']:8d} "
+                f"{m['tok_opt']:7d}"
             )
+    if args.exact_seeds:
+        steps, steered, exact = exact_share(args.exact_seeds)
+        print(
+            f"\nexactness: {args.exact_seeds} random scenarios under KV pressure, {steps} steps, "
+            f"{steered} steered: {exact} carried out exactly by vLLM "
+            f"({100 * exact / max(steered, 1):.2f} %)"
+        )
 
 
 if __name__ == "__main__":

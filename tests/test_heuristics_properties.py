@@ -7,22 +7,34 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepopt.evaluate import HARD_RULES, Rule, evaluate, rank_key
-from stepopt.heuristics import get_heuristic, heuristic_names
+from stepopt.heuristics import (
+    builtin_heuristic_names,
+    get_heuristic,
+    heuristic_info,
+    heuristic_names,
+)
 from stepopt.heuristics.three_stage import plan, three_stage
 from stepopt.model import Decision, Request, StepProblem
 from stepopt.testing.factories import linear_latency, make_problem
 from stepopt.testing.strategies import problems
 
-STRICT_HEURISTICS = ("three-stage", "sarathi")
-VLLM = ("vllm-v1", "vllm-v1-priority")
+# The registry says which heuristics are held to every rule and which replay another
+# scheduler's rules; a new heuristic is covered by these properties when it registers.
+STRICT_HEURISTICS = tuple(n for n in builtin_heuristic_names() if not heuristic_info(n).exempt)
+VLLM = tuple(n for n in builtin_heuristic_names() if heuristic_info(n).exempt)
 
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def test_builtins_registered():
-    assert set(STRICT_HEURISTICS + VLLM) <= set(heuristic_names())
+def test_registry_metadata():
+    assert {"three-stage", "sarathi"} <= set(STRICT_HEURISTICS)
+    assert set(VLLM) == {"vllm-v1", "vllm-v1-priority"}
+    assert all(heuristic_info(n).preempts for n in VLLM)
+    assert not any(heuristic_info(n).preempts for n in STRICT_HEURISTICS)
+    assert all(heuristic_info(n).exempt <= HARD_RULES for n in VLLM)
+    assert set(builtin_heuristic_names()) <= set(heuristic_names())
 
 
 @settings(max_examples=1500)

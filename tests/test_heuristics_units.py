@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from stepopt.errors import InputError, UnknownNameError
 from stepopt.evaluate import Rule, evaluate
 from stepopt.heuristics import get_heuristic, heuristic_names
-from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
 from stepopt.heuristics.sarathi import sarathi
 from stepopt.heuristics.three_stage import plan, three_stage
 from stepopt.heuristics.vllm_v1 import vllm_v1
 from stepopt.latency.model import LatencyModel, PrefillAttention
 from stepopt.latency.pwl import PiecewiseLinear
+from stepopt.latency.step import attention_fn, fast_curve, token_inverse
 from stepopt.model import Request
 from stepopt.testing.factories import decode, linear_latency, make_problem, prefill, waiting
 from stepopt.testing.strategies import curves

@@ -131,3 +131,42 @@ def test_the_empty_decision_breaks_no_hard_rule(p):
 def test_request_accepts_optional_output_tokens():
     r = Request("x", 10, 0, output_tokens=7)
     assert r.output_tokens == 7
+
+
+def test_request_fields_are_listed_once():
+    """The file schema and the fast factory follow the dataclass: a new field is either in the
+    schema or the schema test fails here, and the fast factory gives it its default."""
+    from stepopt.io import RequestSpec
+    from stepopt.model import make_request
+
+    assert tuple(RequestSpec.model_fields) == tuple(f.name for f in dataclasses.fields(Request))
+    fast = make_request("r", 100, 20, 3, 1.5, 7)
+    assert fast == Request("r", 100, 20, 3, 1.5, 7) and type(fast) is Request
+    assert make_request("w", 5) == Request("w", 5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.priority = 0  # type: ignore[misc]
+
+
+def test_rebuilt_requests_keep_every_field():
+    from stepopt.scenarios.common import assign_priorities
+
+    class AllHigh:  # rng stand-in: every request gets priority 2
+        def random(self):
+            return 0.0
+
+        def integers(self, lo, hi):
+            return 2
+
+    r = Request("r", 100, 20, 0, 1.5, 7)
+    (again,) = assign_priorities(AllHigh(), [r])
+    assert again == dataclasses.replace(r, priority=2)
+
+
+@pytest.mark.parametrize(
+    ("computed", "n", "blocks"),
+    [(0, 1, 1), (15, 1, 0), (16, 1, 1), (10, 22, 1), (10, 23, 2), (0, 0, 0)],
+)
+def test_new_blocks_counts_the_blocks_a_chunk_opens(computed, n, blocks):
+    p = make_problem([prefill("p", 100, computed)], block_size=16)
+    assert p.new_blocks(p.running[0], n) == blocks
+    assert p.held_blocks(p.running[0]) == -(-computed // 16)

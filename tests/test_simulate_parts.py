@@ -140,7 +140,8 @@ def test_exact_policy_falls_back_and_counts(monkeypatch):
     import stepopt.solvers.base as base
 
     base.solver_names()  # load the built-ins before adding the fake
-    monkeypatch.setitem(base._SOLVERS, "fake-none", _NoSolution)
+    info = base.SolverInfo("fake-none", _NoSolution, frozenset({"target_tolerance_ns"}))
+    monkeypatch.setitem(base._SOLVERS, "fake-none", info)
     tr = small_trace(5)
     pol = ExactPolicy("fake-none", time_limit=0.5)
     res = simulate(tr, pol, LIN, FixedTarget(20.0), SimConfig())

@@ -13,7 +13,7 @@ from stepopt.errors import InputError, UnknownNameError
 from stepopt.evaluate import evaluate, rank_key
 from stepopt.model import Decision
 from stepopt.solvers import SolveStatus, get_solver, solve
-from stepopt.solvers.base import finish
+from stepopt.solvers.base import finish, solver_info, solver_names
 from stepopt.solvers.milp import _status
 from stepopt.testing.factories import decode, decodes, make_problem, prefill, waitings
 from stepopt.testing.strategies import problems
@@ -164,7 +164,26 @@ def test_gap_is_relative_and_bounded():
     assert res.gap == 1.0
 
 
-@pytest.mark.parametrize("solver", ["cbc", "highs", "brute"])
-def test_unknown_solver_parameters_are_input_errors(solver):
-    with pytest.raises(InputError, match="foo"):
+@pytest.mark.parametrize("solver", solver_names())
+def test_unknown_solver_parameters_are_one_line_input_errors(solver):
+    with pytest.raises(InputError, match=f"^{solver} parameters: unknown foo; valid: ") as info:
         solve(make_problem([decode("d0")]), solver, foo=1)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("solver", solver_names())
+def test_every_solver_accepts_what_its_registry_entry_declares(solver):
+    """The tolerance is accepted everywhere (a study passes one to every solver); each
+    declared parameter reaches a solver that takes it without complaint."""
+    info = solver_info(solver)
+    assert info.available()
+    assert "target_tolerance_ns" in info.accepted()
+    res = solve(make_problem([decode("d0")]), solver, target_tolerance_ns=0)
+    assert res.status == SolveStatus.OPTIMAL
+
+
+def test_cpsat_accepts_sat_parameters_and_rejects_misspelt_ones():
+    p = make_problem([decode("d0")])
+    assert solve(p, "cpsat", max_number_of_conflicts=1000).status == SolveStatus.OPTIMAL
+    with pytest.raises(InputError, match="max_number_of_conflict;"):
+        solve(p, "cpsat", max_number_of_conflict=1000)

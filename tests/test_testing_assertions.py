@@ -174,7 +174,7 @@ def test_gap_failure_shows_worst_problem_both_decisions_and_commands(tmp_path, c
         r"PYTHONPATH=(\S+) stepopt heuristic \S+ --name (\S+)", msg
     ).groups()
     assert name == f"{__name__}:empty"
-    code = f"from stepopt.heuristics.base import resolve_heuristic as r; r({name!r})"
+    code = f"from stepopt.heuristics.base import get_heuristic as r; r({name!r})"
     env = {**os.environ, "PYTHONPATH": pythonpath}
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True)
 

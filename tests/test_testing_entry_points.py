@@ -14,7 +14,7 @@ import pytest
 from stepopt.cli import main
 from stepopt.errors import InputError, UnknownNameError
 from stepopt.evaluate import evaluate
-from stepopt.heuristics.base import get_heuristic, heuristic_names, resolve_heuristic
+from stepopt.heuristics.base import get_heuristic, heuristic_names
 from stepopt.io import save_problem
 from stepopt.testing import assert_gap_within
 from stepopt.testing.factories import decode, linear_latency, make_problem, prefill, waiting
@@ -77,7 +77,7 @@ def test_entry_point_heuristic_is_listed_and_runs(site, problem):
     fn = get_heuristic("ep-decodes-only")
     assert fn.__module__ == MODULE  # the plug-in's own callable, keyword parameters intact
     assert fn(problem, extra=16).scheduled() == {"d0": 1, "d1": 1, "p0": 16}
-    assert resolve_heuristic("ep-decodes-only") is fn
+    assert get_heuristic("ep-decodes-only") is fn
 
 
 def test_builtin_name_wins_over_a_plugin(site):
@@ -111,7 +111,7 @@ def test_cli_accepts_the_plugin_by_name(site, problem, tmp_path, capsys):
 
 
 def test_studies_and_assertions_accept_the_plugin_by_name(site, problem):
-    from stepopt.studies.worker import resolve_heuristic as study_resolve
+    from stepopt.studies.worker import get_heuristic as study_resolve
 
     assert study_resolve("ep-decodes-only")(problem) == get_heuristic("ep-decodes-only")(problem)
     report = assert_gap_within("ep-decodes-only", [problem], max_gap=1.0)
@@ -119,9 +119,9 @@ def test_studies_and_assertions_accept_the_plugin_by_name(site, problem):
 
 
 def test_import_path(site, problem):
-    fn = resolve_heuristic(f"{MODULE}:decodes_only")
+    fn = get_heuristic(f"{MODULE}:decodes_only")
     assert evaluate(problem, fn(problem)).feasible
-    assert resolve_heuristic("stepopt.heuristics.three_stage:three_stage") is get_heuristic(
+    assert get_heuristic("stepopt.heuristics.three_stage:three_stage") is get_heuristic(
         "three-stage"
     )
 
@@ -137,7 +137,7 @@ def test_import_path(site, problem):
 )
 def test_import_path_errors_name_the_problem(site, name, needle):
     with pytest.raises(InputError, match=needle) as info:
-        resolve_heuristic(name)
+        get_heuristic(name)
     assert str(info.value).startswith("heuristic: ")
 
 

@@ -64,3 +64,54 @@ def test_latency_by_preset_name_or_file(tmp_path):
     assert load_latency(str(f)).tokens == load_preset("demo").tokens
     with pytest.raises(UnknownNameError):
         load_latency("no-such-preset")
+
+
+def test_heuristic_parameters_from_the_spec_or_the_file(tmp_path):
+    from stepopt.integrations.vllm_settings import resolve
+
+    s = load_settings(
+        {"STEPOPT_TARGET_MS": "40", "STEPOPT_HEURISTIC": "three-stage[full_scan=true]"}
+    )
+    r = resolve(s, reserve_full_prompt=True)
+    # vLLM's full-prompt admission check is on by default: the heuristic gets it too.
+    assert r.params == {"full_scan": True, "reserve_full_prompt": True}
+    f = tmp_path / "s.yaml"
+    f.write_text("target_ms: 40\nheuristic_params: {reserve_full_prompt: false}\n")
+    r = resolve(load_settings({"STEPOPT_CONFIG": str(f)}), reserve_full_prompt=True)
+    assert r.params == {"reserve_full_prompt": False}  # an explicit setting wins
+    # A heuristic without the parameter is left alone.
+    s = load_settings({"STEPOPT_TARGET_MS": "40", "STEPOPT_HEURISTIC": "sarathi"})
+    assert "reserve_full_prompt" not in resolve(s, reserve_full_prompt=True).params
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("three-stage[speed=3]", "STEPOPT_HEURISTIC: unknown parameter 'speed'"),
+        ("three-stage[full_scan=maybe]", "STEPOPT_HEURISTIC: full_scan takes true or false"),
+        ("three-stage[full_scan", "expected NAME or NAME"),
+        ("exact[x=1]", "takes no parameters"),
+    ],
+)
+def test_bad_heuristic_specs_are_one_line_errors(spec, match):
+    from stepopt.integrations.vllm_settings import resolve
+
+    with pytest.raises(InputError, match=match) as err:
+        resolve(load_settings({"STEPOPT_TARGET_MS": "40", "STEPOPT_HEURISTIC": spec}))
+    assert "\n" not in str(err.value)
+
+
+def test_exact_rule_decides_within_its_time_limit_and_falls_back():
+    from stepopt.evaluate import evaluate, rank_key
+    from stepopt.integrations.vllm_settings import resolve
+    from stepopt.solvers.base import solve
+    from stepopt.testing.factories import decodes, make_problem, waitings
+
+    s = load_settings(
+        {"STEPOPT_TARGET_MS": "30", "STEPOPT_HEURISTIC": "exact", "STEPOPT_TIME_LIMIT_MS": "500"}
+    )
+    rule = resolve(s).heuristic
+    problem = make_problem(decodes(4), waitings([300, 200]), target_ms=30.0)
+    ev = evaluate(problem, rule(problem))
+    best = solve(problem, "cpsat", time_limit=10)
+    assert ev.feasible and rank_key(problem, ev) == rank_key(problem, best.evaluation)

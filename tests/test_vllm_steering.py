@@ -137,3 +137,33 @@ def test_plan_predicts_exactly_the_latency_model(data, problem):
     positive = {k: v for k, v in tokens.items() if v > 0}
     assert s.predicted_ns == problem.latency.predict_ns(problem, positive)
     assert s.token_budget == sum(positive.values())
+
+
+def test_no_reorder_when_vllm_may_preempt_so_its_victim_stays_the_newest():
+    # p1 gets a partial chunk; with ample blocks it moves behind the decodes...
+    d = Decision.of({"d0": 1, "p1": 50, "d2": 1})
+    assert plan_steering(view(RUNNING, WAITING, num_free_blocks=100), d).order is not None
+    # ...but when the running requests' blocks may not fit, vLLM's order (and so its FCFS
+    # victim, the tail) is kept, and the step is flagged as not the decision.
+    s = plan_steering(view(RUNNING, WAITING, num_free_blocks=2), d)  # p1 needs 3
+    assert s.order is None and not s.exact and "preemption victim" in s.reason
+
+
+class _Refusing(SimpleNamespace):
+    """A scheduler whose admission limit cannot be set (a fault half-way through applying)."""
+
+    def __setattr__(self, name, value):
+        if name == "max_num_active_reqs" and value != 64 and "max_num_active_reqs" in vars(self):
+            raise RuntimeError("refused")
+        super().__setattr__(name, value)
+
+
+def test_apply_is_all_or_nothing():
+    reqs = [SimpleNamespace(request_id=i) for i in ["d0", "p1", "d2", "p3"]]
+    sched = _Refusing(running=list(reqs), max_num_scheduled_tokens=2048, max_num_active_reqs=64)
+    s = plan_steering(view(RUNNING, WAITING), Decision.of({"d0": 1, "p1": 50, "d2": 1}))
+    assert s.order is not None
+    with pytest.raises(RuntimeError, match="refused"):
+        apply_steering(sched, s)
+    assert sched.running == reqs  # admission order back
+    assert sched.max_num_scheduled_tokens == 2048 and sched.max_num_active_reqs == 64

@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete previous demo output first")
     args = ap.parse_args(argv)
 
-    from stepopt.cli.progress import progress_mode
-    from stepopt.cli.study_cmds import print_report
+    from stepopt.console import print_report, progress_mode
     from stepopt.errors import StepoptError
     from stepopt.scenarios import GenerateOptions, default_presets, generate
     from stepopt.studies import StudyConfig, load_rows, run_study, write_report

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class StepoptError(Exception):
     """Base class of the errors stepopt raises on purpose."""
@@ -39,6 +44,25 @@ class MissingExtraError(StepoptError, ImportError):
         super().__init__(
             f"{purpose} needs the optional package {package!r}: pip install 'stepopt[{extra}]'"
         )
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
+    """The first pydantic error as one line naming the field and the value."""
+    err = exc.errors()[0]
+    path = prefix
+    for part in err["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("PresetRef", "LatencySpec"):
+            continue  # union branch names: not a field the user wrote
+        else:
+            path += f".{part}" if path else str(part)
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    value = err.get("input")
+    show = err["type"] not in ("missing",) and not isinstance(value, dict | list)
+    return InputError(path or "file", msg[0].lower() + msg[1:], value, show_value=show)
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -1,50 +1,33 @@
 """The single judge of every decision: feasibility, latency and objective.
 
 It imports no solver. Heuristics, solvers, studies and the simulator all score decisions here,
-never by an algorithm's own objective value.
+never by an algorithm's own objective value. The rules themselves live in
+:mod:`stepopt.constraints` (one module per family); this module checks the decision's own
+well-formedness, runs every family's check and ranks the results.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from stepopt.constraints import FAMILIES, DecisionView, Rule, Violation
+from stepopt.constraints import priority as _priority
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
-
-class Rule(StrEnum):
-    """The constraint a violation breaks."""
-
-    UNKNOWN_REQUEST = "unknown_request"
-    NEGATIVE_TOKENS = "negative_tokens"
-    BUDGET = "budget"
-    CONCURRENCY = "concurrency"
-    PHASE = "phase"
-    DECODE_FIRST = "priority_decode_first"
-    RUNNING_FIRST = "priority_running_first"
-    WAITING_ORDER = "priority_waiting_order"
-    KV_CAPACITY = "kv_capacity"
-    PREEMPTION = "preemption"  # a preempted id that is not a running request, or gets tokens
-    LATENCY_CAP = "latency_cap"  # goodput objective only: L > T
+__all__ = [
+    "HARD_RULES",
+    "PRIORITY_RULES",
+    "Evaluation",
+    "Rule",
+    "Violation",
+    "evaluate",
+    "rank_key",
+]
 
 
 HARD_RULES = frozenset(Rule) - {Rule.LATENCY_CAP}
-PRIORITY_RULES = frozenset({Rule.DECODE_FIRST, Rule.RUNNING_FIRST, Rule.WAITING_ORDER})
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    rule: Rule
-    message: str
-    request_ids: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": str(self.rule),
-            "message": self.message,
-            "request_ids": list(self.request_ids),
-        }
+PRIORITY_RULES = frozenset(_priority.RULES)
 
 
 @dataclass(frozen=True)
@@ -121,17 +104,36 @@ class Evaluation:
         }
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
     """Judge ``decision`` against every constraint of ``problem`` and predict its latency."""
-    cfg = problem.config
-    by_id = problem.by_id
-    tokens = decision.tokens
-    out: list[Violation] = []
+    out = _malformed(problem, decision)
+    view = _view(problem, decision)
+    parts = problem.latency.breakdown_ns(problem, view.tokens)
+    view.latency_ns = parts["total"]
+    for family in FAMILIES:
+        out.extend(family.check(view))
+    weights = problem.weights
+    clean = view.tokens
+    return Evaluation(
+        feasible=not out,
+        violations=tuple(out),
+        latency_ns=view.latency_ns,
+        target_ns=problem.target_ns,
+        scheduled_tokens=sum(clean.values()),
+        weighted_tokens=sum(weights[k] * v for k, v in clean.items()),
+        batch_size=len(clean),
+        num_admitted=len(view.admitted),
+        new_blocks=view.new_blocks,
+        objective_name=problem.objective,
+        latency_breakdown_ns=parts,
+    )
 
+
+def _malformed(problem: StepProblem, decision: Decision) -> list[Violation]:
+    """What makes a decision ill-formed whatever the rules: unknown ids, negative counts,
+    preempting what is not a running request or preempting a request that gets tokens."""
+    by_id, tokens = problem.by_id, decision.tokens
+    out: list[Violation] = []
     unknown = tuple(sorted(k for k in tokens if k not in by_id))
     if unknown:
         out.append(
@@ -146,149 +148,37 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
                 negative,
             )
         )
-
-    def c(rid: str) -> int:
-        return max(tokens.get(rid, 0), 0)
-
-    # A preempted running request gives back its slot and its KV blocks (recompute
-    # preemption, as vLLM does) and takes no part in the priority rules this step.
     running_ids = {r.id for r in problem.running}
-    preempted = set(decision.preempted)
-    bad_preempt = sorted(p for p in preempted if p not in running_ids or c(p) > 0)
-    if bad_preempt:
+    bad = sorted(p for p in set(decision.preempted) if p not in running_ids or tokens.get(p, 0) > 0)
+    if bad:
         out.append(
             Violation(
                 Rule.PREEMPTION,
-                "preempted ids must be running requests that get no tokens: "
-                + ", ".join(bad_preempt[:5]),
-                tuple(bad_preempt),
+                "preempted ids must be running requests that get no tokens: " + ", ".join(bad[:5]),
+                tuple(bad),
             )
         )
-    kept = [r for r in problem.running if r.id not in preempted]
+    return out
 
-    total = sum(c(r.id) for r in problem.requests)
-    if total > cfg.max_num_scheduled_tokens:
-        out.append(
-            Violation(
-                Rule.BUDGET,
-                f"{total} tokens scheduled, budget max_num_scheduled_tokens="
-                f"{cfg.max_num_scheduled_tokens}",
-            )
-        )
 
-    admitted = [r for r in problem.waiting if c(r.id) > 0]
-    if len(kept) + len(admitted) > cfg.max_num_running_reqs:
-        out.append(
-            Violation(
-                Rule.CONCURRENCY,
-                f"{len(kept)} running + {len(admitted)} admitted exceed "
-                f"max_num_running_reqs={cfg.max_num_running_reqs}",
-                tuple(r.id for r in admitted),
-            )
-        )
-
-    for r in problem.requests:
-        n = c(r.id)
-        if n == 0:
-            continue
-        lo, hi = problem.lo(r), problem.hi(r)
-        if not lo <= n <= hi:
-            kind = "decode" if r.is_decode else "prefill"
-            out.append(
-                Violation(Rule.PHASE, f"{r.id}: {n} tokens, {kind} allows 0 or {lo}..{hi}", (r.id,))
-            )
-
-    # Priority. Decode > Prefill holds in both modes.
-    prefill_scheduled = [r.id for r in problem.requests if not r.is_decode and c(r.id) > 0]
-    starved = [r.id for r in kept if r.is_decode and c(r.id) == 0]
-    if prefill_scheduled and starved:
-        out.append(
-            Violation(
-                Rule.DECODE_FIRST,
-                f"prefill tokens scheduled ({', '.join(prefill_scheduled[:5])}) while running "
-                f"decodes get none ({', '.join(starved[:5])})",
-                tuple(starved),
-            )
-        )
-    if problem.priority_mode == "strict":
-        if admitted:
-            short = [r.id for r in kept if c(r.id) < problem.hi(r)]
-            if short:
-                out.append(
-                    Violation(
-                        Rule.RUNNING_FIRST,
-                        f"waiting requests admitted while running requests get less than their "
-                        f"full chunk ({', '.join(short[:5])})",
-                        tuple(short),
-                    )
-                )
-        order = problem.waiting_order
-        k = 0
-        while k < len(order) and c(order[k].id) > 0:
-            k += 1
-        skipped_ahead = [r.id for r in order[k:] if c(r.id) > 0]
-        if skipped_ahead:
-            out.append(
-                Violation(
-                    Rule.WAITING_ORDER,
-                    f"waiting requests admitted out of (priority, arrival, id) order: "
-                    f"{', '.join(skipped_ahead[:5])} before {order[k].id}",
-                    tuple(skipped_ahead),
-                )
-            )
-
-    new_blocks = 0
-    bs = cfg.block_size
-    for r in problem.requests:
-        n = c(r.id)
-        if n:
-            new_blocks += _ceil_div(r.computed_tokens + n, bs) - _ceil_div(r.computed_tokens, bs)
-    if cfg.num_free_blocks is not None:
-        freed = sum(
-            _ceil_div(problem.by_id[p].computed_tokens, bs) for p in preempted if p in running_ids
-        )
-        if new_blocks > cfg.num_free_blocks + freed:
-            extra = f" + {freed} freed by preemption" if freed else ""
-            out.append(
-                Violation(
-                    Rule.KV_CAPACITY,
-                    f"{new_blocks} new KV blocks needed, num_free_blocks="
-                    f"{cfg.num_free_blocks}{extra}",
-                )
-            )
-
-    clean = {r.id: c(r.id) for r in problem.requests if c(r.id) > 0}
-    parts = problem.latency.breakdown_ns(problem, clean)
-    latency = parts["total"]
-    target = problem.target_ns
-    if problem.objective == "goodput" and latency > target:
-        out.append(
-            Violation(
-                Rule.LATENCY_CAP,
-                f"predicted latency {latency / NS_PER_MS:.3f} ms exceeds the target "
-                f"{target / NS_PER_MS:.3f} ms",
-            )
-        )
-    weights = problem.weights
-    return Evaluation(
-        feasible=not out,
-        violations=tuple(out),
-        latency_ns=latency,
-        target_ns=target,
-        scheduled_tokens=sum(clean.values()),
-        weighted_tokens=sum(weights[k] * v for k, v in clean.items()),
-        batch_size=len(clean),
-        num_admitted=len(admitted),
-        new_blocks=new_blocks,
-        objective_name=problem.objective,
-        latency_breakdown_ns=parts,
+def _view(problem: StepProblem, decision: Decision) -> DecisionView:
+    """The decision as the constraint families read it (positive counts of known ids)."""
+    raw = decision.tokens
+    clean = {r.id: n for r in problem.requests if (n := raw.get(r.id, 0)) > 0}
+    running_ids = {r.id for r in problem.running}
+    preempted = frozenset(decision.preempted)
+    view = DecisionView(
+        problem=problem,
+        decision=decision,
+        tokens=clean,
+        preempted=preempted,
+        kept=[r for r in problem.running if r.id not in preempted],
+        admitted=[r for r in problem.waiting if r.id in clean],
     )
-
-
-def better(problem: StepProblem, a: Evaluation, b: Evaluation) -> bool:
-    """Whether ``a`` is strictly better than ``b`` under the problem's lexicographic objective
-    (feasibility first)."""
-    return rank_key(problem, a) < rank_key(problem, b)
+    by_id = problem.by_id
+    view.new_blocks = sum(problem.new_blocks(by_id[k], n) for k, n in clean.items())
+    view.freed_blocks = sum(problem.held_blocks(by_id[p]) for p in preempted if p in running_ids)
+    return view
 
 
 def rank_key(problem: StepProblem, ev: Evaluation) -> tuple[int, int, int, int]:

@@ -6,6 +6,7 @@ CLI can print it on one line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -21,7 +22,7 @@ from pydantic import (
     ValidationError,
 )
 
-from stepopt.errors import InputError
+from stepopt.errors import InputError, validation_error
 from stepopt.latency.model import LatencyModel
 from stepopt.latency.serialize import LatencySpec, PresetRef, model_from_dict, model_to_dict
 from stepopt.limits import (
@@ -116,23 +117,20 @@ class DecisionSpec(_Strict):
     preempted: list[RequestId] = Field(default_factory=list)
 
 
-def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
-    """The first pydantic error as one line naming the field and the value."""
-    err = exc.errors()[0]
-    path = prefix
-    for part in err["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("PresetRef", "LatencySpec"):
-            continue  # union branch names: not a field the user wrote
-        else:
-            path += f".{part}" if path else str(part)
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    value = err.get("input")
-    show = err["type"] not in ("missing",) and not isinstance(value, dict | list)
-    return InputError(path or "file", msg[0].lower() + msg[1:], value, show_value=show)
+def latency_from_document(doc: Any, field: str = "latency_model") -> LatencyModel:
+    """An explicit latency model or a ``{"preset": NAME}`` reference."""
+    return model_from_dict(doc, field)
+
+
+def load_latency_model(spec: str, field: str = "preset") -> LatencyModel:
+    """The one "preset name or model file" loader (CLI options, the vLLM plug-in's setting):
+    a shipped preset by name, else a JSON/YAML file in the preset format."""
+    from stepopt.latency.presets import load_preset, preset_names
+
+    path = Path(spec)
+    if spec not in preset_names() and (spec.endswith((".json", ".yaml", ".yml")) or path.is_file()):
+        return latency_from_document(read_document(path), field=field)
+    return load_preset(spec)  # a preset name, or an error listing the valid ones
 
 
 def read_text(path: str | Path, field: str = "file") -> str:
@@ -229,20 +227,26 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def problem_from_dict(doc: Any) -> StepProblem:
-    """Validate a problem document and build the :class:`StepProblem`."""
+def validate_document(doc: Any, spec_cls: Any, what: str) -> tuple[Any, LatencyModel]:
+    """A document with a ``latency_model`` validated against ``spec_cls`` (a problem, a
+    window): the spec and the latency model, or a one-line error naming the field."""
     if not isinstance(doc, dict):
-        raise InputError("file", "a problem must be a JSON object", type(doc).__name__)
+        raise InputError("file", f"{what} must be a JSON object", type(doc).__name__)
     check_values(doc)  # documents built in Python skip read_document
     lat_doc = doc.get("latency_model")
     rest = {k: v for k, v in doc.items() if k != "latency_model"}
     try:
-        spec = ProblemSpec.model_validate({**rest, "latency_model": {"preset": "_"}})
+        spec = spec_cls.model_validate({**rest, "latency_model": {"preset": "_"}})
     except ValidationError as exc:
         raise validation_error(exc) from None
     if lat_doc is None:
         raise InputError("latency_model", "field required", show_value=False)
-    latency = model_from_dict(lat_doc, field="latency_model")
+    return spec, latency_from_document(lat_doc, field="latency_model")
+
+
+def problem_from_dict(doc: Any) -> StepProblem:
+    """Validate a problem document and build the :class:`StepProblem`."""
+    spec, latency = validate_document(doc, ProblemSpec, "a problem")
     return _build(spec, latency)
 
 
@@ -280,17 +284,13 @@ def load_problem(path: str | Path) -> StepProblem:
     return problem_from_dict(read_document(path))
 
 
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(Request))
+
+
 def _request_dict(r: Request) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "id": r.id,
-        "prompt_tokens": r.prompt_tokens,
-        "computed_tokens": r.computed_tokens,
-        "priority": r.priority,
-        "arrival_time": r.arrival_time,
-    }
-    if r.output_tokens is not None:
-        d["output_tokens"] = r.output_tokens
-    return d
+    """Every field of the dataclass, in its order; optional fields left unset are omitted."""
+    d = {name: getattr(r, name) for name in _REQUEST_FIELDS}
+    return {k: v for k, v in d.items() if v is not None}
 
 
 def problem_to_dict(problem: StepProblem, *, explicit_latency: bool = False) -> dict[str, Any]:

@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "study_cmds",
     "simulate_cmds",
     "tune_cmds",
+    "horizon_cmds",
 ]
 
 for _name in COMMAND_MODULES:

@@ -69,8 +69,19 @@ def cmd_evaluate(
     exit_with(0 if ev.feasible else 1)
 
 
-def cmd_schema() -> None:
-    """Print the JSON Schema of a problem file."""
+def cmd_schema(
+    kind: Annotated[str, typer.Option("--kind", help="step (a problem file) or window.")] = "step",
+) -> None:
+    """Print the JSON Schema of a problem file (or of a window file)."""
+    from stepopt.errors import InputError
+
+    if kind == "window":
+        from stepopt.horizon.files import window_json_schema
+
+        print_json(window_json_schema())
+        return
+    if kind != "step":
+        raise InputError("--kind", "must be step or window", kind)
     from stepopt.io import problem_json_schema
 
     print_json(problem_json_schema())

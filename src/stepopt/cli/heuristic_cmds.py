@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from stepopt.evaluate import Evaluation
     from stepopt.model import Decision, StepProblem
 
-HEURISTIC_STATUS = "HEURISTIC"
-
 
 def parse_params(items: list[str], fn: Any) -> dict[str, Any]:
     """``key=value`` pairs checked against the heuristic's keyword parameters and converted
@@ -57,7 +55,12 @@ def run_heuristic(
     import the solvers (about a second of start-up). A user's heuristic that raises or returns
     no Decision is a one-line error."""
     from stepopt.evaluate import evaluate
-    from stepopt.heuristics.base import checked_decision, get_heuristic, heuristic_names
+    from stepopt.heuristics.base import (
+        HEURISTIC_STATUS,
+        checked_decision,
+        get_heuristic,
+        heuristic_names,
+    )
 
     fn = get_heuristic(name)
     params = dict(params or {})

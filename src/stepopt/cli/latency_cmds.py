@@ -55,14 +55,9 @@ def cmd_fit(
 
 
 def _load_model(preset: str):
-    from stepopt.io import read_document
-    from stepopt.latency.presets import load_preset
-    from stepopt.latency.serialize import model_from_dict
+    from stepopt.io import load_latency_model
 
-    path = Path(preset)
-    if preset.endswith((".json", ".yaml", ".yml")) or path.is_file():
-        return model_from_dict(read_document(path), field=str(path))
-    return load_preset(preset)
+    return load_latency_model(preset, field=preset)
 
 
 def cmd_plot(

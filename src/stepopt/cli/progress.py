@@ -7,15 +7,12 @@ import sys
 import time
 from typing import Any
 
+from stepopt.console import progress_mode
+
+__all__ = ["SimProgress", "progress_mode"]
+
 PLAIN_EVERY_S = 10.0
 NS_PER_S = 1_000_000_000
-
-
-def progress_mode(quiet: bool) -> str:
-    """``quiet``, ``rich`` on a terminal, ``plain`` (log lines) otherwise."""
-    if quiet:
-        return "quiet"
-    return "rich" if sys.stderr.isatty() else "plain"
 
 
 class SimProgress:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,18 +87,6 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
-
-
-def _per_policy(path: Path, name: str, many: bool) -> Path:
-    if not many:
-        return path
-    suffix = path.suffix or ".parquet"
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    return path.with_name(f"{stem}.{_slug(name)}{suffix}")
-
-
 def _check_flags(
     *,
     time_limit: float | None,
@@ -121,9 +108,41 @@ def _check_flags(
             output_file(path, flag)
 
 
+def _target_rule(target_ms: float | None, target_rule: str | None) -> Any:
+    from stepopt.simulate.targets import FixedTarget, parse_target_rule
+
+    if target_ms is not None and target_rule is not None:
+        raise InputError("--target-rule", "give --target-ms or --target-rule, not both", None)
+    if target_ms is not None:
+        check_target_ms(target_ms, "--target-ms")
+    if target_rule is not None:
+        return parse_target_rule(target_rule)
+    return FixedTarget(DEFAULT_TARGET_MS if target_ms is None else target_ms)
+
+
+def _check_outputs(
+    output: Path | None,
+    snapshot_dir: Path | None,
+    snapshot_every: int | None,
+    snapshot_prob: float | None,
+) -> None:
+    """Output options fail before the run: a missing extra, a folder that cannot be made,
+    a snapshot folder without a schedule."""
+    output_dir(snapshot_dir, "--snapshot-dir")
+    if output is not None:
+        from stepopt.simulate.plan import require_pyarrow
+
+        require_pyarrow()
+    if snapshot_dir is not None and (snapshot_every is None) == (snapshot_prob is None):
+        raise InputError("--snapshot-dir", "needs one of --snapshot-every, --snapshot-prob", None)
+
+
+# The command's signature is its option list (typer reads it): most of its length.
 def cmd_simulate(
     trace: Annotated[Path, typer.Argument(help="Trace CSV (arrived_at, num_prefill_tokens, ...)")],
-    preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = "demo",
+    preset: Annotated[
+        str, typer.Option("--preset", "-P", help="Latency preset or model file (JSON).")
+    ] = "demo",
     engine: Annotated[
         str,
         typer.Option("--engine", help="Engine overhead profile (stepopt latency engines)."),
@@ -236,28 +255,19 @@ def cmd_simulate(
     Prints throughput, TTFT/TBT percentiles, SLO attainment and goodput per policy; writes
     plans (-o), a figure (--plot) and snapshots (--snapshot-dir). See docs/simulate.md.
     """
-    from rich.markup import escape
+    from functools import partial
 
     from stepopt.cli.progress import SimProgress, progress_mode
+    from stepopt.io import load_latency_model
     from stepopt.latency.capacity import default_num_free_blocks
     from stepopt.latency.engine import load_engine
-    from stepopt.latency.presets import load_preset
     from stepopt.model import EngineConfig
-    from stepopt.simulate import SimConfig, load_trace, make_policy, simulate, summarize
-    from stepopt.simulate.metrics import request_columns
+    from stepopt.simulate import SimConfig, load_trace, make_policy
+    from stepopt.simulate.compare import Outputs, compare_policies
     from stepopt.simulate.policies import split_policies
     from stepopt.simulate.snapshots import SnapshotWriter
-    from stepopt.simulate.targets import FixedTarget, parse_target_rule
 
-    if target_ms is not None and target_rule is not None:
-        raise InputError("--target-rule", "give --target-ms or --target-rule, not both", None)
-    if target_ms is not None:
-        check_target_ms(target_ms, "--target-ms")
-    rule = (
-        parse_target_rule(target_rule)
-        if target_rule is not None
-        else FixedTarget(DEFAULT_TARGET_MS if target_ms is None else target_ms)
-    )
+    rule = _target_rule(target_ms, target_rule)
     _check_flags(
         time_limit=time_limit,
         seed=seed,
@@ -269,20 +279,15 @@ def cmd_simulate(
         },
         files={"--output": output, "--plot": plot},
     )
-    output_dir(snapshot_dir, "--snapshot-dir")
-    if output is not None:
-        from stepopt.simulate.plan import require_pyarrow
-
-        require_pyarrow()  # a missing extra fails now, not after the run
-    if snapshot_dir is not None and (snapshot_every is None) == (snapshot_prob is None):
-        raise InputError("--snapshot-dir", "needs one of --snapshot-every, --snapshot-prob", None)
+    _check_outputs(output, snapshot_dir, snapshot_every, snapshot_prob)
     names = split_policies(policies) if policies is not None else [policy]
     if not names:
         raise InputError("--policies", "give at least one policy", policies)
     if len(set(names)) != len(names):
         raise InputError("--policies", "a policy is listed twice", policies)
     made = [make_policy(n, solver=solver, time_limit=time_limit, fallback=fallback) for n in names]
-    latency = load_preset(preset).with_engine(load_engine(engine, "--engine"))
+    model = load_latency_model(preset, field="--preset")
+    latency = model.with_engine(load_engine(engine, "--engine"))
     if kv_blocks is None:
         if not 0 < memory_share <= 1:
             raise InputError("--gpu-memory-share", "must be in (0, 1]", memory_share)
@@ -301,81 +306,77 @@ def cmd_simulate(
         max_steps=max_steps,
     )
     tr = load_trace(trace, rate=rate, seed=seed).cut(max_requests, duration)
-    many = len(made) > 1
     mode = progress_mode(quiet or json_out)
-    summaries: list[dict[str, Any]] = []
-    runs = []
-    files: dict[str, list[str]] = {}
-    for pol in made:
-        snaps = None
-        if snapshot_dir is not None:
-            snaps = SnapshotWriter(
-                snapshot_dir / _slug(pol.name) if many else snapshot_dir,
-                every=snapshot_every,
-                probability=snapshot_prob,
-                seed=seed,
-                limit=snapshot_limit,
-                source=tr.source,
-                preset=preset,
-            )
-        what = f"{pol.name}: {len(tr)} requests of {tr.source}, target {rule.spec}"
-        with SimProgress(what, len(tr), mode) as tick:
-            res = simulate(
-                tr,
-                pol,
-                latency,
-                rule,
-                config,
-                snapshots=snaps,
-                progress=None if mode == "quiet" else tick,
-                progress_every=PROGRESS_EVERY_STEPS,
-            )
-        cols = request_columns(res)
-        summary = summarize(res, slo_ttft_ms, slo_tbt_ms, columns=cols)
-        summaries.append(summary)
-        runs.append((pol.name, cols, summary))
-        written = []
-        if output is not None:
-            from stepopt.simulate.plan import write_plan
 
-            written = [str(p) for p in write_plan(res, _per_policy(output, pol.name, many))]
-        if snaps is not None:
-            written.append(str(snaps.dir / "manifest.json"))
-        files[pol.name] = written
-        summary["policy_stats"] = res.stats["policy"]
+    def snapshots(folder: Path) -> SnapshotWriter:
+        return SnapshotWriter(
+            folder,
+            every=snapshot_every,
+            probability=snapshot_prob,
+            seed=seed,
+            limit=snapshot_limit,
+            source=tr.source,
+            preset=preset,
+        )
+
+    runs = compare_policies(
+        tr,
+        made,
+        latency,
+        rule,
+        config,
+        slo_ttft_ms=slo_ttft_ms,
+        slo_tbt_ms=slo_tbt_ms,
+        outputs=Outputs(output, snapshots, snapshot_dir),
+        progress=None if mode == "quiet" else partial(SimProgress, mode=mode),
+        progress_every=PROGRESS_EVERY_STEPS,
+    )
     if plot is not None:
         from stepopt.simulate.plot import plot_comparison
 
-        plot_comparison(runs, plot)
+        plot_comparison([(r.name, r.columns, r.summary) for r in runs], plot)
+    header = {
+        "trace": str(trace),
+        "requests": len(tr),
+        "source": tr.source,
+        "preset": preset,
+        "engine": latency.engine.name,
+        "target_rule": rule.spec,
+        "config": {
+            "max_num_scheduled_tokens": budget,
+            "max_num_running_reqs": max_running,
+            "long_prefill_token_threshold": threshold,
+            "min_prefill_chunk": min_chunk,
+            "block_size": block_size,
+            "kv_blocks": kv_blocks,
+            "objective": objective,
+            "priority_mode": priority_mode,
+        },
+    }
+    _report(header, runs, plot, json_out)
+
+
+def _report(header: dict[str, Any], runs: list, plot: Path | None, json_out: bool) -> None:
+    """The comparison as one JSON object or as a table plus the files written."""
+    from rich.markup import escape
+
+    files = {r.name: r.files for r in runs}
     if json_out:
+        doc = {k: v for k, v in header.items() if k != "source"}
         print_json(
             {
-                "trace": str(trace),
-                "requests": len(tr),
-                "preset": preset,
-                "engine": latency.engine.name,
-                "target_rule": rule.spec,
-                "config": {
-                    "max_num_scheduled_tokens": budget,
-                    "max_num_running_reqs": max_running,
-                    "long_prefill_token_threshold": threshold,
-                    "min_prefill_chunk": min_chunk,
-                    "block_size": block_size,
-                    "kv_blocks": kv_blocks,
-                    "objective": objective,
-                    "priority_mode": priority_mode,
-                },
-                "policies": {s["policy"]: s for s in summaries},
+                **doc,
+                "policies": {r.summary["policy"]: r.summary for r in runs},
                 "files": files,
                 "plot": None if plot is None else str(plot),
             }
         )
         return
-    console.print(
-        comparison_table(
-            summaries, f"{tr.source}: {len(tr)} requests, preset {preset}, target {rule.spec}"
-        )
+    title = (
+        f"{header['source']}: {header['requests']} requests, preset {header['preset']}, "
+        f"target {header['target_rule']}"
     )
+    console.print(comparison_table([r.summary for r in runs], title))
     for name, written in files.items():
         for f in written:
             console.print(escape(f"{name}: wrote {f}"))

@@ -1,17 +1,20 @@
 """CP-SAT encoding of a :class:`~stepopt.formulation.spec.Formulation`.
 
 Exact integers throughout: the floor of every latency piece is two enforced linear
-inequalities, so ``latency`` equals the evaluator's value for the same decision.
+inequalities, so ``latency`` equals the evaluator's value for the same decision. The rules
+come from :mod:`stepopt.constraints` through :class:`CpsatEncoder`.
 The objective is left to the solver (single weighted objective or two phases).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ortools.sat.python import cp_model
 
-from stepopt.formulation.priority import Node
+from stepopt.constraints import FAMILIES
 from stepopt.formulation.spec import Formulation, Term
 
 LinearExpr = cp_model.LinearExprT
@@ -91,11 +94,40 @@ def _term_hull(
     return cp_model.LinearExpr.sum(ys)
 
 
+class CpsatEncoder:
+    """The :class:`~stepopt.constraints.Encoder` of CP-SAT: the constraint families add their
+    rows through it."""
+
+    def __init__(self, m: cp_model.CpModel, c: list, z: list, tokens: LinearExpr) -> None:
+        self.m, self.c, self.z, self.tokens = m, c, z, tokens
+        self.latency: LinearExpr = 0
+
+    def add(self, constraint: Any, name: str = "") -> None:
+        self.m.add(constraint)
+
+    def int_var(self, lo: int, hi: int, name: str) -> cp_model.IntVar:
+        return self.m.new_int_var(lo, hi, "")
+
+    def bool_var(self, name: str) -> cp_model.IntVar:
+        return self.m.new_bool_var("")
+
+    def total(self, exprs: Sequence[Any]) -> LinearExpr:
+        return cp_model.LinearExpr.sum(list(exprs))
+
+    def at_least_if(self, expr: Any, bound: int, literal: Any) -> None:
+        self.m.add(expr >= bound).only_enforce_if(literal)
+
+    def only_if_all(self, literal: Any, prerequisites: Sequence[Any]) -> None:
+        if len(prerequisites) == 1:
+            self.m.add_implication(literal, prerequisites[0])
+        else:
+            self.m.add_bool_and(list(prerequisites)).only_enforce_if(literal)
+
+
 def encode(form: Formulation, hull: bool = False) -> CpsatEncoding:
     """Variables and constraints of ``form`` (no objective). ``hull`` selects the
     disaggregated piece encoding instead of enforced constraints."""
     m = cp_model.CpModel()
-    term_fn = _term_hull if hull else _term
     items = form.items
     c: list = []
     z: list = []
@@ -104,42 +136,31 @@ def encode(form: Formulation, hull: bool = False) -> CpsatEncoding:
         z.append(zi)
         if it.decode:
             c.append(zi)
-        else:
-            ci = m.new_int_var_from_domain(
-                cp_model.Domain.from_intervals([[0, 0], [it.lo, it.hi]]), ""
-            )
-            m.add(ci >= it.lo * zi)
-            m.add(ci <= it.hi * zi)
-            c.append(ci)
-
+        else:  # the phase family links c and z; the domain already says {0} or [lo, hi]
+            domain = cp_model.Domain.from_intervals([[0, 0], [it.lo, it.hi]])
+            c.append(m.new_int_var_from_domain(domain, ""))
     s = m.new_int_var(0, form.s_max, "S")
     m.add(s == cp_model.LinearExpr.sum(c))
-    if form.budget < form.s_max:  # s_max already caps S at the budget
-        m.add(s <= form.budget)
-    waiting = [z[it.index] for it in items if not it.running]
-    if len(waiting) > form.free_slots:
-        m.add(cp_model.LinearExpr.sum(waiting) <= form.free_slots)
+    enc = CpsatEncoder(m, c, z, s)
+    terms = _latency_terms(m, form, s, c, z, _term_hull if hull else _term)
+    enc.latency = latency = cp_model.LinearExpr.sum(list(terms.values()))
+    for family in FAMILIES:
+        family.encode(enc, form)
+    weighted = cp_model.LinearExpr.weighted_sum(c, [it.weight for it in items])
+    out = CpsatEncoding(m, form, c, z, latency, weighted, terms=terms)
+    if form.objective == "target":
+        lo, hi = form.latency_range()
+        dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
+        dev = m.new_int_var(0, dmax, "deviation")
+        m.add(dev >= latency - form.target_ns)
+        m.add(dev >= form.target_ns - latency)
+        out.deviation = dev
+    return out
 
-    if form.kv_limit is not None:
-        bs = form.block_size
-        blocks: list = []
-        most = 0
-        for it in items:
-            top = it.blocks(it.hi, bs)
-            if top == 0:
-                continue
-            most += top
-            if it.decode:
-                blocks.append(z[it.index])
-            else:
-                k = m.new_int_var(0, top, "")
-                m.add(bs * k >= c[it.index] - it.kv_slack)
-                blocks.append(k)
-        if most > form.kv_limit:
-            m.add(cp_model.LinearExpr.sum(blocks) <= form.kv_limit)
 
-    _priority(m, form, c, z)
-
+def _latency_terms(m: cp_model.CpModel, form: Formulation, s, c, z, term_fn) -> dict:
+    """One integer expression per latency term (the model's formula, exactly)."""
+    items = form.items
     b = m.new_int_var(0, len(items), "b")
     m.add(b == cp_model.LinearExpr.sum(z))
     terms: dict[str, LinearExpr] = {
@@ -163,41 +184,4 @@ def encode(form: Formulation, hull: bool = False) -> CpsatEncoding:
     att = [term_fn(m, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
     if att:
         terms["prefill_attention"] = cp_model.LinearExpr.sum(att)
-    latency = cp_model.LinearExpr.sum(list(terms.values()))
-    weighted = cp_model.LinearExpr.weighted_sum(c, [it.weight for it in items])
-    enc = CpsatEncoding(m, form, c, z, latency, weighted, terms=terms)
-    lo, hi = form.latency_range()
-    if form.objective == "goodput":
-        m.add(latency <= form.target_ns)
-    else:
-        dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
-        dev = m.new_int_var(0, dmax, "deviation")
-        m.add(dev >= latency - form.target_ns)
-        m.add(dev >= form.target_ns - latency)
-        enc.deviation = dev
-    return enc
-
-
-def _priority(m: cp_model.CpModel, form: Formulation, c: list, z: list) -> None:
-    lits: dict[Node, cp_model.IntVar] = {}
-
-    def lit(node: Node) -> cp_model.IntVar:
-        kind, ref = node
-        if kind == "sched":
-            return z[ref]
-        if node not in lits:
-            v = m.new_bool_var("")
-            if kind == "full":
-                m.add(c[ref] >= form.items[ref].hi).only_enforce_if(v)
-            lits[node] = v
-        return lits[node]
-
-    # One constraint per dependent node: "v only if all its prerequisites".
-    needs: dict[Node, list[Node]] = {}
-    for u, v in form.edges:
-        needs.setdefault(v, []).append(u)
-    for v, us in needs.items():
-        if len(us) == 1:
-            m.add_implication(lit(v), lit(us[0]))
-        else:
-            m.add_bool_and([lit(u) for u in us]).only_enforce_if(lit(v))
+    return terms

@@ -7,16 +7,19 @@ with ``0 <= dy t_k - dx u_k <= (dx - 1) s_k``; then ``y = sum (y0 s_k + u_k)``.
 Each piece's constraint is written relative to its own ``x0`` and ``y0`` and the offsets stay
 small, which keeps coefficients far from the magnitudes (ns times dx) where floating-point
 tolerances could round a floor the wrong way. Its LP relaxation is the convex hull of each
-piece, which also makes it tighter than big-M.
+piece, which also makes it tighter than big-M. The rules come from :mod:`stepopt.constraints`
+through :class:`MilpEncoder`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulp
 
-from stepopt.formulation.priority import Node
+from stepopt.constraints import FAMILIES
 from stepopt.formulation.spec import Formulation, Term
 
 Expr = pulp.LpAffineExpression
@@ -83,10 +86,40 @@ def _term(
     return y
 
 
+class MilpEncoder:
+    """The :class:`~stepopt.constraints.Encoder` of PuLP: the constraint families add their
+    rows through it (named rows keep their names in LP/MPS files)."""
+
+    def __init__(self, prob: pulp.LpProblem, c: list, z: list, tokens: Expr) -> None:
+        self.prob, self.c, self.z, self.tokens = prob, c, z, tokens
+        self.latency: Expr = pulp.LpAffineExpression()
+
+    def add(self, constraint: Any, name: str = "") -> None:
+        if name:
+            self.prob += constraint, name
+        else:
+            self.prob += constraint
+
+    def int_var(self, lo: int, hi: int, name: str) -> pulp.LpVariable:
+        return self.prob.add_variable(name, lo, hi, cat=pulp.LpInteger)
+
+    def bool_var(self, name: str) -> pulp.LpVariable:
+        return self.prob.add_variable(name, cat=pulp.LpBinary)
+
+    def total(self, exprs: Sequence[Any]) -> Expr:
+        return pulp.lpSum(exprs)
+
+    def at_least_if(self, expr: Any, bound: int, literal: Any) -> None:
+        self.prob.addConstraint(expr >= bound * literal)  # expr >= 0, so off when literal = 0
+
+    def only_if_all(self, literal: Any, prerequisites: Sequence[Any]) -> None:
+        for u in prerequisites:
+            self.prob.addConstraint(literal <= u)
+
+
 def encode(form: Formulation, name: str = "step") -> MilpEncoding:
     """Variables and constraints of ``form`` (the objective is set by the solver)."""
     prob = pulp.LpProblem(name, pulp.LpMinimize)
-    nm = _Names()
     items = form.items
     c: list = []
     z: list = []
@@ -95,41 +128,32 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
         z.append(zi)
         if it.decode:
             c.append(zi)
-        else:
-            ci = prob.add_variable(f"c{it.index}", 0, it.hi, cat=pulp.LpInteger)
-            prob += ci >= it.lo * zi
-            prob += ci <= it.hi * zi
-            c.append(ci)
+        else:  # the phase family links c and z
+            c.append(prob.add_variable(f"c{it.index}", 0, it.hi, cat=pulp.LpInteger))
     s_expr = pulp.lpSum(c)
-    prob += s_expr <= form.s_max, "budget"  # s_max = min(budget, sum of hi)
-    waiting = [z[it.index] for it in items if not it.running]
-    if len(waiting) > form.free_slots:
-        prob += pulp.lpSum(waiting) <= form.free_slots, "concurrency"
+    enc = MilpEncoder(prob, c, z, s_expr)
+    terms = _latency_terms(prob, _Names(), form, s_expr, c, z)
+    enc.latency = latency = pulp.lpSum(terms.values())
+    for family in FAMILIES:
+        family.encode(enc, form)
+    weighted = pulp.lpSum(it.weight * c[it.index] for it in items)
+    out = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms)
+    if form.objective == "target":
+        lo, hi = form.latency_range()
+        dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
+        dev = prob.add_variable("dev", 0, dmax)
+        prob += dev >= latency - form.target_ns
+        prob += dev >= form.target_ns - latency
+        out.deviation = dev
+    return out
 
-    if form.kv_limit is not None:
-        bs = form.block_size
-        blocks: list = []
-        most = 0
-        for it in items:
-            top = it.blocks(it.hi, bs)
-            if top == 0:
-                continue
-            most += top
-            if it.decode:
-                blocks.append(z[it.index])
-            else:
-                k = prob.add_variable(f"kv{it.index}", 0, top, cat=pulp.LpInteger)
-                prob += bs * k >= c[it.index] - it.kv_slack
-                blocks.append(k)
-        if most > form.kv_limit:
-            prob += pulp.lpSum(blocks) <= form.kv_limit, "kv_capacity"
 
-    _priority(prob, form, c, z)
-
-    b_expr = pulp.lpSum(z)
+def _latency_terms(prob: pulp.LpProblem, nm: _Names, form: Formulation, s_expr, c, z) -> dict:
+    """One expression per latency term (the model's formula, exactly)."""
+    items = form.items
     terms: dict[str, Expr] = {
         "tokens": _term(prob, nm, form.tokens, s_expr, None),
-        "batch": _term(prob, nm, form.batch, b_expr, None),
+        "batch": _term(prob, nm, form.batch, pulp.lpSum(z), None),
     }
     decodes = [it for it in items if it.decode and it.context]
     if decodes and form.decode_num:
@@ -146,34 +170,4 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
     att = [_term(prob, nm, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
     if att:
         terms["prefill_attention"] = pulp.lpSum(att)
-    latency = pulp.lpSum(terms.values())
-    weighted = pulp.lpSum(it.weight * c[it.index] for it in items)
-    enc = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms)
-    lo, hi = form.latency_range()
-    if form.objective == "goodput":
-        prob += latency <= form.target_ns, "latency_cap"
-    else:
-        dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
-        dev = prob.add_variable("dev", 0, dmax)
-        prob += dev >= latency - form.target_ns
-        prob += dev >= form.target_ns - latency
-        enc.deviation = dev
-    return enc
-
-
-def _priority(prob: pulp.LpProblem, form: Formulation, c: list, z: list) -> None:
-    lits: dict[Node, pulp.LpVariable] = {}
-
-    def lit(node: Node) -> pulp.LpVariable:
-        kind, ref = node
-        if kind == "sched":
-            return z[ref]
-        if node not in lits:
-            v = prob.add_variable(f"{kind}_{ref}", cat=pulp.LpBinary)
-            if kind == "full":
-                prob.addConstraint(c[ref] >= form.items[ref].hi * v)
-            lits[node] = v
-        return lits[node]
-
-    for u, v in form.edges:
-        prob.addConstraint(lit(v) <= lit(u))
+    return terms

@@ -177,10 +177,6 @@ class Formulation:
                 ahi += max(b, 0)
         return lo + blo + d[0] + alo, hi + bhi + d[1] + ahi
 
-    def needs_full(self) -> list[int]:
-        """Items with a ``("full", i)`` node among the emitted edges."""
-        return sorted({n[1] for e in self.edges for n in e if n[0] == "full"})
-
 
 def build(problem: StepProblem) -> Formulation:
     """The integer program of ``problem``. Raises ``InputError`` if the priority rules are

@@ -2,7 +2,7 @@
 
 Packages may add heuristics through the entry-point group ``stepopt.heuristics`` (the entry
 point's value is the callable, ``package.module:function``); they are then accepted by name
-everywhere. :func:`resolve_heuristic` also accepts a ``module:function`` import path for a
+everywhere. :func:`get_heuristic` also accepts a ``module:function`` import path for a
 heuristic that is not registered at all.
 """
 
@@ -13,16 +13,20 @@ import inspect
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from stepopt.errors import InputError, UnknownNameError
+from stepopt.evaluate import Rule
 from stepopt.model import Decision, StepProblem
 
 Heuristic = Callable[[StepProblem], Decision]
 
 ENTRY_POINT_GROUP = "stepopt.heuristics"
+# The status word of a heuristic's result wherever results carry one (CLI, studies, frontier).
+HEURISTIC_STATUS = "HEURISTIC"
 _HEURISTICS: dict[str, Heuristic] = {}
 # Entry points are discovered per ``sys.path`` (a path added later, e.g. a plug-in installed
 # into a running session or a test's site dir, is seen) and loaded only when looked up, so
@@ -31,14 +35,43 @@ _ep_scan: tuple[tuple[str, ...], dict[str, EntryPoint]] | None = None
 _ep_loaded: dict[tuple[str, str], Heuristic] = {}
 
 
-def register_heuristic(name: str) -> Callable[[Heuristic], Heuristic]:
-    """Decorator: register ``fn`` under ``name``."""
+@dataclass(frozen=True)
+class HeuristicInfo:
+    """What the registry knows about a heuristic: the evaluator rules it may break (a replay
+    of another scheduler's logic, such as vLLM's) and whether it preempts running requests
+    by itself (``Decision.preempted``). Plug-ins and import paths get the defaults: every
+    rule holds, no preemption."""
+
+    name: str
+    exempt: frozenset[Rule] = frozenset()
+    preempts: bool = False
+
+
+_INFO: dict[str, HeuristicInfo] = {}
+
+
+def register_heuristic(
+    name: str, *, exempt: Iterable[Rule] = (), preempts: bool = False
+) -> Callable[[Heuristic], Heuristic]:
+    """Decorator: register ``fn`` under ``name`` with the rules it may break."""
 
     def deco(fn: Heuristic) -> Heuristic:
         _HEURISTICS[name] = fn
+        _INFO[name] = HeuristicInfo(name, frozenset(exempt), preempts)
         return fn
 
     return deco
+
+
+def heuristic_info(name: str) -> HeuristicInfo:
+    """The registry's metadata of ``name`` (the defaults for plug-ins and import paths)."""
+    _builtin()
+    return _INFO.get(name) or HeuristicInfo(name)
+
+
+def builtin_heuristic_names() -> list[str]:
+    """The heuristics this package registers (no plug-ins)."""
+    return sorted(_builtin())
 
 
 def _builtin() -> dict[str, Heuristic]:
@@ -136,12 +169,6 @@ def get_heuristic(name: str) -> Heuristic:
         fn = _load_entry_point(ep)
     check_signature(fn, name)
     return fn
-
-
-def resolve_heuristic(name_or_path: str) -> Heuristic:
-    """A heuristic by registered name, entry-point name or ``package.module:function`` path
-    (the same as :func:`get_heuristic`, which takes paths too)."""
-    return get_heuristic(name_or_path)
 
 
 def _import_path(name_or_path: str) -> Heuristic:

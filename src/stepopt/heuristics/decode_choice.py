@@ -19,7 +19,9 @@ from itertools import accumulate, pairwise
 from operator import attrgetter
 
 from stepopt.errors import InputError
+from stepopt.heuristics.candidate import StepCandidate
 from stepopt.latency.model import LatencyModel
+from stepopt.latency.step import step_latency
 from stepopt.model import Request
 
 DECODE_ORDERS = ("cheapest", "queue")
@@ -375,10 +377,11 @@ def overloaded_results(
 ) -> list[tuple]:
     """Three-stage results (decode-only sets: b = S = decodes) of an overloaded step, from
     each decode sequence (:func:`overload_sets`)."""
+    step_ns = step_latency(lat).total
     dps = lat.decode_context_ps
 
     def latency_of(k: int, ctx: int) -> int:  # k decodes with contexts summing to ctx
-        return tok_curve(k) + seq_curve(k) + (dps * ctx) // 1000
+        return step_ns(k, k, ctx, 0)
 
     knots = sorted({*lat.tokens.xs, *lat.batch.xs})
     out = []
@@ -387,5 +390,5 @@ def overloaded_results(
         for n, ctx, w, detail in overload_sets(
             ch, latency_of, k_max, target, goodput, knots, kv_on, bs, dps
         ):
-            out.append((n, n, ctx, 0, w, 0, detail, None, n))
+            out.append(StepCandidate(n, n, ctx, 0, w, 0, detail, None, n))
     return out

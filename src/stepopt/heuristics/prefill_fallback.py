@@ -34,11 +34,11 @@ def bisect_boundary(
         res, lat_ns, _, _ = consider(floor, slots)
         if lat_ns > target:
             return 0
-        under, admitted = floor, res[5]
+        under, admitted = floor, res.admitted
     while under + 1 < over:
         mid = (under + over) // 2
         res, lat_ns, _, _ = consider(mid, slots)
-        admitted = max(admitted, res[5])
+        admitted = max(admitted, res.admitted)
         if lat_ns <= target:
             under = mid
         else:

@@ -18,7 +18,7 @@ from operator import attrgetter, ge, sub
 
 from stepopt.errors import InputError
 from stepopt.heuristics.base import register_heuristic
-from stepopt.heuristics.common import attention_fn, fast_curve, token_inverse
+from stepopt.heuristics.candidate import StepCandidate
 from stepopt.heuristics.decode_choice import (
     DecodeChoice,
     check_decode_params,
@@ -26,7 +26,11 @@ from stepopt.heuristics.decode_choice import (
     overloaded_results,
 )
 from stepopt.heuristics.prefill_fallback import bisect_boundary, cheap_prefill_key
+from stepopt.latency.step import step_latency, token_inverse
 from stepopt.model import NS_PER_MS, Decision, StepProblem
+
+# StepCandidate(...) without the Python-level __new__ (candidates are built in the hot loop).
+_new = tuple.__new__
 
 _WAITING_KEY = attrgetter("priority", "arrival_time", "id")  # == StepProblem.waiting_order
 _PRIORITY = attrgetter("priority")
@@ -128,9 +132,9 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     kv_free = _UNLIMITED if cfg.num_free_blocks is None else cfg.num_free_blocks
     target = round(problem.target_latency_ms * NS_PER_MS)  # == problem.target_ns, uncached
     goodput = problem.objective == "goodput"
-    attn = attention_fn(lat.prefill)
-    tok_curve, seq_curve = fast_curve(lat.tokens), fast_curve(lat.batch)
-    dps = lat.decode_context_ps
+    fast = step_latency(lat)
+    attn, tok_curve, seq_curve, dec_ns = fast.attention, fast.tokens, fast.batch, fast.decode
+    dps = fast.dps
     running = problem.running
     waiting = problem.waiting
     n_run = len(running)
@@ -233,15 +237,15 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             chosen.append(DecodeChoice.for_step(decodes, *args, lat, tok_curve, seq_curve))
         return chosen[0]
 
-    def decodes_only(budget: int) -> tuple:
+    def decodes_only(budget: int) -> StepCandidate:
         # Not every decode fits (budget below the decode count, or KV blocks short): the
         # first decodes of the decode choice's sequence and nothing else (a prefill would
         # break Decode > Prefill).
         ch = decode_choice()
         n = budget if budget < len(ch) else len(ch)
-        return (n, n, ch.ctx[n], 0, ch.w[n], 0, ("d", n), budget + 1, budget)
+        return _new(StepCandidate, (n, n, ch.ctx[n], 0, ch.w[n], 0, ("d", n), budget + 1, budget))
 
-    def running_tail(budget: int, j: int) -> tuple:
+    def running_tail(budget: int, j: int) -> StepCandidate:
         # Prefill ``j`` (in stage-2 order) is the first that does not get its full chunk: the
         # rest of the running prefills share what is left (skipping chunks below their lo);
         # no waiting request may be admitted after a short running one. ``more``: the smallest
@@ -270,16 +274,19 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             toks += n
             att += attn(n, c, rem)
             w += (1 + top - r.priority if weighted else 1) * n
-        return (
-            n_dec + p_hi[j] + toks,
-            n_dec + j + len(tail),
-            dec_ctx,
-            p_att[j] + att,
-            dec_w + p_w[j] + w,
-            0,
-            ("r", j, tail),
-            None if more == _UNLIMITED else budget + more,
-            budget,
+        return _new(
+            StepCandidate,
+            (
+                n_dec + p_hi[j] + toks,
+                n_dec + j + len(tail),
+                dec_ctx,
+                p_att[j] + att,
+                dec_w + p_w[j] + w,
+                0,
+                ("r", j, tail),
+                None if more == _UNLIMITED else budget + more,
+                budget,
+            ),
         )
 
     if weighted:  # (defined only where used: this is the hot path)
@@ -297,7 +304,9 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
                 winfo.append((r.id, c, rem, hi, lo, 1 + top - r.priority, full, True))
             return winfo[k]
 
-        def weighted_walk(budget: int, slots: int, j: int, left: int, kv_left: int) -> tuple:
+        def weighted_walk(
+            budget: int, slots: int, j: int, left: int, kv_left: int
+        ) -> StepCandidate:
             # Weighted mode: neither Running > Waiting nor the waiting order binds, so a request
             # that does not fit (budget left under its smallest chunk, KV blocks or the gate
             # short) is skipped and the next ones are tried: the running prefills from ``j`` (the
@@ -355,19 +364,22 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
                 w += wt * n
                 admitted += new
             toks += n_dec + p_hi[j]
-            return (
-                toks,
-                n_dec + j + len(taken),
-                dec_ctx,
-                p_att[j] + att,
-                dec_w + p_w[j] + w,
-                admitted,
-                ("x", j, taken),
-                None if more == _UNLIMITED else budget + more,
-                toks,
+            return _new(
+                StepCandidate,
+                (
+                    toks,
+                    n_dec + j + len(taken),
+                    dec_ctx,
+                    p_att[j] + att,
+                    dec_w + p_w[j] + w,
+                    admitted,
+                    ("x", j, taken),
+                    None if more == _UNLIMITED else budget + more,
+                    toks,
+                ),
             )
 
-    def simulate(budget: int, slots: int) -> tuple:
+    def simulate(budget: int, slots: int) -> StepCandidate:
         if budget < n_dec or dec_kv > kv_free:
             res = partial_cache.get(budget)
             if res is None:
@@ -420,11 +432,13 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             grow, same = None, toks
         admitted = j + (1 if part else 0)
         batch = n_dec + n_pre + admitted
-        return (toks, batch, dec_ctx, att, w, admitted, ("w", j, part), grow, same)
+        return _new(
+            StepCandidate, (toks, batch, dec_ctx, att, w, admitted, ("w", j, part), grow, same)
+        )
 
     # ---- stage 1 --------------------------------------------------------------------------
     inverse = token_inverse(lat.tokens, budget_cap).largest_at_most
-    dec_attention = (dps * dec_ctx) // 1000
+    dec_attention = dec_ns(dec_ctx)
     free_slots = max(cfg.max_num_running_reqs - n_run, 0)
     # Beyond running + waiting requests a larger batch size admits nobody more: stop there.
     max_slots = min(free_slots, n_wait)
@@ -434,7 +448,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     all_fit = False  # some candidate schedules every decode under the target
     sims = 0
 
-    def consider(budget: int, slots: int, given: tuple | None = None) -> tuple:
+    def consider(budget: int, slots: int, given: StepCandidate | None = None) -> tuple:
         """(result, latency, non-token latency, reused from slots - 1). ``given``: a result
         built elsewhere (an overloaded step's decode sets), ranked but not memoised."""
         nonlocal best, sims, all_fit
@@ -447,25 +461,25 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
                 # More slots change nothing when the last ones went unused or the budget is
                 # spent.
                 hit = seen.get((budget, slots - 1))
-                if hit is not None and (hit[0][5] < slots - 1 or hit[0][0] == budget):
+                if hit is not None and (hit[0].admitted < slots - 1 or hit[0].tokens == budget):
                     hit = seen[key] = (hit[0], hit[1], hit[2], True)
                     return hit
             sims += 1
             res = simulate(budget, slots)
         else:
             res = given
-        other = seq_curve(res[1]) + (dps * res[2]) // 1000 + res[3]
-        lat_ns = tok_curve(res[0]) + other
+        other = seq_curve(res.batch) + dec_ns(res.context) + res.attention
+        lat_ns = tok_curve(res.tokens) + other
         hit = (res, lat_ns, other, False)
         if given is None:
             seen[key] = hit
-        if lat_ns <= target and res[0] >= n_dec:
+        if lat_ns <= target and res.tokens >= n_dec:
             all_fit = True
         # stepopt.evaluate.rank_key of a hard-feasible decision
         if goodput:
-            rk = (0 if lat_ns <= target else 1, -res[4], lat_ns)
+            rk = (0 if lat_ns <= target else 1, -res.weighted, lat_ns)
         else:
-            rk = (0, abs(lat_ns - target), -res[0], -res[4])
+            rk = (0, abs(lat_ns - target), -res.tokens, -res.weighted)
         if best is None or rk < best[0]:
             best = (rk, budget, slots, res, lat_ns)
         return hit
@@ -483,46 +497,46 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             if full_scan:
                 continue
             break
-        admitted = res[5]
+        admitted = res.admitted
         # For the prefill fallback: the largest budget under the target, the smallest over it
         # (as the least budget giving its decision), their latencies, whether the batch
         # changed.
         if lat_s <= target:
             under, under_lat, over, over_lat = s, lat_s, _UNLIMITED, _UNLIMITED
         else:
-            under, under_lat, over, over_lat = -1, -1, res[8], lat_s
-        batch, mixed = res[1], False
+            under, under_lat, over, over_lat = -1, -1, res.least_budget, lat_s
+        batch, mixed = res.batch, False
         for _ in range(_REFINEMENTS if other != estimate else 0):
             # Re-invert with the candidate's own non-token latency (its real batch size,
             # decode contexts and prefill attention).
             s = inverse(target - other)
             if s < 0:
                 s = 0
-            if res[8] <= s and (res[7] is None or s < res[7]):
+            if res.least_budget <= s and (res.grow_at is None or s < res.grow_at):
                 break  # same decision
             res, lat_s, other, _ = consider(s, slots)
             if lat_s <= target:
                 if s > under:
                     under, under_lat = s, lat_s
-            elif res[8] < over:
-                over, over_lat = res[8], lat_s
-            if res[1] != batch:
+            elif res.least_budget < over:
+                over, over_lat = res.least_budget, lat_s
+            if res.batch != batch:
                 mixed = True
-            if res[5] > admitted:
-                admitted = res[5]
+            if res.admitted > admitted:
+                admitted = res.admitted
         if (
             over < _UNLIMITED
             and knobs.prefill_fallback
             and (mixed or under < 0 or _far(under_lat, over_lat, target, goodput))
         ):
             admitted = max(admitted, bisect_boundary(consider, under, over, slots, target, floor))
-        grow = res[7]
+        grow = res.grow_at
         if not goodput and grow is not None and grow <= budget_cap:
             # |L - T| may be smaller just above the target than just below it: try the
             # smallest budget that schedules more than this candidate.
             res_up = consider(grow, slots)[0]
-            if res_up[5] > admitted:
-                admitted = res_up[5]
+            if res_up.admitted > admitted:
+                admitted = res_up.admitted
         if admitted < slots and not full_scan:
             # The slots no longer bind: larger b only lowers the estimated budget.
             break
@@ -545,8 +559,8 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
         for res in overloaded_results(
             choices, lat, tok_curve, seq_curve, target, goodput, budget_cap, kv_on, bs
         ):
-            consider(res[0], 0, res)
-    elif not cheapest and best is not None and best[3][0] < n_dec and not kv_on:
+            consider(res.tokens, 0, res)
+    elif not cheapest and best is not None and best[3].tokens < n_dec and not kv_on:
         # The seed's (decode_order="queue"): below the running count (not every decode fits
         # under the target: an overloaded engine), the batch is the first k decodes by
         # priority and b = S = k: bisect on k for the largest k whose exact latency meets the
@@ -557,7 +571,7 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             hi_k = -1
         while lo_k < hi_k:
             mid = (lo_k + hi_k + 1) // 2
-            if tok_curve(mid) + seq_curve(mid) + (dps * ctx[mid]) // 1000 <= target:
+            if fast.total(mid, mid, ctx[mid], 0) <= target:
                 lo_k = mid
             else:
                 hi_k = mid - 1
@@ -569,19 +583,21 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
     assert best is not None
     if goodput and best[4] > target:
         # Nothing found under the cap: the empty step is the last resort if it fits.
-        empty = (0, 0, 0, 0, 0, 0, ("d", 0), None, 0)
+        empty = StepCandidate(0, 0, 0, 0, 0, 0, ("d", 0), None, 0)
         lat0 = tok_curve(0) + seq_curve(0)
         if lat0 <= target:
             best = ((0, 0, lat0), 0, 0, empty, lat0)
     rank, budget, slots, res, lat_ns = best
     choice = chosen[0] if chosen else None
-    decision = Decision(tokens=_materialize(res[6], choice, decodes, prefills, p_hi, order, w_hi))
+    decision = Decision(
+        tokens=_materialize(res.detail, choice, decodes, prefills, p_hi, order, w_hi)
+    )
     # The prefill fallback: the winner gave a running prefill less than its full chunk.
     retry = (
         knobs.prefill_fallback
         and not cheap_prefills
         and n_pre > 1
-        and (res[6][0] == "r" or (res[6][0] == "x" and res[6][1] < n_pre))
+        and (res.detail[0] == "r" or (res.detail[0] == "x" and res.detail[1] < n_pre))
     )
     return decision, lat_ns, budget, slots, sims, rank, retry
 

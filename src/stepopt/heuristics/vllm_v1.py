@@ -19,6 +19,7 @@ from functools import partial
 from typing import Literal
 
 from stepopt.errors import InputError
+from stepopt.evaluate import Rule
 from stepopt.heuristics.base import register_heuristic
 from stepopt.model import Decision, Request, StepProblem
 
@@ -26,12 +27,16 @@ Policy = Literal["fcfs", "priority"]
 POLICIES: tuple[Policy, ...] = ("fcfs", "priority")
 
 
-def vllm_v1(problem: StepProblem, policy: Policy = "fcfs") -> Decision:
+def vllm_v1(
+    problem: StepProblem, policy: Policy = "fcfs", lone_request_rule: bool = True
+) -> Decision:
     """The tokens vLLM 0.33.0 schedules for this step under ``policy`` (``fcfs``/``priority``).
 
     ``fcfs`` serves the waiting queue in the order given; ``priority`` pops a min-heap on
     ``(priority, arrival_time, id)``. Preempted running requests (recompute preemption) get 0
-    tokens and are listed in ``Decision.preempted``.
+    tokens and are listed in ``Decision.preempted``. ``lone_request_rule=False`` takes the
+    problem's threshold as this step's effective one (as the vLLM adapter reads it, counting
+    requests the problem leaves out) instead of lifting it for a lone request.
     """
     if policy not in POLICIES:
         raise InputError("policy", f"must be one of {', '.join(POLICIES)}", policy)
@@ -44,7 +49,8 @@ def vllm_v1(problem: StepProblem, policy: Policy = "fcfs") -> Decision:
     running: list[Request] = list(problem.running)  # admission order, never re-sorted
     n_waiting = len(problem.waiting)
     # The threshold only applies when more than one request is present (running + waiting).
-    thr = cfg.long_prefill_token_threshold if len(running) + n_waiting > 1 else 0
+    lone = lone_request_rule and len(running) + n_waiting <= 1
+    thr = 0 if lone else cfg.long_prefill_token_threshold
     budget = cfg.max_num_scheduled_tokens
     scheduled: dict[str, int] = {}
     allocated: dict[str, int] = {}  # KV blocks allocated this step, per request
@@ -136,5 +142,11 @@ def _victim_key(r: Request) -> tuple[int, float]:
     return (r.priority, r.arrival_time)
 
 
-register_heuristic("vllm-v1")(vllm_v1)
-register_heuristic("vllm-v1-priority")(partial(vllm_v1, policy="priority"))
+# Rules vLLM's own schedule may break (docs/heuristics.md, "The rules vLLM may break"): no
+# minimum chunk and the threshold lifted for a lone request (phase), admission order instead
+# of Decode > Prefill, FCFS order. It preempts on KV pressure as vLLM does.
+VLLM_EXEMPT = frozenset({Rule.PHASE, Rule.DECODE_FIRST, Rule.WAITING_ORDER})
+register_heuristic("vllm-v1", exempt=VLLM_EXEMPT, preempts=True)(vllm_v1)
+register_heuristic("vllm-v1-priority", exempt=VLLM_EXEMPT, preempts=True)(
+    partial(vllm_v1, policy="priority")
+)

@@ -13,16 +13,21 @@ down in docs/vllm.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from types import MemberDescriptorType
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stepopt.errors import MissingExtraError, StepoptError
-from stepopt.model import Decision, EngineConfig, Request, StepProblem
+from stepopt.model import Decision, EngineConfig, Request, StepProblem, make_request
 
 if TYPE_CHECKING:
     from stepopt.latency.model import LatencyModel
+
+from stepopt.integrations.vllm_steering import (
+    Steering,
+    apply_steering,
+    plan_steering,
+    restore_steering,
+)
 
 # Also OptimizedScheduler and OptimizedSyncScheduler, built on first access (module __getattr__).
 __all__ = [
@@ -87,38 +92,7 @@ def _check_supported(scheduler: Any) -> None:
         raise UnsupportedStateError("vLLM scheduler uses " + ", ".join(reasons))
 
 
-def _request_factory() -> Any:
-    """A constructor for :class:`Request` about three times faster than its frozen-dataclass
-    ``__init__`` (it sets the slots directly), for the hot path that builds hundreds per step;
-    plain ``Request`` if the class ever stops being a slots dataclass of that shape."""
-    fs = fields(Request)
-    head = ("id", "prompt_tokens", "computed_tokens", "priority", "arrival_time")
-    slots = [Request.__dict__.get(f.name) for f in fs]
-    if (
-        tuple(f.name for f in fs[:5]) != head
-        or not all(isinstance(d, MemberDescriptorType) for d in slots)
-        or any(f.default is MISSING for f in fs[5:])
-    ):
-        return Request
-    s_id, s_prompt, s_computed, s_prio, s_arrival = (d.__set__ for d in slots[:5])
-    rest = [(d.__set__, f.default) for d, f in zip(slots[5:], fs[5:], strict=True)]
-    new = object.__new__
-
-    def make(rid: str, prompt: int, computed: int, priority: int, arrival: float) -> Request:
-        r = new(Request)
-        s_id(r, rid)
-        s_prompt(r, prompt)
-        s_computed(r, computed)
-        s_prio(r, priority)
-        s_arrival(r, arrival)
-        for setter, default in rest:
-            setter(r, default)
-        return r
-
-    return make
-
-
-_make_request = _request_factory()
+_make_request = make_request  # the model's fast constructor
 
 
 def _effective_threshold(scheduler: Any, num_eligible: int) -> int:
@@ -160,6 +134,7 @@ def problem_from_scheduler(
     skipped: list[str] = []
     next_step = getattr(scheduler, "current_step", 0) + 1  # schedule() increments it first
     room = scheduler.max_model_len - scheduler.num_sampled_tokens_per_step
+    demand = 0  # tokens the running requests take when each gets its full chunk
     for r in scheduler.running:
         computed = r.num_computed_tokens
         ph = r.num_output_placeholders
@@ -180,8 +155,10 @@ def problem_from_scheduler(
             prompt = r.num_prompt_tokens  # a decode: computed >= prompt
             if prompt > computed:
                 prompt = computed
+            demand += 1
         else:
             prompt = computed + n
+            demand += threshold if 0 < threshold < n else n
         running.append(make(r.request_id, prompt, computed, r.priority, r.arrival_time))
 
     streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
@@ -190,12 +167,12 @@ def problem_from_scheduler(
     budget = min(
         scheduler.max_num_scheduled_tokens, scheduler.scheduler_config.max_num_batched_tokens
     )
-    # Only the first waiting requests that could be admitted matter; a long queue costs nothing.
-    limit = max(min(slots - len(running), budget), 0)
-    if num_running + num_waiting > 1:
-        # Keep the problem's own request count above 1 when vLLM's is, so that a reader
-        # applying vLLM's lone-request rule to the problem gets vLLM's threshold.
-        limit = max(limit, 2 - len(running))
+    # Only the waiting requests a steerable decision can reach matter (vLLM admits a prefix of
+    # its queue, and only once every running request has its full chunk): at most the free
+    # slots, and only until their full chunks use up what the running ones leave of the
+    # budget. A long queue, or one the budget cannot reach, costs nothing to read.
+    limit = max(slots - len(running), 0)
+    left = budget - demand
     lookup = (
         prefix_cache_lookup
         and scheduler.cache_config.enable_prefix_caching
@@ -209,7 +186,7 @@ def problem_from_scheduler(
     last_key: tuple[float, str] | None = None
     for queue in (scheduler.kv_holding_waiting, scheduler.waiting):
         for r in queue:
-            if len(waiting) >= limit:
+            if len(waiting) >= limit or left <= 0:
                 break
             seen += 1
             if _status_name(r) in _BLOCKED_WAITING or (
@@ -222,6 +199,8 @@ def problem_from_scheduler(
             computed = r.num_computed_tokens
             if computed == 0 and lookup:
                 computed = scheduler.kv_cache_manager.get_computed_blocks(r)[1]
+            rest = r.num_tokens - computed
+            left -= threshold if 0 < threshold < rest else max(rest, 1)
             if priority_policy:
                 # The heap order is (priority, arrival_time, request_id): stepopt's order too.
                 waiting.append(
@@ -268,160 +247,7 @@ def _next_up(x: float) -> float:
     return math.nextafter(x, math.inf)
 
 
-# ---- from a decision back to vLLM -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Steering:
-    """How to make vLLM's own ``schedule()`` produce a decision.
-
-    vLLM's greedy gives every running request, in ``self.running`` order, ``min(needed,
-    threshold, budget left)`` and then admits waiting requests in queue order while slots and
-    budget last. With the step's token budget set to the decision's total, the admission limit
-    set to the running count plus the admitted count, and the one partially served running
-    request (if any) moved behind the fully served ones, the greedy yields the decision
-    exactly whenever it has that shape (``exact``); otherwise ``reason`` says why not and vLLM
-    carries out the nearest such step.
-    """
-
-    token_budget: int
-    admit: int
-    order: tuple[str, ...] | None = None  # running ids in the order to serve them, or None
-    exact: bool = True
-    reason: str = ""
-    tokens: Mapping[str, int] = field(default_factory=dict)
-    predicted_ns: int = 0  # the problem's latency model on ``tokens`` (== predict_ns)
-
-
-def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
-    """The budget, admission count and running order that carry out ``decision``."""
-    problem = view.problem
-    tokens = decision.tokens
-    if type(tokens) is not dict or any(v <= 0 for v in tokens.values()):
-        tokens = {k: v for k, v in tokens.items() if v > 0}
-    get = tokens.get
-    thr = problem.config.long_prefill_token_threshold
-    reasons: list[str] = []
-    if decision.preempted:
-        reasons.append("preemption is left to vLLM")
-
-    def hi(r: Request) -> int:  # StepProblem.hi, inlined for the hot path
-        rem = r.prompt_tokens - r.computed_tokens
-        if rem <= 0:
-            return 1
-        return thr if 0 < thr < rem else rem
-
-    # The latency model's aggregates, gathered on the way (as LatencyModel.breakdown_ns does).
-    attention = problem.latency.prefill
-    context = attn_ns = 0
-
-    # Running: fully served ones keep their order, the partial one goes after them and the
-    # unserved ones last (vLLM's budget runs out before it reaches them).
-    full: list[str] = []
-    partial: list[str] = []
-    rest: list[str] = []
-    for r in problem.running:
-        c = get(r.id, 0)
-        if c == 0:
-            rest.append(r.id)
-            continue
-        if r.computed_tokens >= r.prompt_tokens:
-            context += r.computed_tokens
-        else:
-            attn_ns += attention(c, r.computed_tokens, r.prompt_tokens - r.computed_tokens)
-        h = hi(r)
-        if c < h:
-            partial.append(r.id)
-            continue
-        if c > h:
-            reasons.append(f"{r.id} gets {c} > {h} tokens")
-        full.append(r.id)
-    if len(partial) > 1:
-        reasons.append(f"{len(partial)} running requests get partial chunks")
-
-    # Waiting: vLLM admits a prefix of its queue, each with its full chunk but the last.
-    admitted = 0
-    waiting = problem.waiting
-    for r in waiting:
-        c = get(r.id, 0)
-        if c == 0:
-            break
-        if r.computed_tokens >= r.prompt_tokens:
-            context += r.computed_tokens
-        else:
-            attn_ns += attention(c, r.computed_tokens, r.prompt_tokens - r.computed_tokens)
-        h = hi(r)
-        if c > h:
-            reasons.append(f"{r.id} gets {c} > {h} tokens")
-        elif c < h and admitted + 1 < len(waiting) and get(waiting[admitted + 1].id, 0):
-            reasons.append(f"waiting {r.id} gets a partial chunk but is not the last admitted")
-        admitted += 1
-    known = len(full) + len(partial) + admitted
-    total = sum(tokens.values())
-    latency = problem.latency
-    if known == len(tokens):
-        predicted = latency.step_ns(total, known, context, attn_ns)
-    else:
-        predicted = latency.predict_ns(problem, tokens)
-        ids = problem.by_id
-        unknown = [k for k in tokens if k not in ids]
-        if unknown:
-            reasons.append(f"unknown ids {unknown[:3]}")
-        if known + len(unknown) < len(tokens):
-            reasons.append("admitted waiting requests are not a prefix of vLLM's queue")
-    if admitted and (partial or rest):
-        reasons.append("waiting requests admitted while running ones get less than a full chunk")
-
-    order = None
-    if partial or rest:
-        wanted = full + partial + rest
-        if any(a != b.id for a, b in zip(wanted, problem.running, strict=True)):
-            order = tuple(wanted)
-    return Steering(
-        token_budget=total,
-        admit=admitted,
-        order=order,
-        exact=not reasons,
-        reason="; ".join(dict.fromkeys(reasons)),
-        tokens=tokens,
-        predicted_ns=predicted,
-    )
-
-
-@dataclass
-class _Saved:
-    budget: int
-    max_active: int
-    running: list[Any] | None
-
-
-def apply_steering(scheduler: Any, steering: Steering) -> _Saved:
-    """Set the step's budget and admission limit and reorder ``scheduler.running``; return
-    what :func:`restore_steering` needs to put everything back after ``schedule()``."""
-    saved = _Saved(scheduler.max_num_scheduled_tokens, scheduler.max_num_active_reqs, None)
-    running = scheduler.running
-    if steering.order is not None:
-        saved.running = list(running)
-        rank = {rid: k for k, rid in enumerate(steering.order)}
-        last = len(rank)
-        running.sort(key=lambda r: rank.get(r.request_id, last))  # stable: skipped ones last
-    scheduler.max_num_scheduled_tokens = steering.token_budget
-    streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
-    scheduler.max_num_active_reqs = min(len(running) + streaming + steering.admit, saved.max_active)
-    return saved
-
-
-def restore_steering(scheduler: Any, saved: _Saved) -> None:
-    """Undo :func:`apply_steering`: vLLM's limits, and the running order (requests preempted
-    during the step stay out, requests admitted during it stay at the end, as vLLM has it)."""
-    scheduler.max_num_scheduled_tokens = saved.budget
-    scheduler.max_num_active_reqs = saved.max_active
-    if saved.running is not None:
-        rank = {id(r): k for k, r in enumerate(saved.running)}
-        now = scheduler.running
-        old = sorted((r for r in now if id(r) in rank), key=lambda r: rank[id(r)])
-        new = [r for r in now if id(r) not in rank]
-        now[:] = old + new
+# ---- from a decision back to vLLM: stepopt.integrations.vllm_steering --------------------------
 
 
 def scheduled_decision(scheduler_output: Any) -> Decision:

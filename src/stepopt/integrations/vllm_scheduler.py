@@ -10,22 +10,25 @@ the predicted latency, the decision and what vLLM scheduled. Any error before vL
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from dataclasses import replace
-from itertools import pairwise
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from stepopt.integrations.vllm import (
+    _check_supported,
+    _effective_threshold,
     apply_steering,
     plan_steering,
     problem_from_scheduler,
     restore_steering,
 )
+from stepopt.integrations.vllm_fastpath import monotone, whole_step_bound_ns
 from stepopt.integrations.vllm_settings import SchedulerSettings, load_settings, resolve
 from stepopt.model import NS_PER_MS, Decision
 
@@ -34,90 +37,156 @@ logger = logging.getLogger("vllm.stepopt")
 
 
 class _Controller:
-    """Per-scheduler state: resolved settings, counters, the step log."""
+    """Per-scheduler state: resolved settings, counters, the step log.
 
-    def __init__(self, settings: SchedulerSettings) -> None:
-        resolved = resolve(settings)
+    Nothing here may make ``schedule()`` raise or lose a step: every stage of stepopt's own
+    (reading, deciding, planning, applying the steering, restoring it, recording, logging) is
+    guarded; a failure before vLLM's ``schedule()`` leaves the step to vLLM, one after it is
+    counted in ``errors`` and the step's output is returned all the same.
+    """
+
+    def __init__(self, settings: SchedulerSettings, reserve_full_prompt: bool = True) -> None:
+        resolved = resolve(settings, reserve_full_prompt=reserve_full_prompt)
         self.settings = settings
         self.latency = resolved.latency
         self.heuristic = resolved.heuristic
+        self.params = dict(resolved.params)
         self.steps = 0
         self.steered = 0
         self.exact = 0
         self.fallbacks: dict[str, int] = {}
+        self.errors: dict[str, int] = {}  # failures after vLLM's step (restore, record, log)
         self.within = 0
         self.predicted_sum_ms = 0.0
         self.last: dict[str, Any] | None = None
-        self.fast = 0
+        self.fast = 0  # decode-only steps left to vLLM within a bound (no reading at all)
+        self.whole = 0  # steps left to vLLM because its own step provably fits the target
         self._fast: tuple[int, int, int] | None = None  # (decodes, latency ns, steps since)
         self._fast_bound = 0
         self.target_ns = round(settings.target_ms * NS_PER_MS)
-        lat = self.latency
-        self._monotone = _nondecreasing(lat.tokens.ys) and _nondecreasing(lat.batch.ys)
+        self._monotone = monotone(self.latency)
         self._log_file = None
         if settings.step_log:
             self._log_file = open(settings.step_log, "a", encoding="utf-8")  # noqa: SIM115
         logger.info(
-            "stepopt scheduler: heuristic=%s objective=%s target=%.3f ms latency=%s",
+            "stepopt scheduler: rule=%s params=%s objective=%s target=%.3f ms latency=%s",
             settings.heuristic,
+            self.params,
             settings.objective,
             settings.target_ms,
             self.latency.name,
         )
 
+    @property
+    def exact_share(self) -> float:
+        """Share of the steered steps vLLM carried out exactly as decided."""
+        return self.exact / self.steered if self.steered else 1.0
+
     def schedule(self, sched: Scheduler, base: Any, throttle_prefills: bool) -> Any:
         self.steps += 1
-        s = self.settings
-        if self._fast is not None and self._fast_step(sched):
-            return self._run_fast(sched, base, throttle_prefills)
         try:
-            if throttle_prefills:
-                raise _Fallback("data-parallel prefill throttling")
-            view = problem_from_scheduler(
-                sched,
-                latency=self.latency,
-                target_latency_ms=s.target_ms,
-                objective=s.objective,
-                priority_mode=s.priority_mode,
-                min_prefill_chunk=s.min_prefill_chunk,
-                prefix_cache_lookup=s.prefix_cache_lookup,
-            )
-            problem = view.problem
-            if not problem.running and not problem.waiting:
-                self.last = None
-                return base(throttle_prefills)
-            decision = self.heuristic(problem)
-            steering = plan_steering(view, decision)
-            if steering.token_budget == 0:
-                # Nothing fits the target, but an empty step would leave the engine spinning
-                # without progress: take the smallest step that makes some.
-                steering = plan_steering(view, _minimal_decision(problem))
-                steering = replace(steering, reason="empty decision: smallest step instead")
+            plan = self._plan(sched, throttle_prefills)
         except Exception as exc:
-            return self._fallback(exc, base, throttle_prefills)
-        saved = apply_steering(sched, steering)
-        try:
+            plan = _Declined(exc)
+        if isinstance(plan, _Declined):
+            return self._fallback(plan.exc, base, throttle_prefills)
+        if plan is None:  # nothing to decide
+            self.last = None
+            return base(throttle_prefills)
+        if isinstance(plan, _Leave):
             out = base(throttle_prefills)
+            self._guard("record", self._record_left, plan, out)
+            return out
+        problem, steering = plan
+        before = None
+        try:
+            before = _snapshot(sched, steering)
+            saved = apply_steering(sched, steering)
+        except Exception as exc:
+            if before is not None:
+                _put_back(sched, before)  # whatever was changed before the failure
+            return self._fallback(exc, base, throttle_prefills)
+        try:
+            out = base(throttle_prefills)  # vLLM's own errors propagate, after the restore
         finally:
-            restore_steering(sched, saved)
-        self._record(problem, steering, out)
+            self._guard("restore", _restore, sched, saved)
+        self._guard("record", self._record, problem, steering, out)
         return out
 
-    # ---- the decode-only fast path -------------------------------------------------------
-    # With nothing waiting and only decodes running, and a monotone latency model, the step
-    # the heuristic last chose (every decode, predicted within the target) stays the best one
-    # while the decodes' contexts grow: each step adds one token of context per decode, so
-    # the latency can grow by at most ``decode_context_ps`` per decode and step. Until that
-    # bound reaches the target (or ``fast_decode_steps`` steps have passed), vLLM's own step
-    # (every decode) is the decision, and reading the whole state again would only cost time.
+    def _plan(self, sched: Scheduler, throttle_prefills: bool) -> Any:
+        """What to do this step: None (nothing to schedule), ``_Leave`` (vLLM's own step is
+        the decision), or (problem, steering)."""
+        s = self.settings
+        if throttle_prefills:
+            raise _Fallback("data-parallel prefill throttling")
+        if self._fast is not None and self._fast_step(sched):
+            return _Leave(True, self._fast_bound)
+        self._fast = None
+        _check_supported(sched)
+        if not sched.running and not sched.waiting and not sched.kv_holding_waiting:
+            return None
+        if s.fast_whole_steps and (self._monotone or s.objective == "goodput"):
+            nr, nw = sched.get_request_counts()
+            found = whole_step_bound_ns(sched, self.latency, _effective_threshold(sched, nr + nw))
+            if found is not None and found[0] <= self.target_ns:
+                bound, decode_only = found
+                if decode_only and self._monotone and s.fast_decode_steps:
+                    self._fast = (len(sched.running), bound, 0)
+                return _Leave(False, bound)
+        view = problem_from_scheduler(
+            sched,
+            latency=self.latency,
+            target_latency_ms=s.target_ms,
+            objective=s.objective,
+            priority_mode=s.priority_mode,
+            min_prefill_chunk=s.min_prefill_chunk,
+            prefix_cache_lookup=s.prefix_cache_lookup,
+        )
+        problem = view.problem
+        if not problem.running and not problem.waiting:
+            return None
+        decision = self.heuristic(problem)
+        steering = plan_steering(view, decision)
+        if steering.token_budget == 0:
+            # Nothing fits the target, but an empty step would leave the engine spinning
+            # without progress: take the smallest step that makes some.
+            steering = plan_steering(view, _minimal_decision(problem))
+            steering = replace(steering, reason="empty decision: smallest step instead")
+        return problem, steering
+
+    def _guard(self, stage: str, fn: Any, *args: Any) -> None:
+        """Run ``fn`` after vLLM's step: a failure is counted and logged once, never raised
+        (vLLM has advanced its state; its output must reach the engine)."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            reason = f"{stage}: {type(exc).__name__}: {exc}"[:120]
+            if reason not in self.errors and len(self.errors) >= 32:
+                reason = "other"
+            count = self.errors.get(reason, 0) + 1
+            self.errors[reason] = count
+            if count == 1:
+                with contextlib.suppress(Exception):
+                    logger.warning("stepopt: step %d: %s (the step stands)", self.steps, reason)
+
+    # ---- leaving the step to vLLM --------------------------------------------------------
+    # After a step in which only decodes ran, nothing waited and the chosen step (every
+    # decode) was within the target, the following decode-only steps stay optimal while the
+    # decodes' contexts grow by one token per step: the latency grows by at most
+    # ``decode_context_ps`` per decode and step (a monotone model). Until that bound reaches
+    # the target (or ``fast_decode_steps`` have passed), vLLM's own step is the decision, at
+    # O(1) cost: a request can only start a prefill by being admitted from the waiting queue,
+    # which is empty at the start of every such step, and with a free block per decode vLLM
+    # cannot preempt.
 
     def _fast_step(self, sched: Scheduler) -> bool:
         n_last, latency_ns, k = self._fast  # type: ignore[misc]
         if k >= self.settings.fast_decode_steps or sched.waiting or sched.kv_holding_waiting:
             return False
-        running = sched.running
-        if len(running) > n_last or any(r.is_prefill_chunk for r in running):
+        if len(sched.running) > n_last:
             return False
+        if sched.kv_cache_manager.block_pool.get_num_free_blocks() < n_last:
+            return False  # a decode may need a new block: vLLM could preempt
         bound = latency_ns + ((k + 1) * n_last * self.latency.decode_context_ps) // 1000 + 1
         if bound > self.target_ns:
             return False
@@ -125,25 +194,48 @@ class _Controller:
         self._fast_bound = bound
         return True
 
-    def _run_fast(self, sched: Scheduler, base: Any, throttle_prefills: bool) -> Any:
-        out = base(throttle_prefills)
-        self.fast += 1
+    def _record_left(self, plan: _Leave, out: Any) -> None:
+        if plan.fast:
+            self.fast += 1
+        else:
+            self.whole += 1
         self.within += 1
-        self.predicted_sum_ms += self._fast_bound / NS_PER_MS
+        self.predicted_sum_ms += plan.bound_ns / NS_PER_MS
         self.last = {
             "step": self.steps,
             "target_ms": self.settings.target_ms,
             "fast": True,
-            "predicted_max_ms": self._fast_bound / NS_PER_MS,
+            "path": "decode" if plan.fast else "whole",
+            "predicted_max_ms": plan.bound_ns / NS_PER_MS,
             "vllm_tokens": out.total_num_scheduled_tokens,
         }
         if self._log_file is not None:
             self._write(self.last)
-        return out
+        self._maybe_summary()
 
     def _fallback(self, exc: Exception, base: Any, throttle_prefills: bool) -> Any:
+        self._fast = None
+        self._guard("fallback", self._count_fallback, exc)
+        out = base(throttle_prefills)
+        if self._log_file is not None:
+            self._guard(
+                "log",
+                self._write,
+                {
+                    "step": self.steps,
+                    "fallback": self._reason(exc),
+                    "vllm_tokens": out.total_num_scheduled_tokens,
+                },
+            )
+        return out
+
+    @staticmethod
+    def _reason(exc: Exception) -> str:
         reason = str(exc) if isinstance(exc, _Fallback) else f"{type(exc).__name__}: {exc}"
-        reason = reason[:120]
+        return reason[:120]
+
+    def _count_fallback(self, exc: Exception) -> None:
+        reason = self._reason(exc)
         if reason not in self.fallbacks and len(self.fallbacks) >= 32:
             reason = "other"  # keep the counters bounded whatever the messages
         count = self.fallbacks.get(reason, 0) + 1
@@ -151,10 +243,6 @@ class _Controller:
         if count == 1 and not isinstance(exc, _Fallback):
             logger.warning("stepopt: step %d left to vLLM (%s)", self.steps, reason)
         self.last = {"step": self.steps, "fallback": reason}
-        out = base(throttle_prefills)
-        if self._log_file is not None:
-            self._write(self.last | {"vllm_tokens": out.total_num_scheduled_tokens})
-        return out
 
     def _record(self, problem: Any, steering: Any, out: Any) -> None:
         self.steered += 1
@@ -163,16 +251,13 @@ class _Controller:
         exact = scheduled == steering.tokens
         actual = predicted if exact else self.latency.predict_ns(problem, scheduled)
         self.exact += exact
-        self._fast = None
         if (
             exact
-            and self._monotone
-            and self.settings.fast_decode_steps
             and not problem.waiting
             and actual <= problem.target_ns
             and len(scheduled) == len(problem.running) == len(problem.running_decodes)
         ):
-            self._fast = (len(scheduled), actual, 0)
+            self._arm_fast_after(len(scheduled), actual)
         self.within += actual <= problem.target_ns
         self.predicted_sum_ms += actual / NS_PER_MS
         rec = {
@@ -185,8 +270,11 @@ class _Controller:
             "admitted": steering.admit,
             "vllm_tokens": out.total_num_scheduled_tokens,
             "exact": exact,
+            "exact_share": round(self.exact_share, 6),
             "reason": steering.reason,
         }
+        if not exact:
+            rec["vllm_preempted"] = sorted(out.preempted_req_ids)
         self.last = rec
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("stepopt step %s", rec)
@@ -194,21 +282,41 @@ class _Controller:
             self._write(
                 rec | {"decision": dict(steering.tokens), "vllm": dict(scheduled), "t": time.time()}
             )
+        self._maybe_summary()
+
+    def _arm_fast_after(self, decodes: int, latency_ns: int) -> None:
+        if self._monotone and self.settings.fast_decode_steps:
+            self._fast = (decodes, latency_ns, 0)
+
+    def _maybe_summary(self) -> None:
         every = self.settings.log_interval
         if every and self.steps % every == 0:
             self._summary()
 
+    def summary(self) -> dict[str, Any]:
+        """The counters so far (also the step log's last line at shutdown)."""
+        return {
+            "steps": self.steps,
+            "steered": self.steered,
+            "exact": self.exact,
+            "exact_share": round(self.exact_share, 6),
+            "left_to_vllm_decode_only": self.fast,
+            "left_to_vllm_whole_step": self.whole,
+            "fallbacks": sum(self.fallbacks.values()),
+            "errors": sum(self.errors.values()),
+        }
+
     def _summary(self) -> None:
-        n = max(self.steered + self.fast, 1)
+        n = max(self.steered + self.fast + self.whole, 1)
         logger.info(
-            "stepopt: %d steps, %d steered (%.1f%% exact), %d left to vLLM; "
-            "%d decode-only steps left to vLLM within a predicted bound; "
+            "stepopt: %d steps, %d steered (%.1f%% carried out exactly), %d left to vLLM "
+            "(errors), %d left to vLLM within a predicted bound; "
             "mean predicted %.3f ms, %.1f%% within the %.3f ms target",
             self.steps,
             self.steered,
-            100.0 * self.exact / max(self.steered, 1),
+            100.0 * self.exact_share,
             sum(self.fallbacks.values()),
-            self.fast,
+            self.fast + self.whole,
             self.predicted_sum_ms / n,
             100.0 * self.within / n,
             self.settings.target_ms,
@@ -221,8 +329,38 @@ class _Controller:
 
     def close(self) -> None:
         if self._log_file is not None:
-            self._log_file.close()
+            with contextlib.suppress(Exception):
+                self._write({"summary": self.summary()})
+            with contextlib.suppress(Exception):
+                self._log_file.close()
             self._log_file = None
+
+
+def _snapshot(sched: Scheduler, steering: Any) -> tuple[int, int, list[Any] | None]:
+    running = list(sched.running) if steering.order is not None else None
+    return sched.max_num_scheduled_tokens, sched.max_num_active_reqs, running
+
+
+def _put_back(sched: Scheduler, snap: tuple[int, int, list[Any] | None]) -> None:
+    sched.max_num_scheduled_tokens, sched.max_num_active_reqs, running = snap
+    if running is not None:
+        sched.running[:] = running
+
+
+def _restore(sched: Scheduler, saved: Any) -> None:
+    """``restore_steering``; should it fail, the same done again in the plainest way (a
+    steered budget or running order left in place would change every later step)."""
+    try:
+        restore_steering(sched, saved)
+    except Exception:
+        sched.max_num_scheduled_tokens = saved.budget
+        sched.max_num_active_reqs = saved.max_active
+        if saved.running is not None:  # admission order: the saved one, admitted ones last
+            kept = {id(r) for r in sched.running}
+            old = [r for r in saved.running if id(r) in kept]
+            known = {id(r) for r in old}
+            sched.running[:] = old + [r for r in sched.running if id(r) not in known]
+        raise
 
 
 def _minimal_decision(problem: Any) -> Decision:
@@ -231,12 +369,21 @@ def _minimal_decision(problem: Any) -> Decision:
     return Decision.of({first.id: problem.lo(first)})
 
 
-def _nondecreasing(ys: tuple[int, ...]) -> bool:
-    return all(a <= b for a, b in pairwise(ys))
-
-
 class _Fallback(Exception):
     """A step the optimizer declines; vLLM schedules it."""
+
+
+@dataclass(frozen=True)
+class _Declined:
+    exc: Exception
+
+
+@dataclass(frozen=True)
+class _Leave:
+    """vLLM's own step is the decision (``fast``: the decode-only path), within ``bound_ns``."""
+
+    fast: bool
+    bound_ns: int
 
 
 class _OptimizedMixin:
@@ -246,13 +393,15 @@ class _OptimizedMixin:
         self, *args: Any, stepopt_settings: SchedulerSettings | None = None, **kwargs: Any
     ):
         super().__init__(*args, **kwargs)
-        self.stepopt = _Controller(stepopt_settings or load_settings())
+        reserve = bool(getattr(self, "scheduler_reserve_full_isl", True))
+        self.stepopt = _Controller(stepopt_settings or load_settings(), reserve)
 
     def schedule(self, throttle_prefills: bool = False):  # type: ignore[override]
         return self.stepopt.schedule(self, super().schedule, throttle_prefills)
 
     def shutdown(self) -> None:
-        self.stepopt.close()
+        with contextlib.suppress(Exception):
+            self.stepopt.close()
         super().shutdown()  # type: ignore[misc]
 
 

@@ -8,10 +8,10 @@ can also be set (and overridden) by ``STEPOPT_<FIELD>`` in upper case, e.g.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +38,15 @@ class SchedulerSettings(BaseModel):
     the preset format."""
     objective: Literal["target", "goodput"] = "target"
     heuristic: str = "three-stage"
+    """The decision rule: a registered heuristic, ``NAME[key=value,...]`` with its keyword
+    parameters, a ``module:function`` path, or ``exact`` / ``exact:SOLVER`` (a solver per step
+    within ``time_limit_ms``, ``fallback`` deciding when it has no proven optimum)."""
+    heuristic_params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Keyword parameters of the heuristic (those written in ``heuristic`` win)."""
+    time_limit_ms: float = Field(default=20.0, gt=0)
+    """``exact`` only: the solver's time limit per step."""
+    fallback: str = "three-stage"
+    """``exact`` only: the heuristic that decides when the solver has no proven optimum."""
     priority_mode: Literal["strict", "weighted"] = "strict"
     min_prefill_chunk: int = Field(default=64, ge=1)
     prefix_cache_lookup: bool = True
@@ -47,6 +56,10 @@ class SchedulerSettings(BaseModel):
     """In a decode-only state the heuristic chose every decode for, leave up to this many
     following decode-only steps to vLLM while a bound on their latency stays within the target
     (0 = ask the heuristic every step)."""
+    fast_whole_steps: bool = True
+    """Leave a step to vLLM when nothing binds it (budget, slots, KV blocks) and a bound on
+    its latency is within the target: then it is the optimum of either objective. Off for a
+    rule that is not an optimizer of the objective."""
     log_interval: int = Field(default=500, ge=0)
     """Log an INFO summary every this many steps (0 = never); every step goes to DEBUG."""
 
@@ -89,29 +102,59 @@ def load_settings(environ: Mapping[str, str] | None = None) -> SchedulerSettings
 
 def load_latency(spec: str) -> LatencyModel:
     """A latency preset by name, or a latency model file (JSON, the preset format)."""
-    from stepopt.latency.presets import load_preset, preset_names
+    from stepopt.io import load_latency_model
 
-    if spec in preset_names() or not (spec.endswith((".json", ".yaml", ".yml")) or "/" in spec):
-        return load_preset(spec)
-    p = Path(spec)
-    if not p.is_file():
-        return load_preset(spec)  # a preset path like h100/llama-2-7b/tp1, or a clear error
-    from stepopt.io import read_document
-    from stepopt.latency.serialize import model_from_dict
-
-    return model_from_dict(read_document(p), field="STEPOPT_PRESET")
+    return load_latency_model(spec, field="STEPOPT_PRESET")
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """Settings with the latency model and the heuristic looked up (done once, at start)."""
+    """Settings with the latency model and the decision rule looked up (done once, at start).
+
+    ``heuristic`` is the rule as one ``problem -> Decision`` callable (its parameters bound);
+    ``params`` the heuristic's keyword parameters as they apply (``exact``: none)."""
 
     settings: SchedulerSettings
     latency: LatencyModel
     heuristic: Heuristic
+    params: Mapping[str, object]
 
 
-def resolve(settings: SchedulerSettings) -> Resolved:
-    from stepopt.heuristics.base import get_heuristic
+def resolve(settings: SchedulerSettings, *, reserve_full_prompt: bool | None = None) -> Resolved:
+    """Look up the latency model and the decision rule.
 
-    return Resolved(settings, load_latency(settings.preset), get_heuristic(settings.heuristic))
+    ``reserve_full_prompt``: whether vLLM admits a waiting request only when its whole prompt's
+    blocks are free (``scheduler_reserve_full_isl``, on by default); a heuristic that takes a
+    ``reserve_full_prompt`` parameter gets this value unless the settings give one, so that its
+    decisions are ones vLLM will carry out."""
+    from functools import partial
+
+    from stepopt.heuristics.base import check_signature, coerce_params, get_heuristic
+    from stepopt.simulate.policies import EXACT, ExactPolicy, parse_policy_spec
+
+    field = "STEPOPT_HEURISTIC"
+    head, raw = parse_policy_spec(settings.heuristic)
+    given = {k: _text(v) for k, v in settings.heuristic_params.items()} | raw
+    latency = load_latency(settings.preset)
+    kind, _, solver = head.partition(":")
+    if kind == EXACT:
+        if given:
+            raise InputError(field, "the exact rule takes no parameters", settings.heuristic)
+        policy = ExactPolicy(solver or "cpsat", settings.time_limit_ms / 1000, settings.fallback)
+        return Resolved(settings, latency, lambda problem: policy.decide(problem)[0], {})
+    fn = get_heuristic(head)
+    params = coerce_params(fn, given, field)
+    if reserve_full_prompt is not None and "reserve_full_prompt" not in params:
+        try:
+            accepts = "reserve_full_prompt" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            accepts = False
+        if accepts:
+            params["reserve_full_prompt"] = reserve_full_prompt
+    check_signature(fn, head, params)
+    rule = partial(fn, **params) if params else fn
+    return Resolved(settings, latency, rule, params)
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -185,3 +185,79 @@ def step(scheduler: Any) -> Any:
     out = scheduler.schedule()
     scheduler.update_from_output(out, fake_output(scheduler, out))
     return out
+
+
+def random_scenario(seed: int, *, kv_pressure: bool = True) -> dict[str, Any]:
+    """A random serving scenario: scheduler settings (budget, slots, threshold, KV blocks,
+    policy) and arrivals over time, each ``(step, id, prompt, max_tokens, priority)``, plus
+    aborts ``(step, id)``. With ``kv_pressure`` the KV cache holds a few prompts only."""
+    import random
+
+    rng = random.Random(seed)
+    blocks = rng.choice([40, 60, 100, 160]) if kv_pressure else 10000
+    longest = min(700, blocks * 16 // 2 - 120)  # any one request fits the cache with its output
+    n = rng.randrange(8, 40)
+    arrivals = [
+        (
+            rng.randrange(60),
+            f"s{k}",
+            rng.randrange(5, longest),
+            rng.randrange(1, 120),
+            rng.randrange(3),
+        )
+        for k in range(n)
+    ]
+    aborts = [(rng.randrange(80), f"s{k}") for k in rng.sample(range(n), n // 8)]
+    kwargs = {
+        "policy": rng.choice(["fcfs", "priority"]),
+        "max_num_seqs": rng.choice([4, 8, 16, 32]),
+        "max_num_batched_tokens": rng.choice([256, 512, 1024, 2048]),
+        "long_prefill_token_threshold": rng.choice([0, 64, 128, 400]),
+        "num_blocks": blocks,
+    }
+    return {"kwargs": kwargs, "arrivals": arrivals, "aborts": aborts, "lag": rng.random() < 0.5}
+
+
+def run_scenario(
+    scheduler: Any, scenario: dict[str, Any], *, max_steps: int = 400, on_step: Any = None
+) -> int:
+    """Drive ``scheduler`` through ``scenario`` (synchronously, or with async scheduling's
+    one-step output lag); ``on_step(out)`` after each ``schedule()``. Returns the steps run."""
+    from vllm.v1.request import RequestStatus
+
+    by_step: dict[int, list[Any]] = {}
+    for k, rid, prompt, max_tokens, prio in scenario["arrivals"]:
+        by_step.setdefault(k, []).append((rid, prompt, max_tokens, prio))
+    aborts: dict[int, list[str]] = {}
+    for k, rid in scenario["aborts"]:
+        aborts.setdefault(k, []).append(rid)
+    last = max([*by_step, *aborts], default=0)
+    pending = None
+    for k in range(max_steps):
+        for rid, prompt, max_tokens, prio in by_step.get(k, ()):
+            scheduler.add_request(
+                make_request(
+                    rid,
+                    prompt,
+                    max_tokens=max_tokens,
+                    priority=prio,
+                    arrival_time=k,
+                    token=scenario.get("token"),  # one token for all: shared prefixes
+                )
+            )
+        gone = [r for r in aborts.get(k, ()) if r in scheduler.requests]
+        if gone:
+            scheduler.finish_requests(gone, RequestStatus.FINISHED_ABORTED)
+        if k > last and not scheduler.has_requests():
+            return k
+        out = scheduler.schedule()
+        mro = fake_output(scheduler, out)
+        if on_step is not None:
+            on_step(out)
+        if scenario["lag"]:
+            if pending is not None:
+                scheduler.update_from_output(*pending)
+            pending = (out, mro)
+        else:
+            scheduler.update_from_output(out, mro)
+    return max_steps

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from stepopt.latency.fit import LatencyFitter
-from stepopt.latency.profiles import available_combos, combo_name, load_profile
+from stepopt.latency.profiles import load_profile
 from stepopt.latency.serialize import model_to_dict
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -33,15 +33,3 @@ def write_document(doc: dict[str, Any], path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     return p
-
-
-def write_presets(root: str | Path, out_dir: str | Path = PRESET_DIR) -> list[LatencyFitter]:
-    """Fit every combination in ``root`` and write ``<out_dir>/<gpu>/<model>/tp<N>.json``."""
-    fitters = []
-    for gpu, model, tp in available_combos(root):
-        fitter = fit_combo(root, gpu, model, tp)
-        write_document(
-            preset_document(fitter), Path(out_dir) / f"{combo_name(gpu, model, tp)}.json"
-        )
-        fitters.append(fitter)
-    return fitters

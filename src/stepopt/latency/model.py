@@ -20,13 +20,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from stepopt.latency.engine import NONE, EngineOverhead, add_engine
 from stepopt.latency.pwl import PiecewiseLinear
 
-if TYPE_CHECKING:
-    from stepopt.model import StepProblem
+
+class HasRequests(Protocol):
+    """What the model reads from a problem: its requests by id (``stepopt.model.StepProblem``
+    has it; the latency layer does not import the model layer)."""
+
+    @property
+    def by_id(self) -> Mapping[str, Any]: ...  # Request by id
+
 
 DEFAULT_GRID: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -127,7 +133,7 @@ class StepAggregates:
     prefills: tuple[tuple[int, int, int], ...] = ()
 
     @classmethod
-    def from_decision(cls, problem: StepProblem, tokens: Mapping[str, int]) -> StepAggregates:
+    def from_decision(cls, problem: HasRequests, tokens: Mapping[str, int]) -> StepAggregates:
         """Ids that are not in the problem and non-positive counts are ignored (the evaluator
         reports them as violations)."""
         total = batch = context = 0
@@ -196,7 +202,7 @@ class LatencyModel:
             + prefill_attention_ns
         )
 
-    def predict_ns(self, problem: StepProblem, tokens: Mapping[str, int]) -> int:
+    def predict_ns(self, problem: HasRequests, tokens: Mapping[str, int]) -> int:
         """Latency of giving ``tokens[id]`` tokens to each request of ``problem``.
 
         Ids that are not in the problem and non-positive counts are ignored (the evaluator
@@ -204,7 +210,7 @@ class LatencyModel:
         """
         return self.breakdown_ns(problem, tokens)["total"]
 
-    def breakdown_ns(self, problem: StepProblem, tokens: Mapping[str, int]) -> dict[str, int]:
+    def breakdown_ns(self, problem: HasRequests, tokens: Mapping[str, int]) -> dict[str, int]:
         """The terms (kernels, engine overhead) and their total, in nanoseconds."""
         return self.breakdown_of(StepAggregates.from_decision(problem, tokens))
 

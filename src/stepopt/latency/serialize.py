@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from stepopt.errors import InputError
+from stepopt.errors import InputError, validation_error
 from stepopt.latency.engine import NONE, EngineOverhead, load_engine
 from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention, exact_coefficient
 from stepopt.latency.pwl import PiecewiseLinear, first_negative
@@ -155,20 +155,17 @@ def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyM
 
 
 def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
-    """Validate an explicit model or a ``{"preset": NAME}`` reference."""
-    from stepopt.io import validation_error
-
+    """Validate an explicit model or a ``{"preset": NAME}`` reference (with an optional
+    ``engine``)."""
     if isinstance(doc, dict) and "preset" in doc:
         try:
             ref = PresetRef.model_validate(doc)
         except ValidationError as exc:
             raise validation_error(exc, prefix=field) from None
-        from stepopt.latency.presets import load_preset
+        from stepopt.latency.presets import load_preset  # presets parse through this module
 
         model = load_preset(ref.preset)
-        if ref.engine is None:
-            return model
-        return model.with_engine(ref.engine)
+        return model if ref.engine is None else model.with_engine(ref.engine)
     try:
         spec = LatencySpec.model_validate(doc)
     except ValidationError as exc:

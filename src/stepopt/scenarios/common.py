@@ -129,20 +129,13 @@ def assign_priorities(
     out = []
     for r in requests:
         p = int(rng.integers(0, levels)) if rng.random() < share else 0
-        out.append(
-            Request(r.id, r.prompt_tokens, r.computed_tokens, p, r.arrival_time, r.output_tokens)
-        )
+        out.append(replace(r, priority=p))
     return out
 
 
 def blocks_needed(problem: StepProblem) -> int:
     """New KV blocks if every request got its full ``hi`` (an upper bound on any decision)."""
-    bs = problem.config.block_size
-    total = 0
-    for r in problem.requests:
-        c = problem.hi(r)
-        total += -(-(r.computed_tokens + c) // bs) - -(-r.computed_tokens // bs)
-    return total
+    return sum(problem.new_blocks(r, problem.hi(r)) for r in problem.requests)
 
 
 def fit_kv(
@@ -251,9 +244,7 @@ def finish_problem(
     if regime == "ncap" and mode == "weighted":
         # The burst of short prompts is urgent: it competes with longer, lower-weight work.
         waiting = [
-            Request(r.id, r.prompt_tokens, 0, 0, r.arrival_time, r.output_tokens)
-            if r.id.startswith("s")
-            else r
+            replace(r, computed_tokens=0, priority=0) if r.id.startswith("s") else r
             for r in waiting
         ]
     problem = StepProblem(

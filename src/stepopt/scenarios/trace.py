@@ -15,17 +15,13 @@ engine in steady state at utilization ``load``:
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from stepopt.errors import InputError
-from stepopt.io import read_text
 from stepopt.latency.presets import load_preset
-from stepopt.limits import seconds, whole_number
 from stepopt.model import Request
 from stepopt.scenarios.common import (
     GenerateOptions,
@@ -36,6 +32,7 @@ from stepopt.scenarios.common import (
     queue_lengths,
     rng_for,
 )
+from stepopt.tracefile import read_trace_csv
 
 PREFILL_CHUNK = 512  # chunk size of the steady engine the snapshot is taken from
 
@@ -50,33 +47,13 @@ class Trace:
 
 @lru_cache(maxsize=8)
 def load_trace(path: str) -> Trace:
-    """Read and validate a trace CSV (cached per path)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("source", "trace file not found", str(p))
-    prompts: list[int] = []
-    outputs: list[int] = []
-    arrivals: list[float] = []
-    reader = csv.DictReader(read_text(p, "source").splitlines())
-    cols = set(reader.fieldnames or ())
-    for need in ("num_prefill_tokens", "num_decode_tokens"):
-        if need not in cols:
-            raise InputError(f"{p.name}", f"missing column {need!r}", sorted(cols))
-    has_arr = "arrived_at" in cols
-    for line, row in enumerate(reader, start=2):
-        at = f"{p.name} line {line}"
-        if None in row.values():
-            raise InputError(at, "fewer cells than the header has columns", dict(row))
-        prompts.append(whole_number(row["num_prefill_tokens"], f"{at}.num_prefill_tokens", 1))
-        outputs.append(whole_number(row["num_decode_tokens"], f"{at}.num_decode_tokens", 0))
-        if has_arr:
-            arrivals.append(seconds(row["arrived_at"], f"{at}.arrived_at"))
-    if not prompts:
-        raise InputError("source", "trace has no rows", str(p))
+    """Read and validate a trace CSV (cached per path); requests may have no output token."""
+    cols = read_trace_csv(path, "source", min_output=0)
+    arrivals = cols.arrivals_s
     return Trace(
-        str(p),
-        np.asarray(prompts, dtype=np.int64),
-        np.asarray(outputs, dtype=np.int64),
+        str(Path(path)),
+        np.asarray(cols.prompts, dtype=np.int64),
+        np.asarray(cols.outputs, dtype=np.int64),
         np.asarray(arrivals, dtype=float) if arrivals else None,
     )
 

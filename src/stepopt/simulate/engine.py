@@ -24,8 +24,8 @@ from typing import Any
 
 from stepopt.errors import InputError, StepoptError
 from stepopt.evaluate import HARD_RULES, evaluate
-from stepopt.heuristics.common import attention_fn, fast_curve
 from stepopt.latency.model import LatencyModel
+from stepopt.latency.step import step_latency
 from stepopt.limits import MAX_BLOCKS, MAX_REQUESTS, MAX_TOKENS, check_int
 from stepopt.model import (
     OBJECTIVES,
@@ -36,6 +36,7 @@ from stepopt.model import (
     PriorityMode,
     Request,
     StepProblem,
+    make_request,
 )
 from stepopt.simulate.policies import Policy
 from stepopt.simulate.targets import TargetRule
@@ -143,25 +144,8 @@ class _Req:
         self.preemptions = 0
 
 
-# Building a Request through its slot descriptors skips the frozen dataclass's __init__
-# (object.__setattr__ per field); the object is the same.
-_NEW = object.__new__
-_SET = tuple(
-    Request.__dict__[f].__set__
-    for f in ("id", "prompt_tokens", "computed_tokens", "priority", "arrival_time", "output_tokens")
-)
-
-
 def _request(s: _Req) -> Request:
-    r = _NEW(Request)
-    a, b, c, d, e, f = _SET
-    a(r, s.id)
-    b(r, s.target)
-    c(r, s.computed)
-    d(r, s.priority)
-    e(r, s.arrival_s)
-    f(r, s.output)
-    return r
+    return make_request(s.id, s.target, s.computed, s.priority, s.arrival_s, s.output)
 
 
 @dataclass
@@ -241,9 +225,12 @@ def simulate(
     decide = policy.decide
     pname = policy.name
 
-    tok_curve, seq_curve = fast_curve(latency.tokens), fast_curve(latency.batch)
-    attn = attention_fn(latency.prefill)
-    dps = latency.decode_context_ps
+    fast = step_latency(latency)
+    attn, step_ns = fast.attention, fast.total
+    make = make_request
+    inline = not make_request.rest  # type: ignore[attr-defined]
+    set_id, set_prompt, set_computed, set_prio, set_arrival, set_output = make_request.setters  # type: ignore[attr-defined]
+    new = object.__new__
 
     ids = trace.ids
     arrivals = trace.arrivals_ns.tolist()
@@ -325,7 +312,6 @@ def simulate(
 
     lo_bound = (min_chunk + bs - 1) // bs + 1  # most blocks a minimum share can need
     step_cfg = base_cfg if not kv_on else EngineConfig(budget, max_run, thr, min_chunk, bs, free)
-    set_id, set_prompt, set_computed, set_prio, set_arrival, set_output = _SET
 
     while True:
         # ---- arrivals -------------------------------------------------------------------
@@ -380,14 +366,17 @@ def simulate(
         run_reqs = []
         for s in running:
             r = s.req
-            if r is None:  # _request(s), inlined: this loop runs for every running request
-                r = s.req = _NEW(Request)
-                set_id(r, s.id)
-                set_prompt(r, s.target)
-                set_computed(r, s.computed)
-                set_prio(r, s.priority)
-                set_arrival(r, s.arrival_s)
-                set_output(r, s.output)
+            if r is None:
+                if inline:  # make_request's own setters: this runs for every running request
+                    r = s.req = new(Request)
+                    set_id(r, s.id)
+                    set_prompt(r, s.target)
+                    set_computed(r, s.computed)
+                    set_prio(r, s.priority)
+                    set_arrival(r, s.arrival_s)
+                    set_output(r, s.output)
+                else:  # Request has more fields: the factory gives them their defaults
+                    r = s.req = make(s.id, s.target, s.computed, s.priority, s.arrival_s, s.output)
             run_reqs.append(r)
         n_run, n_wait = len(run_reqs), len(waiting_tuple)
         target_ms = target(n_wait, n_run)
@@ -500,7 +489,7 @@ def simulate(
                 f"arrivals left (target {target_ms:g} ms; is it below the cheapest step?)",
             )
 
-        lat = tok_curve(total) + seq_curve(batch) + (dps * ctx) // 1000 + att
+        lat = step_ns(total, batch, ctx, att)
         if validate and lat != ev.latency_ns:
             raise AssertionError(f"step {step}: latency {lat} != evaluator {ev.latency_ns}")
         end = t + lat

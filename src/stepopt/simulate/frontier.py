@@ -17,7 +17,7 @@ from typing import Any
 
 from stepopt.errors import InputError
 from stepopt.evaluate import evaluate
-from stepopt.heuristics.base import checked_decision, get_heuristic
+from stepopt.heuristics.base import HEURISTIC_STATUS, checked_decision, get_heuristic
 from stepopt.limits import check_target_ms
 from stepopt.model import OBJECTIVES, StepProblem
 
@@ -107,7 +107,7 @@ def frontier(
                     name,
                     "heuristic",
                     float(t),
-                    "HEURISTIC",
+                    HEURISTIC_STATUS,
                     ev.latency_ms,
                     ev.scheduled_tokens,
                     ev.weighted_tokens,

@@ -21,15 +21,12 @@ from stepopt.heuristics.base import (
     checked_decision,
     coerce_params,
     get_heuristic,
+    heuristic_info,
 )
 from stepopt.model import Decision, StepProblem
 
-# Rules vLLM's own schedule may break (docs/heuristics.md): no minimum chunk and the threshold
-# lifted for a lone request (phase), admission order instead of Decode > Prefill, FCFS order.
-VLLM_EXEMPT = frozenset({Rule.PHASE, Rule.DECODE_FIRST, Rule.WAITING_ORDER})
-_PREEMPTING = {"vllm-v1": VLLM_EXEMPT, "vllm-v1-priority": VLLM_EXEMPT}
-
 EXACT = "exact"
+HORIZON = "horizon"  # receding horizon: stepopt.horizon.policy
 
 
 @dataclass
@@ -72,8 +69,9 @@ class HeuristicPolicy(Policy):
         self._fn = get_heuristic(name)  # unknown names list the valid ones
         self._params = dict(params or {})
         check_signature(self._fn, name, self._params)
-        self.preempts = name in _PREEMPTING
-        self.exempt = _PREEMPTING.get(name, frozenset())
+        info = heuristic_info(name)  # the registry says which rules it may break
+        self.preempts = info.preempts
+        self.exempt = info.exempt
 
     def decide(self, problem: StepProblem) -> tuple[Decision, str]:
         t0 = time.perf_counter_ns()
@@ -152,6 +150,8 @@ def make_policy(
     parameters in brackets: ``sarathi[chunk_size=512]``, ``three-stage[full_scan=true]``."""
     head, params = parse_policy_spec(name)
     kind, _, rest = head.partition(":")
+    if kind == HORIZON:
+        return _horizon_policy(rest, params, time_limit, fallback, name)
     if kind == EXACT:
         if params:
             raise InputError("policy", "the exact policy takes no [parameters]", name)
@@ -161,6 +161,23 @@ def make_policy(
     if params:
         pol.name = f"{head}[{','.join(f'{k}={v}' for k, v in params.items())}]"
     return pol
+
+
+def _horizon_policy(
+    steps: str, params: dict[str, str], time_limit: float | None, fallback: str, spec: str
+) -> Policy:
+    """``horizon[:K][ttft_ms=..,tbt_ms=..]``: a K-step window solved every step."""
+    from stepopt.horizon.policy import HorizonPolicy
+
+    unknown = set(params) - {"ttft_ms", "tbt_ms"}
+    if unknown:
+        raise InputError("policy", f"horizon takes ttft_ms and tbt_ms, not {sorted(unknown)}", spec)
+    try:
+        k = int(steps) if steps else 4
+        slo = {key: float(v) for key, v in params.items()}
+    except ValueError:
+        raise InputError("policy", "expected horizon[:K][ttft_ms=X,tbt_ms=Y]", spec) from None
+    return HorizonPolicy(k, time_limit=time_limit, fallback=fallback, **slo)
 
 
 def parse_policy_spec(spec: str) -> tuple[str, dict[str, str]]:

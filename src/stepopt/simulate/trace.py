@@ -8,24 +8,15 @@ needs a Poisson rate.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stepopt.errors import InputError
-from stepopt.io import read_text
-from stepopt.limits import MAX_PRIORITY, seconds, whole_number
+from stepopt.tracefile import read_trace_csv
 
 NS_PER_S = 1_000_000_000
-
-_ALIASES = {
-    "arrival": ("arrived_at", "arrival_time"),
-    "prompt": ("num_prefill_tokens", "prompt_tokens"),
-    "output": ("num_decode_tokens", "output_tokens"),
-    "priority": ("priority",),
-}
 
 
 @dataclass(frozen=True)
@@ -70,17 +61,6 @@ class Trace:
             self.prompt_tokens[:n],
             self.output_tokens[:n],
             self.priorities[:n],
-            self.source,
-        )
-
-    def with_poisson_arrivals(self, rate: float, seed: int = 0) -> Trace:
-        """The same requests (in the same order) arriving as a Poisson process of ``rate``
-        requests per second, the first at time 0."""
-        return Trace(
-            poisson_arrivals_ns(len(self), rate, seed),
-            self.prompt_tokens,
-            self.output_tokens,
-            self.priorities,
             self.source,
         )
 
@@ -138,45 +118,13 @@ def make_trace(
 def load_trace(path: str | Path, *, rate: float | None = None, seed: int = 0) -> Trace:
     """Read a trace CSV. ``rate`` replaces its arrival times by Poisson arrivals (required when
     it has none)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("trace", "file not found", str(p))
-    reader = csv.reader(read_text(p, "trace").splitlines())
-    header = next(reader, None)
-    if header is None:
-        raise InputError("trace", "empty file", str(p))
-    cols = {name.strip(): k for k, name in enumerate(header)}
-    where = {
-        key: next((cols[a] for a in names if a in cols), None) for key, names in _ALIASES.items()
-    }
-    for key in ("prompt", "output"):
-        if where[key] is None:
-            raise InputError("trace", f"missing column {_ALIASES[key][0]!r}", ", ".join(header))
-    ia, ip, io_, ipr = where["arrival"], where["prompt"], where["output"], where["priority"]
-    arrivals: list[float] = []
-    prompts: list[int] = []
-    outputs: list[int] = []
-    prios: list[int] = []
-    for line, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        at = f"trace line {line}"
-        if len(row) < len(header):
-            raise InputError(at, f"{len(row)} cells, the header has {len(header)}", ",".join(row))
-        prompts.append(whole_number(row[ip], f"{at}.{header[ip]}", 1))
-        outputs.append(whole_number(row[io_], f"{at}.{header[io_]}", 1))
-        if ia is not None:
-            arrivals.append(seconds(row[ia], f"{at}.{header[ia]}"))
-        if ipr is not None:
-            prios.append(whole_number(row[ipr], f"{at}.{header[ipr]}", -MAX_PRIORITY, MAX_PRIORITY))
-    if not prompts:
-        raise InputError("trace", "no requests in file", str(p))
+    cols = read_trace_csv(path, "trace", min_output=1)
     return make_trace(
-        prompts,
-        outputs,
-        arrivals if ia is not None else None,
-        prios if ipr is not None else None,
+        cols.prompts,
+        cols.outputs,
+        cols.arrivals_s,
+        cols.priorities,
         rate=rate,
         seed=seed,
-        source=p.name,
+        source=cols.name,
     )

@@ -8,12 +8,12 @@ the solver (they are what it proved) and are in the units of the primary objecti
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from stepopt.errors import UnknownNameError
+from stepopt.errors import InputError, UnknownNameError
 from stepopt.evaluate import Evaluation, evaluate
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
@@ -65,10 +65,6 @@ class SolveResult:
         denom = max(abs(obj), abs(bound), 1e-9)
         return abs(obj - bound) / denom
 
-    @property
-    def has_solution(self) -> bool:
-        return self.decision is not None
-
     def to_dict(self) -> dict[str, Any]:
         ev = self.evaluation
         return {
@@ -101,14 +97,67 @@ class Solver(Protocol):
     ) -> SolveResult: ...
 
 
-_SOLVERS: dict[str, Callable[[], Solver]] = {}
+@dataclass(frozen=True)
+class SolverInfo:
+    """A registered solver and what the registry knows about it without building it.
+
+    ``params`` is the set of keyword parameters the solver accepts (or a function that
+    returns it, for a set taken from a backend lazily); ``available`` says whether its backend
+    is installed. Unknown parameters are rejected here, once, for every solver."""
+
+    name: str
+    factory: Callable[[], Solver]
+    params: frozenset[str] | Callable[[], frozenset[str]]
+    available: Callable[[], bool] = lambda: True
+    params_doc: str = ""  # how an error names the valid parameters when there are many
+
+    def accepted(self) -> frozenset[str]:
+        return self.params if isinstance(self.params, frozenset) else self.params()
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        unknown = sorted(set(params) - self.accepted())
+        if unknown:
+            valid = self.params_doc or ", ".join(sorted(self.accepted())) or "none"
+            raise InputError(
+                f"{self.name} parameters",
+                f"unknown {', '.join(unknown)}; valid: {valid}",
+                show_value=False,
+            )
 
 
-def register_solver(name: str) -> Callable[[Callable[[], Solver]], Callable[[], Solver]]:
-    """Register a zero-argument factory for a solver under ``name``."""
+class _Checked:
+    """The solver with its parameters checked against the registry before it runs."""
+
+    def __init__(self, info: SolverInfo) -> None:
+        self.info = info
+        self.inner = info.factory()
+        self.name = getattr(self.inner, "name", info.name)
+
+    def solve(
+        self, problem: StepProblem, time_limit: float | None = None, **params: Any
+    ) -> SolveResult:
+        self.info.check_params(params)
+        return self.inner.solve(problem, time_limit=time_limit, **params)
+
+
+_SOLVERS: dict[str, SolverInfo] = {}
+
+
+def register_solver(
+    name: str,
+    *,
+    params: Iterable[str] | Callable[[], frozenset[str]],
+    available: Callable[[], bool] | None = None,
+    params_doc: str = "",
+) -> Callable[[Callable[[], Solver]], Callable[[], Solver]]:
+    """Register a zero-argument factory for a solver under ``name`` with the parameters it
+    accepts and a check of its backend."""
+    accepted = params if callable(params) else frozenset(params)
 
     def deco(factory: Callable[[], Solver]) -> Callable[[], Solver]:
-        _SOLVERS[name] = factory
+        _SOLVERS[name] = SolverInfo(
+            name, factory, accepted, available or (lambda: True), params_doc
+        )
         return factory
 
     return deco
@@ -124,11 +173,16 @@ def solver_names() -> list[str]:
     return sorted(_SOLVERS)
 
 
-def get_solver(name: str) -> Solver:
+def solver_info(name: str) -> SolverInfo:
     _load_builtin()
     if name not in _SOLVERS:
         raise UnknownNameError("solver", name, sorted(_SOLVERS))
-    return _SOLVERS[name]()
+    return _SOLVERS[name]
+
+
+def get_solver(name: str) -> Solver:
+    """The named solver; its ``solve`` rejects parameters the solver does not accept."""
+    return _Checked(solver_info(name))
 
 
 def solve(

@@ -34,10 +34,6 @@ class BruteSolver:
         self, problem: StepProblem, time_limit: float | None = None, **params: Any
     ) -> SolveResult:
         started = time.perf_counter()
-        # target_tolerance_ns is accepted and ignored: brute force is always exact.
-        unknown = sorted(set(params) - {"max_requests", "max_states", "target_tolerance_ns"})
-        if unknown:
-            raise InputError("brute parameters", "valid: max_requests, max_states", unknown)
         max_requests = int(params.get("max_requests", MAX_REQUESTS))
         max_states = int(params.get("max_states", MAX_STATES))
         n = len(problem.requests)
@@ -180,6 +176,8 @@ def _search(problem: StepProblem, max_states: int) -> tuple[Decision | None, int
     return Decision.of(best[0]), best[1], states
 
 
-@register_solver("brute")
+# target_tolerance_ns is accepted so that a study can pass one tolerance to every solver:
+# brute force proves every answer exactly, which meets any tolerance.
+@register_solver("brute", params=("max_requests", "max_states", "target_tolerance_ns"))
 def _factory() -> BruteSolver:
     return BruteSolver()

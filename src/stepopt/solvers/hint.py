@@ -10,6 +10,7 @@ before use. Incremental latency: O(requests + log chunk) model evaluations.
 from __future__ import annotations
 
 from stepopt.evaluate import evaluate
+from stepopt.latency.step import step_latency
 from stepopt.model import Decision, StepProblem
 
 
@@ -27,8 +28,8 @@ def greedy_hint(problem: StepProblem) -> Decision | None:
     tokens: dict[str, int] = {}
     s = b = ctx = att = 0
 
-    def latency(s_: int, b_: int, ctx_: int, att_: int) -> int:
-        return lat.tokens(s_) + lat.batch(b_) + lat.decode_ns(ctx_) + att_
+    fast = step_latency(lat)
+    latency, attention = fast.total, fast.attention
 
     for r in problem.running_decodes:
         if budget - s < 1 or (kv_left is not None and r.computed_tokens % bs == 0 and kv_left < 1):
@@ -53,7 +54,7 @@ def greedy_hint(problem: StepProblem) -> Decision | None:
             break
 
         def at(c: int, r=r, s=s, b=b, att=att) -> int:
-            a = lat.prefill(c, r.computed_tokens, r.remaining_prompt)
+            a = attention(c, r.computed_tokens, r.remaining_prompt)
             return latency(s + c, b + 1, ctx, att + a)
 
         now = latency(s, b, ctx, att)
@@ -80,9 +81,9 @@ def greedy_hint(problem: StepProblem) -> Decision | None:
             break
         tokens[r.id] = c
         s, b = s + c, b + 1
-        att += lat.prefill(c, r.computed_tokens, r.remaining_prompt)
+        att += attention(c, r.computed_tokens, r.remaining_prompt)
         if kv_left is not None:
-            kv_left -= 0 if c <= slack else -(-(c - slack) // bs)
+            kv_left -= problem.new_blocks(r, c)
         if k >= n_run:
             slots -= 1
         elif c < hi:

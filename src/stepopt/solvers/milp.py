@@ -33,7 +33,6 @@ from typing import Any
 
 import pulp
 
-from stepopt.errors import InputError
 from stepopt.formulation import build
 from stepopt.formulation.milp import MilpEncoding, encode
 from stepopt.model import NS_PER_MS, Decision, StepProblem
@@ -227,13 +226,7 @@ class MilpSolver:
         started = time.perf_counter()
         name = self.name
         params = dict(params)
-        tolerance = pop_tolerance(params)
-        if params:
-            raise InputError(
-                f"{name} parameters",
-                f"this solver takes only {TOLERANCE_PARAM}",
-                ", ".join(sorted(params)),
-            )
+        tolerance = pop_tolerance(params)  # the only parameter (the registry checks names)
         form = build(admissible(problem))  # model building counts against the limit
         early = trivial_result(problem, form, name, started, time_limit)
         if early is not None:
@@ -378,11 +371,22 @@ class MilpSolver:
         )
 
 
-@register_solver("cbc")
+@register_solver("cbc", params=(TOLERANCE_PARAM,), available=lambda: _available("cbc"))
 def _cbc() -> MilpSolver:
     return MilpSolver(_Cbc())
 
 
-@register_solver("highs")
+@register_solver("highs", params=(TOLERANCE_PARAM,), available=lambda: _available("highs"))
 def _highs() -> MilpSolver:
     return MilpSolver(_Highs())
+
+
+def _available(backend: str) -> bool:
+    """Whether PuLP finds the backend (CBC's bundled binary, the highspy package)."""
+    if backend == "highs":
+        import importlib.util
+
+        return importlib.util.find_spec("highspy") is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # as in _Cbc.make
+        return bool(pulp.PULP_CBC_CMD(msg=False).available())

@@ -18,15 +18,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from stepopt.errors import InputError, MissingExtraError, StepoptError
-from stepopt.studies.worker import Task, run_task
+from stepopt.studies.worker import run_task
 
 DASK_CONNECT_TIMEOUT_S = 5.0
 PARENT_POLL_S = 0.5
 
 
-def run_inline(tasks: list[Task]) -> Iterator[list[dict[str, Any]]]:
+def run_inline(tasks: list[Any], fn: Any = run_task) -> Iterator[list[dict[str, Any]]]:
+    """``fn`` runs one task (a module-level function: the horizon study passes its own)."""
     for t in tasks:
-        yield run_task(t)
+        yield fn(t)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -51,7 +52,7 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="stepopt-parent-watch", daemon=True).start()
 
 
-def run_local(tasks: list[Task], workers: int) -> Iterator[list[dict[str, Any]]]:
+def run_local(tasks: list[Any], workers: int, fn: Any = run_task) -> Iterator[list[dict[str, Any]]]:
     """A process pool (spawned processes: no fork of a threaded parent)."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -69,7 +70,7 @@ def run_local(tasks: list[Task], workers: int) -> Iterator[list[dict[str, Any]]]
         try:
             # Keep a few tasks per worker in flight: results stream in, memory stays flat.
             for t in pending:
-                inflight.add(pool.submit(run_task, t))
+                inflight.add(pool.submit(fn, t))
                 if len(inflight) >= 4 * workers:
                     break
             while inflight:
@@ -85,7 +86,7 @@ def run_local(tasks: list[Task], workers: int) -> Iterator[list[dict[str, Any]]]
                     yield rows
                     nxt = next(pending, None)
                     if nxt is not None:
-                        inflight.add(pool.submit(run_task, nxt))
+                        inflight.add(pool.submit(fn, nxt))
         finally:
             for fut in inflight:
                 fut.cancel()
@@ -111,7 +112,7 @@ def _distributed() -> Any:
 
 
 def run_dask(
-    tasks: list[Task], address: str | None, workers: int = 2
+    tasks: list[Any], address: str | None, workers: int = 2, fn: Any = run_task
 ) -> Iterator[list[dict[str, Any]]]:
     """On the Dask scheduler at ``address``, or on a local cluster of ``workers`` processes
     that lives as long as this run."""
@@ -134,7 +135,7 @@ def run_dask(
                 show_value=False,
             ) from None
         try:
-            futures = client.map(run_task, tasks, pure=False)
+            futures = client.map(fn, tasks, pure=False)
             for fut in distributed.as_completed(futures):
                 yield fut.result()
         finally:

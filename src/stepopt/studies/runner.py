@@ -17,7 +17,7 @@ from typing import Any
 
 from stepopt import __version__
 from stepopt.errors import InputError
-from stepopt.heuristics.base import resolve_heuristic
+from stepopt.heuristics.base import get_heuristic
 from stepopt.io import problem_hash, read_document
 from stepopt.studies.config import DEFAULT_HEURISTICS, StudyConfig
 from stepopt.studies.executors import dask_address, run_dask, run_inline, run_local
@@ -94,7 +94,7 @@ def heuristic_list(cfg: StudyConfig) -> tuple[str, ...]:
         registered = heuristic_names()
         names = tuple(n for n in DEFAULT_HEURISTICS if n in registered) or tuple(registered)
     for n in names:
-        resolve_heuristic(n)
+        get_heuristic(n)
     return tuple(names)
 
 

@@ -76,7 +76,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("worker", "VARCHAR"),
 )
 NAMES = tuple(c for c, _ in COLUMNS)
-DIMENSIONS = ("load", "queue_size", "preset", "target", "regime", "priority_mode", "source")
 
 
 def _duckdb():

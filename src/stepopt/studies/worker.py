@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepopt.evaluate import Evaluation, evaluate
-from stepopt.heuristics.base import checked_decision, resolve_heuristic
+from stepopt.gap import relative_gap
+from stepopt.heuristics.base import HEURISTIC_STATUS, checked_decision, get_heuristic
 
 HEURISTIC, EXACT = "heuristic", "exact"
 # gap_kind of a gap against a usable reference: proven optimal exactly, or (``target``) with
@@ -50,16 +51,6 @@ def reference_class(row: dict[str, Any]) -> str:
     within, tol = row.get("ref_proven_within_ns"), row.get("target_tolerance_ns")
     ok = row.get("objective") == "target" and within is not None and tol is not None
     return "within_tolerance" if ok and within <= tol else "unproven"
-
-
-def relative_gap(objective: str, value: float, reference: float, target_ms: float) -> float | None:
-    """Gap of ``value`` against ``reference`` (the optimum or a bound), FORMULATION.md's relative
-    form: target ``(|L_h - T| - |L_* - T|) / T``; goodput ``(obj_* - obj_h) / obj_*``."""
-    if objective == "target":
-        return (value - reference) / target_ms
-    if reference == 0:
-        return 0.0 if value == 0 else None
-    return (reference - value) / reference
 
 
 def _eval_cols(ev: Evaluation | None) -> dict[str, Any]:
@@ -176,14 +167,16 @@ def run_task(task: Task) -> list[dict[str, Any]]:
         row.update({"ref_status": ref_status, "ref_objective": ref_obj, "solve_ms": solve_ms})
         t0 = time.perf_counter()
         try:
-            fn = resolve_heuristic(name)  # imports happen here, outside the timed call
+            fn = get_heuristic(name)  # imports happen here, outside the timed call
             t0 = time.perf_counter()
             dec = fn(problem)
             decision_ms = (time.perf_counter() - t0) * 1000.0
             dec = checked_decision(dec, name)  # a user's callable may return anything
             ev = evaluate(problem, dec)
             row.update(
-                status="OK", message="", decision=json.dumps(dec.scheduled(), sort_keys=True)
+                status=HEURISTIC_STATUS,
+                message="",
+                decision=json.dumps(dec.scheduled(), sort_keys=True),
             )
         except Exception as exc:
             decision_ms = (time.perf_counter() - t0) * 1000.0

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stepopt.constraints import FAMILIES
 from stepopt.evaluate import Evaluation, Rule, evaluate
+from stepopt.gap import relative_gap
 from stepopt.io import problem_hash, problem_to_dict, save_decision, save_problem
 from stepopt.model import Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus
@@ -27,23 +29,13 @@ from stepopt.testing.oracle import OracleCache, default_cache_dir, default_oracl
 
 HeuristicLike = Callable[[StepProblem], Decision] | str
 
-# What each rule asks of a decision, in the words of the problem's fields.
+# What each rule asks of a decision, in the words of the problem's fields: the families
+# state their own; the decision's well-formedness rules are the evaluator's.
 HINTS: dict[Rule, str] = {
     Rule.UNKNOWN_REQUEST: "only ids of problem.running and problem.waiting may get tokens",
     Rule.NEGATIVE_TOKENS: "token counts are >= 0",
-    Rule.BUDGET: "the tokens of all requests sum to at most config.max_num_scheduled_tokens",
-    Rule.CONCURRENCY: "len(running) + admitted waiting requests <= config.max_num_running_reqs",
-    Rule.PHASE: "a decode gets 0 or 1 token; a prefill 0 or problem.lo(r)..problem.hi(r) "
-    "(hi = remaining prompt capped by long_prefill_token_threshold, lo = min(min_prefill_chunk, "
-    "hi))",
-    Rule.DECODE_FIRST: "no prefill token unless every running decode gets its token",
-    Rule.RUNNING_FIRST: "strict mode: admit waiting requests only when every running request "
-    "gets its full problem.hi(r)",
-    Rule.WAITING_ORDER: "strict mode: admitted waiting requests are a prefix of "
-    "problem.waiting_order, i.e. sorted by (priority, arrival_time, id)",
-    Rule.KV_CAPACITY: "new KV blocks (ceil((computed + c) / block_size) - ceil(computed / "
-    "block_size), summed) fit in config.num_free_blocks",
-    Rule.LATENCY_CAP: "goodput objective: the predicted latency stays <= target_latency_ms",
+    Rule.PREEMPTION: "preempted ids are running requests that get no tokens",
+    **{rule: text for family in FAMILIES for rule, text in family.HINTS.items()},
 }
 
 MAX_INLINE_JSON = 6000
@@ -57,11 +49,10 @@ def gap(problem: StepProblem, heuristic: Evaluation, optimal: Evaluation) -> flo
     weighted tokens as ``obj`` (0 when the optimum schedules nothing).
     """
     if problem.objective == "target":
-        return (heuristic.deviation_ns - optimal.deviation_ns) / problem.target_ns
-    best = optimal.weighted_tokens
-    if best <= 0:
-        return 0.0
-    return (best - heuristic.weighted_tokens) / best
+        g = relative_gap("target", heuristic.deviation_ns, optimal.deviation_ns, problem.target_ns)
+    else:
+        g = relative_gap("goodput", heuristic.weighted_tokens, optimal.weighted_tokens, 0.0)
+    return 0.0 if g is None else g
 
 
 def gap_formula(problem: StepProblem, h: Evaluation, opt: Evaluation) -> str:
@@ -93,11 +84,11 @@ def import_path(heuristic: HeuristicLike) -> str | None:
     qual = getattr(heuristic, "__qualname__", None)
     if not module or not qual or module == "__main__" or "<" in qual:
         return None
-    from stepopt.heuristics.base import resolve_heuristic
+    from stepopt.heuristics.base import get_heuristic
 
     path = f"{module}:{qual}"
     try:
-        return path if resolve_heuristic(path) is heuristic else None
+        return path if get_heuristic(path) is heuristic else None
     except Exception:
         return None
 
@@ -414,9 +405,9 @@ def assert_gap_within(
     label = heuristic_label(heuristic)
     name = import_path(heuristic)
     if isinstance(heuristic, str):
-        from stepopt.heuristics.base import resolve_heuristic
+        from stepopt.heuristics.base import get_heuristic
 
-        fn = resolve_heuristic(heuristic)
+        fn = get_heuristic(heuristic)
     else:
         fn = heuristic
     oracle = oracle if oracle is not None else default_oracle()

@@ -194,10 +194,7 @@ def _preset_problems(
     # Upper end: every request at its full chunk (may exceed the budget: then the budget binds).
     full = {r.id: problem.hi(r) for r in problem.requests}
     if kv and draw(st.booleans()):
-        need = sum(
-            -(-(r.computed_tokens + full[r.id]) // BLOCK) - -(-r.computed_tokens // BLOCK)
-            for r in problem.requests
-        )
+        need = sum(problem.new_blocks(r, full[r.id]) for r in problem.requests)
         # KV pressure: a share of what scheduling everything would need.
         free = int(need * draw(st.sampled_from([0.1, 0.3, 0.6, 0.9])))
         problem = problem.with_changes(config=_with_free_blocks(cfg, free))
