@@ -106,6 +106,16 @@ def _within(res: SolveResult) -> int | None:
     return max(ev.deviation_ns - round(res.bound * 1_000_000), 0)
 
 
-@register_solver(NAME)
+def _params() -> frozenset[str]:
+    from stepopt.solvers.base import solver_info
+
+    return solver_info("cpsat").accepted() | {TOLERANCE_PARAM}
+
+
+@register_solver(
+    NAME,
+    params=_params,
+    params_doc="target_tolerance_ns, or a cpsat parameter (used when CP-SAT runs)",
+)
 def _factory() -> AutoSolver:
     return AutoSolver()

@@ -50,7 +50,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 LEXICOGRAPHIC = ("weighted", "two_phase")
 # Our own options, then every field of CP-SAT's SatParameters (passed through to the solver).
 _PARAMS = frozenset(
-    {"lexicographic", "hint", "hull", "target_tolerance_ns"}
+    {"lexicographic", "hint", "start", "hull", "target_tolerance_ns"}
     | set(sat_parameters_pb2.SatParameters.DESCRIPTOR.fields_by_name)
 )
 
@@ -303,7 +303,8 @@ def _two_phase(problem, enc, started, time_limit, params, info, tolerance) -> So
 @register_solver(
     "cpsat",
     params=lambda: _PARAMS,
-    params_doc="lexicographic, hint, hull, target_tolerance_ns or a CP-SAT SatParameters field",
+    params_doc="lexicographic, hint, start, hull, target_tolerance_ns or a CP-SAT SatParameters "
+    "field",
 )
 def _factory() -> CpsatSolver:
     return CpsatSolver()

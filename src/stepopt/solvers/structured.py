@@ -316,6 +316,6 @@ def _target(problem, layers, started, time_limit, info) -> SolveResult:
     )
 
 
-@register_solver(NAME)
+@register_solver(NAME, params=(TOLERANCE_PARAM,))
 def _factory() -> StructuredSolver:
     return StructuredSolver()
