@@ -389,7 +389,7 @@ def cmd_frontier(
     targets: Annotated[str, typer.Option("--targets", help="Targets in ms: 20,30,40,50.")],
     solver: Annotated[
         str, typer.Option("--solver", "-s", help="Exact solver (none: heuristics only).")
-    ] = "cpsat",
+    ] = "auto",
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", help="Seconds per solve.")
     ] = None,
