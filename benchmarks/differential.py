@@ -5,10 +5,11 @@
 Problems are drawn round-robin from every family of :mod:`stepopt.testing.edge_cases` (the
 ``small`` family is the suite's kind of problem; the others reach zero-latency pieces,
 near-zero optima, tight weighted ties and a 128-request tie-break). Each is solved by every
-exact backend (cpsat, cbc, highs) and by brute force where the family is small; each decision is
-re-judged by the evaluator (done inside every solver's result) and the solvers must agree on
-the status and on ``evaluate.rank_key``. A FEASIBLE answer (optimum not proven within the
-per-solve limit) is counted, not compared: it is slow, not wrong. Every disagreement is
+exact backend (cpsat, cbc, highs, structured, auto) and by brute force where the family is
+small; each decision is re-judged by the evaluator (done inside every solver's result) and
+the solvers must agree on the status and on ``evaluate.rank_key``. A FEASIBLE answer (optimum
+not proven within the per-solve limit) or a refusal of ``structured`` is counted, not
+compared: it is slow or out of its scope, not wrong. Every disagreement is
 printed with its family and seed (``edge_cases.draw(family, seed)`` rebuilds it); the exit
 code is 1 if there was any.
 """
@@ -24,7 +25,7 @@ from stepopt.evaluate import rank_key
 from stepopt.solvers import SolveStatus, solve
 from stepopt.testing.edge_cases import BRUTE_FAMILIES, FAMILIES, draw
 
-BACKENDS = ("cpsat", "cbc", "highs")
+BACKENDS = ("cpsat", "cbc", "highs", "structured", "auto")
 LIMIT_S = 20.0  # per solve: a backend that cannot prove the optimum in it counts as a miss
 
 
@@ -35,11 +36,17 @@ def check(family: str, seed: int, unproven: Counter) -> list[str]:
     results = {name: solve(problem, name, time_limit=LIMIT_S) for name in names}
     out = []
     statuses = {name: str(r.status) for name, r in results.items()}
-    found = {s for s in statuses.values() if s != "FEASIBLE"}  # FEASIBLE: unproven in time
+    # FEASIBLE: unproven in time; structured's NO_SOLUTION: a refusal (weighted priority, ...)
+    refused = {
+        n for n, r in results.items() if n == "structured" and r.status == SolveStatus.NO_SOLUTION
+    }
+    found = {s for n, s in statuses.items() if s != "FEASIBLE" and n not in refused}
     if len(found) > 1 or "ERROR" in found or "NO_SOLUTION" in found:
         out.append(f"status {statuses}")
     keys = {}
-    unproven.update(name for name, r in results.items() if r.status == SolveStatus.FEASIBLE)
+    unproven.update(
+        name for name, r in results.items() if r.status == SolveStatus.FEASIBLE or name in refused
+    )
     for name, r in results.items():
         if r.evaluation is not None:
             if not r.evaluation.feasible:

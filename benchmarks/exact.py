@@ -6,12 +6,17 @@ when ../shared/data is present, else from a lognormal. The latency model is a me
 preset (``a100/llama-2-7b/tp1`` when shipped, else ``demo``). The target is drawn between the
 latency of the decodes alone and that of a full token budget, so both objectives trade.
 
-    .venv/bin/python benchmarks/exact.py                         # all solvers, default sizes
+    .venv/bin/python benchmarks/exact.py                         # structured, auto, cpsat
+    .venv/bin/python benchmarks/exact.py --solvers structured,auto,cpsat,highs,cbc
     .venv/bin/python benchmarks/exact.py --solvers cpsat --sizes 384 --count 40
     .venv/bin/python benchmarks/exact.py --objective goodput --time-limit 2
     .venv/bin/python benchmarks/exact.py --sizes 32,128,384 --count 10 --time-limit 2 \
         --tolerance-ns 1000                                      # target within 1 us
 
+``cpu med``: median CPU time of this process (steadier than wall time on a shared machine;
+CP-SAT runs one worker thread). ``proven``: OPTIMAL, INFEASIBLE, or |L - T| proven within
+the tolerance; ``vs cpsat``: median time over CP-SAT's median in the same run;
+``answered by`` (auto): which backend's answer.
 ``exact``: |L - T| proven optimal exactly (``proven_within_ns == 0``; the tie-break may be
 unproven, see the statuses); ``in tol``: FEASIBLE but proven within the tolerance
 (``proven_within_ns <= --tolerance-ns``); ``dev med``: median |L - T| in ns (target).
@@ -89,13 +94,53 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
+def run_solver(name: str, states: list[StepProblem], args, params: dict) -> dict:
+    """Solve every state with one backend: times (ms) and proof counts."""
+    times, cpus, statuses, devs, by = [], [], Counter(), [], Counter()
+    exact = within = proven = 0
+    for p in states:
+        t, c = time.perf_counter(), time.process_time()
+        extra = dict(params) if name == "cpsat" else {}
+        if args.tolerance_ns:
+            extra["target_tolerance_ns"] = args.tolerance_ns
+        res = solve(p, name, time_limit=args.time_limit, **extra)
+        times.append((time.perf_counter() - t) * 1000)
+        cpus.append((time.process_time() - c) * 1000)
+        pw = res.proven_within_ns
+        exact += pw == 0
+        within += pw is not None and 0 < pw <= args.tolerance_ns
+        proven += str(res.status) in ("OPTIMAL", "INFEASIBLE") or (
+            pw is not None and pw <= args.tolerance_ns
+        )
+        if res.evaluation is not None:
+            devs.append(res.evaluation.deviation_ns)
+        statuses[str(res.status)] += 1
+        if "answered_by" in res.params:
+            by[res.params["answered_by"]] += 1
+    st = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+    if by:
+        st += " / " + ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
+    return {
+        "name": name,
+        "median": statistics.median(times),
+        "p95": pct(times, 0.95),
+        "max": max(times),
+        "cpu": statistics.median(cpus),
+        "proven": proven,
+        "exact": exact,
+        "within": within,
+        "dev": statistics.median(devs) if devs else float("nan"),
+        "statuses": st,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--solvers", default="cpsat,highs,cbc")
-    ap.add_argument("--sizes", default="32,128,384,1024")
+    ap.add_argument("--solvers", default="structured,auto,cpsat")
+    ap.add_argument("--sizes", default="32,128,384,1024,4096")
     ap.add_argument("--count", type=int, default=20, help="states per size")
     ap.add_argument("--time-limit", type=float, default=10.0, help="seconds per solve")
-    ap.add_argument("--objective", default="target", choices=["target", "goodput"])
+    ap.add_argument("--objective", default="both", choices=["target", "goodput", "both"])
     ap.add_argument("--mode", default="strict", choices=["strict", "weighted"])
     ap.add_argument("--preset", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -115,45 +160,35 @@ def main() -> None:
     print(
         f"preset {preset}; prompts from {source}; objective {args.objective}, {args.mode} "
         f"priority; time limit {args.time_limit:g} s; tolerance {args.tolerance_ns} ns; "
-        f"{args.count} states per size; "
+        f"{args.count} states per size and objective; "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
     )
     header = (
-        f"{'solver':8} {'n':>5} {'median ms':>10} {'p95 ms':>9} {'max ms':>9} "
-        f"{'build ms':>9} {'exact':>5} {'in tol':>6} {'dev med':>8}  statuses"
+        f"{'objective':9} {'solver':10} {'n':>5} {'median ms':>10} {'p95 ms':>9} {'max ms':>9} "
+        f"{'cpu med':>8} {'vs cpsat':>8} {'proven':>6} {'exact':>5} {'in tol':>6} {'dev med':>8}  "
+        "statuses / answered by"
     )
     print(header)
     print("-" * len(header))
-    for n in [int(s) for s in args.sizes.split(",")]:
-        rng = random.Random(args.seed * 1000 + n)
-        states = [
-            make_state(rng, n, prompts, preset, args.objective, args.mode)
-            for _ in range(args.count)
-        ]
-        for name in args.solvers.split(","):
-            times, builds, statuses, devs = [], [], Counter(), []
-            exact = within = 0
-            for p in states:
-                t = time.perf_counter()
-                extra = dict(params) if name == "cpsat" else {}
-                if args.tolerance_ns:
-                    extra["target_tolerance_ns"] = args.tolerance_ns
-                res = solve(p, name, time_limit=args.time_limit, **extra)
-                pw = res.proven_within_ns
-                exact += pw == 0
-                within += pw is not None and 0 < pw <= args.tolerance_ns
-                if res.evaluation is not None:
-                    devs.append(res.evaluation.deviation_ns)
-                times.append((time.perf_counter() - t) * 1000)
-                builds.append(res.params.get("build_ms", 0.0))
-                statuses[str(res.status)] += 1
-            st = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
-            print(
-                f"{name:8} {n:>5} {statistics.median(times):>10.1f} {pct(times, 0.95):>9.1f} "
-                f"{max(times):>9.1f} {statistics.median(builds):>9.1f} {exact:>5} {within:>6} "
-                f"{statistics.median(devs) if devs else float('nan'):>8.0f}  {st}",
-                flush=True,
-            )
+    objectives = ["target", "goodput"] if args.objective == "both" else [args.objective]
+    for objective in objectives:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            rng = random.Random(args.seed * 1000 + n)
+            states = [
+                make_state(rng, n, prompts, preset, objective, args.mode) for _ in range(args.count)
+            ]
+            rows = [run_solver(name, states, args, params) for name in args.solvers.split(",")]
+            ref = next((r for r in rows if r["name"] == "cpsat"), None)
+            for r in rows:
+                ratio = (
+                    f"{r['median'] / ref['median']:>8.3f}" if ref and ref["median"] else f"{'':>8}"
+                )
+                print(
+                    f"{objective:9} {r['name']:10} {n:>5} {r['median']:>10.2f} {r['p95']:>9.2f} "
+                    f"{r['max']:>9.2f} {r['cpu']:>8.2f} {ratio} {r['proven']:>6} {r['exact']:>5} "
+                    f"{r['within']:>6} {r['dev']:>8.0f}  {r['statuses']}",
+                    flush=True,
+                )
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

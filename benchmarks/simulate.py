@@ -101,6 +101,17 @@ def main() -> int:
             f"{kv} KV blocks; finished {s['finished']}, mean batch {s['batch_size_mean']:.1f}, "
             f"mean step {s['step_latency_ms_mean']:.1f} ms)"
         )
+        pol = res.stats["policy"]
+        if pol.get("solver_statuses"):
+            n = max(pol["decisions"], 1)
+            proven = pol["solver_statuses"].get("OPTIMAL", 0)
+            by = ", ".join(f"{k} {v}" for k, v in sorted(pol.get("proved_by", {}).items()))
+            print(
+                f"       exact: {proven} of {pol['decisions']} steps proven optimal "
+                f"({100 * proven / n:.2f} %), proved by: {by or '-'}; fallbacks "
+                f"{pol['fallbacks']}; statuses {pol['solver_statuses']}; "
+                f"{pol['decide_ms_mean']:.2f} ms per step"
+            )
     return 0
 
 

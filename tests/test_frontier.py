@@ -73,7 +73,7 @@ def test_frontier_cli_json_and_plot(problem, tmp_path, capsys):
     assert main([*args, "--json", "--plot", str(fig)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert len(doc["points"]) == 2 * 3
-    assert {p["algorithm"] for p in doc["points"]} == {"cpsat", "three-stage", "sarathi"}
+    assert {p["algorithm"] for p in doc["points"]} == {"auto", "three-stage", "sarathi"}
     assert fig.stat().st_size > 0
     assert main([*args]) == 0
     assert "Pareto" in capsys.readouterr().out

@@ -159,9 +159,13 @@ def test_within_tolerance_of_brute_force_on_generated_problems(tolerance):
 def test_cli_tolerance_flag(tmp_path, capsys):
     path = tmp_path / "p.json"
     save_problem(hand_built(), path)
-    assert main(["solve", str(path), "--tolerance-ns", "1000", "--json"]) == 0
+    cpsat = ["--solver", "cpsat"]  # its tolerance stop; the default (auto) proves this one
+    assert main(["solve", str(path), *cpsat, "--tolerance-ns", "1000", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["status"] == "FEASIBLE" and 0 < doc["proven_within_ns"] <= 1000
-    assert main(["solve", str(path)]) == 0
+    assert main(["solve", str(path), *cpsat]) == 0
     assert "proven within" in capsys.readouterr().out
+    assert main(["solve", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["solver"] == "auto" and doc["params"]["proved_by"] == "structured"
     assert main(["solve", str(path), "--tolerance-ns", "-5"]) == 2

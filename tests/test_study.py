@@ -197,6 +197,8 @@ def test_inline_run_stores_one_row_per_algorithm_and_rerun_adds_nothing(problem_
     db = tmp_path / "s.duckdb"
     first = run_study(_cfg(problem_dir, db))
     assert (first.problems, first.ran, first.rows_written) == (10, 10, 30)
+    # The default reference is the auto portfolio; the summary says which backend answered.
+    assert sum(first.backends.values()) == 10 and set(first.backends) <= {"structured", "cpsat"}
     again = run_study(_cfg(problem_dir, db))
     assert (again.skipped, again.ran, again.rows_written) == (10, 0, 0)
     rows = load_rows(db)
@@ -212,13 +214,13 @@ def test_inline_run_stores_one_row_per_algorithm_and_rerun_adds_nothing(problem_
     # Reports read the latest run by default, or the one asked for.
     latest = load_rows(db, "latest")
     assert len(latest) == 20 and {r["settings"] for r in latest} == {
-        "cpsat;time_limit=4.0;target_tolerance_ns=1000;params={}"
+        "auto;time_limit=4.0;target_tolerance_ns=1000;params={}"
     }
-    assert len(load_rows(db, "cpsat;time_limit=5.0;target_tolerance_ns=1000;params={}")) == 40
+    assert len(load_rows(db, "auto;time_limit=5.0;target_tolerance_ns=1000;params={}")) == 40
     # So is the target tolerance: exact proofs only (0) are rows of their own.
     exact = run_study(_cfg(problem_dir, db, heuristics=FAKES[:1], target_tolerance_ns=0))
     assert (exact.ran, exact.rows_written) == (10, 20)
-    rows = load_rows(db, "cpsat;time_limit=5.0;params={}")
+    rows = load_rows(db, "auto;time_limit=5.0;params={}")
     assert len(rows) == 20 and {r["target_tolerance_ns"] for r in rows} == {0}
     with pytest.raises(InputError, match="settings"):
         load_rows(db, "cbc;time_limit=1")
@@ -358,7 +360,7 @@ def test_report_cli_json_markdown_and_plots(problem_dir, tmp_path, capsys):
     assert set(doc) == {"info", "summary", "by", "breakdown"} and doc["by"] == "queue_size"
     groups = doc["summary"]
     assert all(set(g) >= REPORT_FIELDS for g in groups)
-    assert {g["heuristic"] for g in groups} == {*FAKES, "cpsat"}
+    assert {g["heuristic"] for g in groups} == {*FAKES, "auto"}
     out = tmp_path / "rep"
     assert main(["study", "report", str(db), "-o", str(out), "--by", "queue_size"]) == 0
     # `--json` prints report.json (one shape; only the run's timing may differ)

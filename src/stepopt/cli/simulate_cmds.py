@@ -170,7 +170,7 @@ def cmd_simulate(
     priority_mode: Annotated[
         str, typer.Option("--priority-mode", help="strict or weighted.")
     ] = "strict",
-    solver: Annotated[str, typer.Option("--solver", help="Solver of the exact policy.")] = "cpsat",
+    solver: Annotated[str, typer.Option("--solver", help="Solver of the exact policy.")] = "auto",
     time_limit: Annotated[
         float, typer.Option("--time-limit", help="Exact policy: seconds per step.")
     ] = 1.0,
@@ -389,7 +389,7 @@ def cmd_frontier(
     targets: Annotated[str, typer.Option("--targets", help="Targets in ms: 20,30,40,50.")],
     solver: Annotated[
         str, typer.Option("--solver", "-s", help="Exact solver (none: heuristics only).")
-    ] = "cpsat",
+    ] = "auto",
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", help="Seconds per solve.")
     ] = None,

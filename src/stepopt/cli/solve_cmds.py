@@ -73,9 +73,14 @@ def decision_text(tokens: dict[str, int], limit: int = 20) -> str:
 
 def cmd_solve(
     problem: Annotated[Path, typer.Argument(help="Problem file (JSON or YAML).")],
-    solver: Annotated[str, typer.Option("--solver", "-s", help="cpsat, cbc, highs, brute.")] = (
-        "cpsat"
-    ),
+    solver: Annotated[
+        str,
+        typer.Option(
+            "--solver",
+            "-s",
+            help="auto (structured, then CP-SAT), structured, cpsat, cbc, highs, brute.",
+        ),
+    ] = "auto",
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", help="Seconds (split between phases).")
     ] = None,

@@ -115,7 +115,9 @@ def cmd_run(
         str | None,
         typer.Option(help="Comma-separated names (or pkg.module:function); default: all."),
     ] = None,
-    solver: Annotated[str | None, typer.Option(help="Exact solver (default cpsat).")] = None,
+    solver: Annotated[
+        str | None, typer.Option(help="Exact solver (default auto: structured, then CP-SAT).")
+    ] = None,
     time_limit: Annotated[
         float | None, typer.Option(help="Seconds per problem for the solver (default 2).")
     ] = None,
@@ -171,6 +173,9 @@ def cmd_run(
             f"{d['rows_written']} rows written to {d['db']} in {d['seconds']} s",
             markup=False,
         )
+        if d["reference_backends"]:
+            mix = ", ".join(f"{k} {v}" for k, v in d["reference_backends"].items())
+            err_console.print(f"reference answered by: {mix}", markup=False)
     for name, e in summary.errors.items():
         if name not in summary.failed:
             err_console.print(

@@ -140,7 +140,7 @@ def resolve(settings: SchedulerSettings, *, reserve_full_prompt: bool | None = N
     if kind == EXACT:
         if given:
             raise InputError(field, "the exact rule takes no parameters", settings.heuristic)
-        policy = ExactPolicy(solver or "cpsat", settings.time_limit_ms / 1000, settings.fallback)
+        policy = ExactPolicy(solver or "auto", settings.time_limit_ms / 1000, settings.fallback)
         return Resolved(settings, latency, lambda problem: policy.decide(problem)[0], {})
     fn = get_heuristic(head)
     params = coerce_params(fn, given, field)

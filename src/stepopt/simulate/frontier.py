@@ -61,7 +61,7 @@ def frontier(
     problem: StepProblem,
     targets: Sequence[float],
     *,
-    solver: str | None = "cpsat",
+    solver: str | None = "auto",
     time_limit: float | None = None,
     heuristics: Sequence[str] = ("three-stage",),
     objective: str | None = None,

@@ -35,6 +35,7 @@ class PolicyStats:
     decide_ns: int = 0
     fallbacks: int = 0  # exact: steps decided by the fallback heuristic
     statuses: Counter[str] = field(default_factory=Counter)  # exact: solver status counts
+    proved_by: Counter[str] = field(default_factory=Counter)  # exact (auto): proving backend
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class PolicyStats:
             "decide_ms_mean": self.decide_ns / 1e6 / max(self.decisions, 1),
             "fallbacks": self.fallbacks,
             "solver_statuses": dict(self.statuses),
+            "proved_by": dict(self.proved_by),
         }
 
 
@@ -89,7 +91,7 @@ class ExactPolicy(Policy):
 
     def __init__(
         self,
-        solver: str = "cpsat",
+        solver: str = "auto",
         time_limit: float | None = 1.0,
         fallback: str = "three-stage",
         params: dict[str, Any] | None = None,
@@ -115,6 +117,8 @@ class ExactPolicy(Policy):
         res = solve(problem, self.solver, time_limit=self.time_limit, **self._params)
         st = self.stats
         st.statuses[str(res.status)] += 1
+        if res.status == SolveStatus.OPTIMAL:
+            st.proved_by[res.params.get("proved_by") or res.solver] += 1
         st.decisions += 1
         ok = res.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE) and res.decision
         source = self.solver
@@ -138,7 +142,7 @@ class ExactPolicy(Policy):
 def make_policy(
     name: str,
     *,
-    solver: str = "cpsat",
+    solver: str = "auto",
     time_limit: float | None = 1.0,
     fallback: str = "three-stage",
 ) -> Policy:

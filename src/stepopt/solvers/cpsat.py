@@ -14,7 +14,9 @@ on goodput states with 384 requests it turned mostly-unproven 3 s runs into proo
 ``target_tolerance_ns=N`` (default 0) lets the primary phase of ``target`` stop once its
 incumbent |L - T| is within N ns of the proven bound (CP-SAT's ``absolute_gap_limit``); CP-SAT
 then says OPTIMAL, but the result is FEASIBLE unless the bound met the incumbent exactly.
-Extra keyword parameters are CP-SAT parameters (``num_workers=2``, ``random_seed=...``)."""
+``start=<Decision>`` replaces the greedy hint (the ``auto`` portfolio passes the structured
+solver's best decision). Extra keyword parameters are CP-SAT parameters
+(``num_workers=2``, ``random_seed=...``)."""
 
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 LEXICOGRAPHIC = ("weighted", "two_phase")
 # Our own options, then every field of CP-SAT's SatParameters (passed through to the solver).
 _PARAMS = frozenset(
-    {"lexicographic", "hint", "hull", "target_tolerance_ns"}
+    {"lexicographic", "hint", "start", "hull", "target_tolerance_ns"}
     | set(sat_parameters_pb2.SatParameters.DESCRIPTOR.fields_by_name)
 )
 
@@ -69,12 +71,13 @@ class CpsatSolver:
         started = time.perf_counter()
         lex = params.pop("lexicographic", "two_phase")
         use_hint = bool(params.pop("hint", True))
+        start = params.pop("start", None)  # a Decision to warm-start from (auto portfolio)
         hull = bool(params.pop("hull", True))
         tolerance = pop_tolerance(params)
         if lex not in LEXICOGRAPHIC:
             raise InputError("lexicographic", f"must be one of {', '.join(LEXICOGRAPHIC)}", lex)
         sat_params = {**DEFAULT_PARAMS, **params}
-        args = (problem, started, time_limit, lex, use_hint, hull, tolerance, sat_params)
+        args = (problem, started, time_limit, lex, (use_hint, start), hull, tolerance, sat_params)
         pruned = admissible(problem)
         big = len(pruned.running) + len(pruned.waiting) >= ISOLATE_FROM
         if time_limit is None or not big or not isolate.supported():
@@ -91,8 +94,9 @@ class CpsatSolver:
         return replace(res, wall_ms=(time.perf_counter() - started) * 1000.0)
 
     def _solve(
-        self, pruned, problem, started, time_limit, lex, use_hint, hull, tolerance, sat_params
+        self, pruned, problem, started, time_limit, lex, hints, hull, tolerance, sat_params
     ) -> SolveResult:
+        use_hint, start = hints
         form = build(pruned)  # model building counts against the limit
         early = trivial_result(problem, form, "cpsat", started, time_limit)
         if early is not None:
@@ -110,7 +114,8 @@ class CpsatSolver:
             "target_tolerance_ns": tolerance,
             "build_ms": built_ms,
         }
-        hint = greedy_hint(pruned) if use_hint else None  # the same decision, sooner
+        # (the greedy decision on the admissible requests: the same one, sooner)
+        hint = start if start is not None else (greedy_hint(pruned) if use_hint else None)
         _add_hint(enc, hint)
         run = _two_phase if lex == "two_phase" else _weighted
         res = run(problem, enc, started, time_limit, sat_params, info, tolerance)
@@ -326,7 +331,8 @@ def _two_phase(problem, enc, started, time_limit, params, info, tolerance) -> So
 @register_solver(
     "cpsat",
     params=lambda: _PARAMS,
-    params_doc="lexicographic, hint, hull, target_tolerance_ns or a CP-SAT SatParameters field",
+    params_doc="lexicographic, hint, start, hull, target_tolerance_ns or a CP-SAT SatParameters "
+    "field",
 )
 def _factory() -> CpsatSolver:
     return CpsatSolver()

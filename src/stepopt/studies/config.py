@@ -3,7 +3,7 @@
 [study]
 problems = "problems"            # directory of problem files (relative to this file)
 heuristics = ["three-stage", "vllm-v1", "sarathi"]   # or "pkg.module:function"
-solver = "cpsat"
+solver = "auto"                  # structured first, CP-SAT where it does not prove
 time_limit = 2.0                 # seconds per problem for the exact solver
 target_tolerance_ns = 1000       # target: reference proven within 1 us of the optimum is enough
 db = "study.duckdb"
@@ -66,7 +66,7 @@ _SCENARIO_KEYS = {
 class StudyConfig:
     problems: Path | None = None
     heuristics: tuple[str, ...] | None = None  # None: every registered heuristic
-    solver: str = "cpsat"
+    solver: str = "auto"
     time_limit: float | None = 2.0
     target_tolerance_ns: int = DEFAULT_TARGET_TOLERANCE_NS
     db: Path = Path("study.duckdb")

@@ -35,6 +35,8 @@ class RunSummary:
     db: str
     # Per algorithm with an error in this run: {"errors": n, "rows": m, "first": message}.
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Reference rows per backend that answered them (``auto``: structured or cpsat).
+    backends: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> dict[str, str]:
@@ -52,6 +54,7 @@ class RunSummary:
             "db": self.db,
             "errors": self.errors,
             "failed": sorted(self.failed),
+            "reference_backends": dict(sorted(self.backends.items())),
         }
 
 
@@ -62,10 +65,14 @@ class _ErrorTally:
         self.rows: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.first: dict[str, str] = {}
+        self.backends: dict[str, int] = {}
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             a = r["algorithm"]
+            if r.get("kind") == "exact" and r.get("ref_backend"):
+                b = r["ref_backend"]
+                self.backends[b] = self.backends.get(b, 0) + 1
             self.rows[a] = self.rows.get(a, 0) + 1
             if r.get("status") == "ERROR":
                 self.errors[a] = self.errors.get(a, 0) + 1
@@ -269,4 +276,5 @@ def run_study(
         time.perf_counter() - t0,
         str(cfg.db),
         tally.summary(),
+        tally.backends,
     )

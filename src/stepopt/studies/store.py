@@ -63,6 +63,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("ref_status", "VARCHAR"),
     ("ref_objective", "DOUBLE"),
     ("ref_proven_within_ns", "BIGINT"),
+    ("ref_backend", "VARCHAR"),  # the backend whose answer is the reference (auto: which one)
     ("target_tolerance_ns", "BIGINT"),
     ("gap", "DOUBLE"),
     ("gap_abs", "DOUBLE"),

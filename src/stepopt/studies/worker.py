@@ -111,10 +111,11 @@ def run_task(task: Task) -> list[dict[str, Any]]:
         ref_tokens = None if res.decision is None else res.decision.scheduled()
         solver_gap = res.gap
         within_ns = getattr(res, "proven_within_ns", None)  # a user's solver may lack it
+        backend = res.params.get("answered_by", task.solver)
     except Exception as exc:  # a solver failure is a result, not a crash of the study
         ref_status, ref_ev, bound, message = "ERROR", None, None, f"{type(exc).__name__}: {exc}"
         solve_ms = (time.perf_counter() - t0) * 1000.0
-        ref_tokens, solver_gap, within_ns = None, None, None
+        ref_tokens, solver_gap, within_ns, backend = None, None, None, None
     proven = ref_status == str(SolveStatus.OPTIMAL) and ref_ev is not None
     # FEASIBLE but |L - T| proven within the tolerance (a tolerance stop, or a primary proven
     # exactly with an unproven tie-break): its gaps are exact to within ``within_ns / T``.
@@ -129,6 +130,7 @@ def run_task(task: Task) -> list[dict[str, Any]]:
     usable = proven or within
     kind = OPTIMAL_KIND if proven else TOLERANCE_KIND
     base["ref_proven_within_ns"] = 0 if proven else within_ns
+    base["ref_backend"] = backend
     ref_obj = None if ref_ev is None else ref_ev.objective
     rows = []
 

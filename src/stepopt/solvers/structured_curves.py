@@ -1,0 +1,266 @@
+"""Vectorised pieces of the structured solver: curve tables, envelopes and the greedy fill.
+
+Every exact value here is the latency model's own integer: piecewise-linear curves are read
+through their public breakpoints (``xs``, ``ys``) and evaluated with the same floor
+interpolation as :class:`stepopt.latency.pwl.PiecewiseLinear`, in int64. Bounds are derived
+from convex/concave envelopes of those breakpoints, so they hold for any curve shape (a
+non-convex table only makes them weaker, never wrong).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from stepopt.latency.pwl import PiecewiseLinear
+
+
+def pwl_at(curve: PiecewiseLinear, x: np.ndarray) -> np.ndarray:
+    """``curve(x)`` for an int64 array ``x`` (floor interpolation, end pieces extended)."""
+    xs = np.asarray(curve.xs, dtype=np.int64)
+    ys = np.asarray(curve.ys, dtype=np.int64)
+    if xs.size == 1:
+        return np.full(x.shape, ys[0], dtype=np.int64)
+    k = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, xs.size - 2)
+    x0, x1, y0, y1 = xs[k], xs[k + 1], ys[k], ys[k + 1]
+    return y0 + ((y1 - y0) * (x - x0)) // (x1 - x0)
+
+
+@lru_cache(maxsize=256)
+def curve_table(curve: PiecewiseLinear, top: int) -> np.ndarray:
+    """``curve`` at every integer ``0..top`` (read-only; cached, a preset recurs every step)."""
+    out = pwl_at(curve, np.arange(top + 1, dtype=np.int64))
+    out.setflags(write=False)
+    return out
+
+
+def _hull(xs: list[int], ys: list[int], lower: bool) -> list[int]:
+    """Indices of the lower (or upper) convex hull of points sorted by x (monotone chain)."""
+    sign = 1 if lower else -1
+    out: list[int] = []
+    for i in range(len(xs)):
+        while len(out) >= 2:
+            a, b = out[-2], out[-1]
+            cross = (xs[b] - xs[a]) * (ys[i] - ys[a]) - (ys[b] - ys[a]) * (xs[i] - xs[a])
+            if sign * cross <= 0:
+                out.pop()
+            else:
+                break
+        out.append(i)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCurve:
+    """One free prefill: its domain, exact breakpoints and envelope edges.
+
+    ``optional``: the chunk may also be 0 (a running prefill in the no-admission layer).
+    Edges start at the smallest allowed chunk (0 when optional, else ``lo``).
+    """
+
+    lo: int
+    hi: int
+    optional: bool
+    xs: tuple[int, ...]  # the curve's breakpoints (exact values at them)
+    ys: tuple[int, ...]
+    low_edges: tuple[tuple[int, int, int, int], ...]  # (x0, y0, x1, y1), convex, slope up
+    high_edges: tuple[tuple[int, int, int, int], ...]  # concave, slope down
+
+    @property
+    def start(self) -> int:
+        return 0 if self.optional else self.lo
+
+    def value(self, c: int) -> int:
+        return PiecewiseLinear(self.xs, self.ys)(c) if c else 0
+
+
+@lru_cache(maxsize=65536)
+def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> ItemCurve:
+    """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``."""
+    xs = [lo, *(x for x in curve.xs if lo < x < hi), hi] if hi > lo else [lo]
+    ys = [curve(x) for x in xs]
+    if optional:
+        xs, ys = [0, *xs], [0, *ys]
+    edges = []
+    for lower in (True, False):
+        h = _hull(xs, ys, lower)
+        edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
+    return ItemCurve(lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1])
+
+
+@dataclass(frozen=True)
+class Fill:
+    """The greedy fill of a set of items along their envelope edges, as a function of the free
+    tokens ``s = 0..span`` above the items' starting chunks.
+
+    ``relax[s]``: the envelope minimum (lower) or maximum (upper) of the summed attention.
+    ``edge[s]``: the edge being filled at ``s`` (-1 at s = 0), ``into[s]`` how far into it.
+    """
+
+    order: np.ndarray  # edge indices in fill order
+    item: np.ndarray  # item of each sorted edge
+    x0: np.ndarray
+    y0: np.ndarray
+    x1: np.ndarray
+    cum_len: np.ndarray  # tokens before each sorted edge
+    cum_val: np.ndarray  # envelope value gained before each sorted edge
+    slope: np.ndarray
+    relax: np.ndarray  # float64 per s, including the items' starting values
+    edge: np.ndarray
+    into: np.ndarray
+    started: np.ndarray  # items with a chunk above 0 at each s (optional items)
+
+
+def greedy_fill(items: list[ItemCurve], lower: bool) -> Fill:
+    rows = [
+        (k, *e) for k, it in enumerate(items) for e in (it.low_edges if lower else it.high_edges)
+    ]
+    arr = np.asarray(rows, dtype=np.int64) if rows else np.zeros((0, 5), dtype=np.int64)
+    item, x0, y0, x1, y1 = (arr[:, i] for i in range(5))
+    length = x1 - x0
+    slope = (y1 - y0) / np.maximum(length, 1)
+    # Per item the edges already have monotone slopes; a stable sort keeps their order.
+    order = np.argsort(slope if lower else -slope, kind="stable")
+    item, x0, y0, x1, length, slope = (
+        item[order],
+        x0[order],
+        y0[order],
+        x1[order],
+        length[order],
+        slope[order],
+    )
+    dy = y1[order] - y0
+    cum_len = np.concatenate([[0], np.cumsum(length)])
+    cum_val = np.concatenate([[0], np.cumsum(dy)])
+    span = int(cum_len[-1])
+    s = np.arange(span + 1, dtype=np.int64)
+    edge = np.searchsorted(cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
+    into = s - cum_len[np.maximum(edge, 0)]
+    safe = np.maximum(edge, 0)
+    base = float(sum(it.value(it.start) for it in items))
+    if slope.size:
+        relax = base + np.where(edge >= 0, cum_val[safe] + slope[safe] * into, 0.0)
+        first = np.zeros(item.size, dtype=np.int64)
+        _, pos = np.unique(item, return_index=True)
+        first[pos] = 1
+        started = np.where(edge >= 0, np.cumsum(first)[safe], 0)
+    else:
+        relax = np.full(s.size, base)
+        started = np.zeros(s.size, dtype=np.int64)
+    return Fill(order, item, x0, y0, x1, cum_len, cum_val, slope, relax, edge, into, started)
+
+
+def exact_attention(items: list[ItemCurve], fill: Fill) -> tuple[np.ndarray, np.ndarray]:
+    """Exact summed attention of the greedy allocation at every ``s``, and whether the
+    allocation is a valid decision there (an optional item strictly between 0 and ``lo`` is
+    not)."""
+    base = sum(it.value(it.start) for it in items)
+    n = fill.relax.size
+    if fill.item.size == 0:
+        return np.full(n, base, dtype=np.int64), np.ones(n, dtype=bool)
+    e = np.maximum(fill.edge, 0)
+    it = fill.item[e]
+    c = fill.x0[e] + fill.into
+    # Every sorted edge before ``e`` is complete: its exact endpoint values are summed.
+    vertex = base + fill.cum_val[e]
+    partial = _values_at(items, it, c) - fill.y0[e]
+    exact = np.where(fill.edge >= 0, vertex + partial, base)
+    los = np.asarray([i.lo for i in items], dtype=np.int64)
+    opt = np.asarray([i.optional for i in items], dtype=bool)
+    valid = (fill.edge < 0) | ~(opt[it] & (c > 0) & (c < los[it]))
+    return exact.astype(np.int64), valid
+
+
+def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``A_item(c)`` for parallel arrays, reading every item's breakpoints at once."""
+    offs = np.cumsum([0, *(len(i.xs) for i in items)])
+    xs = np.concatenate([np.asarray(i.xs, dtype=np.int64) for i in items])
+    ys = np.concatenate([np.asarray(i.ys, dtype=np.int64) for i in items])
+    big = np.int64(1 << 40)
+    keys = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(offs)) * big + xs
+    k = np.searchsorted(keys, item * big + c, side="right") - 1
+    first, last = offs[:-1][item], offs[1:][item] - 1
+    k = np.clip(k, first, np.maximum(last - 1, first))
+    single = last == first
+    k1 = np.where(single, k, k + 1)
+    dx = np.where(single, 1, xs[k1] - xs[k])
+    val = ys[k] + ((ys[k1] - ys[k]) * (c - xs[k])) // dx
+    return np.where(c == 0, 0, val)
+
+
+def allocation(items: list[ItemCurve], fill: Fill, s: int) -> list[int]:
+    """The chunk of every item in the greedy allocation at ``s``."""
+    out = [it.start for it in items]
+    e = int(fill.edge[s])
+    for k in range(e):
+        out[int(fill.item[k])] = int(fill.x1[k])
+    if e >= 0:
+        out[int(fill.item[e])] = int(fill.x0[e] + fill.into[s])
+    return out
+
+
+def lagrangian_terms(
+    items: list[ItemCurve], fill: Fill, s: int, max_points: int
+) -> tuple[np.ndarray, float] | None:
+    """Per-item minima of ``A_i(c) - lam * c`` over the non-zero chunks ``[lo, hi]`` (exact
+    integer values), with ``lam * tokens`` for the slope ``lam`` of the edge the greedy fill is
+    in at ``s``. Any allocation of the same tokens among a set of items costs at least the
+    sum of their minima plus ``lam * tokens``: a bound without the envelope's per-item floor
+    slack. None when the domains are too large to scan."""
+    sizes = [it.hi - it.lo + 1 for it in items]
+    if sum(sizes) > max_points:
+        return None
+    e = int(fill.edge[s])
+    lam = float(fill.slope[e]) if e >= 0 else 0.0
+    item = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
+    c = np.concatenate([np.arange(it.lo, it.hi + 1, dtype=np.int64) for it in items])
+    g = _values_at(items, item, c) - lam * c
+    mins = np.full(len(items), np.inf)
+    np.minimum.at(mins, item, g)
+    return mins, lam * sum(allocation(items, fill, s))
+
+
+def refine(items: list[ItemCurve], chunks: list[int], window: int) -> tuple[list[int], int]:
+    """The allocation of the same total with least exact attention among those that move each
+    non-zero chunk by at most ``window`` tokens (zero chunks stay zero), by a min-plus dynamic
+    program over the running offset; with its attention sum. It exploits the floors the
+    envelope cannot see."""
+    k = window * max(len(items), 1)
+    width = 2 * k + 1
+    inf = np.iinfo(np.int64).max // 4
+    cost = np.full(width, inf, dtype=np.int64)
+    cost[k] = 0
+    choices = []
+    deltas = np.arange(-window, window + 1, dtype=np.int64)
+    for idx, (it, c) in enumerate(zip(items, chunks, strict=True)):
+        if c == 0:
+            choices.append(None)
+            continue
+        cs = c + deltas
+        allowed = (cs >= it.lo) & (cs <= it.hi)
+        vals = np.full(deltas.size, inf, dtype=np.int64)
+        vals[allowed] = _values_at(items, np.full(int(allowed.sum()), idx), cs[allowed])
+        # new[o] = min_d cost[o - d] + vals[d]
+        shifted = np.full((deltas.size, width), inf, dtype=np.int64)
+        for j, d in enumerate(deltas):
+            if vals[j] >= inf:
+                continue
+            lo, hi = max(0, d), width + min(0, d)
+            shifted[j, lo:hi] = cost[lo - d : hi - d] + vals[j]
+        arg = shifted.argmin(axis=0)
+        cost = shifted[arg, np.arange(width)]
+        cost = np.minimum(cost, inf)
+        choices.append(arg)
+    out = list(chunks)
+    o = k
+    for idx in range(len(items) - 1, -1, -1):
+        arg = choices[idx]
+        if arg is None:
+            continue
+        d = int(deltas[arg[o]])
+        out[idx] = chunks[idx] + d
+        o -= d
+    return out, int(cost[k])

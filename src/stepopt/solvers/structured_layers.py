@@ -1,0 +1,229 @@
+"""The layers of a strict-priority step and their bounds, vectorised over the tokens.
+
+Under strict priority every feasible decision lies in one layer (see docs/structured.md):
+
+- ``A_k``: ``k`` running decodes, nothing else;
+- ``B0``: every decode plus any running prefills, each at 0 or a chunk in ``[lo, hi]``;
+- ``B_j``: every decode, every running prefill at ``hi``, the first ``j`` waiting requests in
+  admission order, each with a chunk in ``[lo, hi]``.
+
+For a B layer, everything is a function of the free tokens ``s`` above the items' starting
+chunks: ``lb[s]`` is a proven lower bound of the latency of every decision of the layer with
+that many tokens, ``ub[s]`` a proven upper bound, and ``cand[s]`` the exact latency of one
+concrete decision (the greedy fill along the lower envelope) where ``ok[s]`` says it is valid
+(chunk rules, budget, KV). A layers are exact: the cheapest and dearest decode subsets of each
+size come from sorts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stepopt.model import Request, StepProblem
+from stepopt.solvers.structured_curves import (
+    Fill,
+    ItemCurve,
+    curve_table,
+    exact_attention,
+    greedy_fill,
+    item_curve,
+)
+
+BIG = np.int64(1) << np.int64(60)  # "no decision here"
+EPS = 1e-3  # float slack on envelope values (ns); the values stay far below 2**40
+
+
+@dataclass
+class Arrays:
+    """Per-position arrays of one layer: tokens, batch size bounds, latency bounds, the
+    candidate's exact latency and batch size, and its validity."""
+
+    tok: np.ndarray
+    bmin: np.ndarray
+    bmax: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    cand: np.ndarray
+    cand_b: np.ndarray
+    ok: np.ndarray
+    fixed_part: np.ndarray | None = None  # F_tok + decode and fixed prefill terms (B layers)
+
+
+@dataclass
+class Layer:
+    name: str
+    fixed: dict[str, int]  # request id -> tokens for everything that is not a free item
+    items: list[ItemCurve]
+    reqs: list[Request]
+    arrays: Arrays
+    fill: Fill | None = None  # B layers
+    decode_pick: tuple | None = None  # A layers: (need-block order, free order, counts)
+    optional: bool = False
+    b_fixed: int = 0  # requests in the batch besides the free items
+    fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
+
+
+def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
+    """New KV blocks of chunks ``c`` over ``cached`` tokens (0 for an empty chunk)."""
+    return np.where(c > 0, -((-(cached + c)) // bs) - (-((-cached) // bs)), 0)
+
+
+class Ctx:
+    """Everything the layers share, computed once per problem."""
+
+    def __init__(self, problem: StepProblem) -> None:
+        cfg = problem.config
+        lat = problem.latency
+        self.problem = problem
+        self.budget = cfg.max_num_scheduled_tokens
+        self.bs = cfg.block_size
+        self.kv = cfg.num_free_blocks
+        self.target = problem.target_ns
+        n_all = len(problem.requests)
+        self.ftok = curve_table(lat.tokens, self.budget)
+        self.fseq = curve_table(lat.batch, n_all)
+        self.dps = lat.decode_context_ps
+        self.decodes = problem.running_decodes
+        self.ctx = np.asarray([r.computed_tokens for r in self.decodes], dtype=np.int64)
+        self.need = (self.ctx % self.bs == 0) if self.decodes else np.zeros(0, dtype=bool)
+        self.decode_tokens = {r.id: 1 for r in self.decodes}
+        self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
+        self.target_objective = problem.objective == "target"
+
+    def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
+        return (self.dps * ctx) // 1000
+
+
+def a_layer(cx: Ctx) -> Layer:
+    """Decodes only: for every k the cheapest and dearest subsets under the KV limit."""
+    n = len(cx.decodes)
+    need_idx = np.flatnonzero(cx.need)
+    free_idx = np.flatnonzero(~cx.need)
+    need_up = need_idx[np.argsort(cx.ctx[need_idx], kind="stable")]
+    free_up = free_idx[np.argsort(cx.ctx[free_idx], kind="stable")]
+    k = np.arange(n + 1, dtype=np.int64)
+    cap = n if cx.kv is None else cx.kv
+    lo_a = np.maximum(0, k - free_up.size)
+    hi_a = np.minimum(np.minimum(need_up.size, cap), k)
+    feasible = (lo_a <= hi_a) & (k <= cx.budget)
+
+    def best(
+        need_sorted: np.ndarray, free_sorted: np.ndarray, sign: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        pn = np.concatenate([[0], np.cumsum(cx.ctx[need_sorted])])
+        pf = np.concatenate([[0], np.cumsum(cx.ctx[free_sorted])])
+        # Among the k first of the merged order, how many need a block; the sum over
+        # ``a`` block-needing + ``k - a`` free is convex (concave) in ``a``: clamp the merge.
+        merged = np.concatenate([cx.ctx[need_sorted], cx.ctx[free_sorted]])
+        tag = np.concatenate([np.ones(need_sorted.size), np.zeros(free_sorted.size)])
+        order = np.argsort(sign * merged, kind="stable")
+        cnt = np.concatenate([[0], np.cumsum(tag[order])]).astype(np.int64)
+        a = np.clip(cnt, lo_a, np.maximum(hi_a, lo_a))
+        a = np.minimum(a, need_sorted.size)
+        b = np.clip(k - a, 0, free_sorted.size)
+        return pn[a] + pf[b], a
+
+    lo_ctx, a_lo = best(need_up, free_up, 1)
+    hi_ctx, a_hi = best(need_up[::-1], free_up[::-1], -1)
+    base = cx.ftok[np.minimum(k, cx.budget)] + cx.fseq[k]
+    lb = np.where(feasible, base + cx.decode_ns(lo_ctx), BIG)
+    ub = np.where(feasible, base + cx.decode_ns(hi_ctx), -BIG)
+    arrays = Arrays(k, k, k, lb, ub, lb.copy(), k, feasible)
+    return Layer("A", {}, [], [], arrays, decode_pick=(need_up, free_up, a_lo, a_hi))
+
+
+def b_layer(
+    cx: Ctx,
+    name: str,
+    fixed: dict[str, int],
+    fixed_reqs: list[Request],
+    free: list[Request],
+    optional: bool,
+) -> Layer | None:
+    """A layer with every decode, ``fixed`` prefills at their given chunk and ``free`` items."""
+    p, lat = cx.problem, cx.problem.latency
+    fixed = {**cx.decode_tokens, **fixed}
+    s0 = sum(fixed.values())
+    kv0 = int(cx.need.sum()) + sum(
+        int(_kv_blocks(np.int64(r.computed_tokens), np.int64(fixed[r.id]), cx.bs))
+        for r in fixed_reqs
+    )
+    if s0 > cx.budget or (cx.kv is not None and kv0 > cx.kv):
+        return None
+    const = cx.decode_const + sum(
+        lat.prefill(fixed[r.id], r.computed_tokens, r.remaining_prompt) for r in fixed_reqs
+    )
+    items = [
+        item_curve(
+            lat.prefill.curve(r.computed_tokens, r.remaining_prompt), p.lo(r), p.hi(r), optional
+        )
+        for r in free
+    ]
+    low = greedy_fill(items, lower=True)
+    start = sum(it.start for it in items)
+    n = len(items)
+    s = np.arange(low.relax.size, dtype=np.int64)
+    tok = s0 + start + s
+    # Upper bound on the free tokens from the KV capacity (chunk minimums ignored: a relaxation).
+    cached = np.asarray([r.computed_tokens for r in free], dtype=np.int64)
+    his = np.asarray([it.hi for it in items], dtype=np.int64)
+    room = tok <= cx.budget
+    if cx.kv is not None and n:
+        slack = np.minimum((-cached) % cx.bs, his)
+        room &= start + s <= int(slack.sum()) + (cx.kv - kv0) * cx.bs
+    b_fixed = len(fixed)
+    if optional and n:
+        # q requests among the items: at least enough of the longest chunks to hold s tokens,
+        # at most as many of the shortest minimum chunks as fit in s.
+        big_first = np.concatenate([[0], np.cumsum(np.sort(his)[::-1])])
+        small_first = np.concatenate([[0], np.cumsum(np.sort([it.lo for it in items]))])
+        qmin = np.minimum(np.searchsorted(big_first, s, side="left"), n)
+        qmax = np.searchsorted(small_first, s, side="right") - 1
+        qmin = np.where(s > 0, np.maximum(qmin, 1), 0)
+        window = cx.fseq[b_fixed : b_fixed + n + 1]
+        # min / max of F_seq over q in [qmin, qmax]: windows are short (n + 1 values).
+        q = np.arange(n + 1)
+        inside = (q[None, :] >= qmin[:, None]) & (q[None, :] <= qmax[:, None])
+        fmin = np.where(inside, window[None, :], BIG).min(axis=1)
+        fmax = np.where(inside, window[None, :], -BIG).max(axis=1)
+        room &= qmin <= qmax
+        bmin, bmax = b_fixed + qmin, b_fixed + qmax
+        cand_b = b_fixed + low.started
+    else:
+        bmin = bmax = cand_b = np.full(s.size, b_fixed + n, dtype=np.int64)
+        fmin = fmax = np.full(s.size, cx.fseq[b_fixed + n], dtype=np.int64)
+    ftok = cx.ftok[np.minimum(tok, cx.budget)]
+    # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
+    lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
+    if cx.target_objective:  # the latency's upper bound matters to |L - T| only
+        high = greedy_fill(items, lower=False)
+        ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
+    else:
+        ub = np.full(s.size, BIG)
+    att, valid = exact_attention(items, low)
+    cand = ftok + cx.fseq[np.minimum(cand_b, cx.fseq.size - 1)] + const + att
+    ok = valid & room
+    if cx.kv is not None and n:
+        ok &= kv0 + _fill_blocks(items, low, cached, cx.bs) <= cx.kv
+    lb = np.where(room, lb, BIG)
+    ub = np.where(room, ub, -BIG)
+    arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
+    window = cx.fseq[b_fixed : b_fixed + n + 1]
+    return Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window)
+
+
+def _fill_blocks(items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int) -> np.ndarray:
+    """KV blocks of the free items in the greedy allocation at every ``s``."""
+    starts = np.asarray([it.start for it in items], dtype=np.int64)
+    base = int(_kv_blocks(cached, starts, bs).sum())
+    if fill.item.size == 0:
+        return np.full(fill.relax.size, base, dtype=np.int64)
+    c_at = cached[fill.item]
+    delta = _kv_blocks(c_at, fill.x1, bs) - _kv_blocks(c_at, fill.x0, bs)
+    cum = np.concatenate([[0], np.cumsum(delta)])
+    e = np.maximum(fill.edge, 0)
+    c = fill.x0[e] + fill.into
+    part = _kv_blocks(c_at[e], c, bs) - _kv_blocks(c_at[e], fill.x0[e], bs)
+    return np.where(fill.edge >= 0, base + cum[e] + part, base)

@@ -1,0 +1,153 @@
+"""The structured solver: proofs that agree with brute force and CP-SAT, refusals that say so,
+and the ``auto`` portfolio that falls back to CP-SAT only when needed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from stepopt.evaluate import evaluate
+from stepopt.solvers import SolveStatus, solve
+from stepopt.testing.factories import decode, linear_latency, make_problem, prefill, waiting
+from stepopt.testing.strategies import problems
+from stepopt.testing.structured_check import check_against
+
+
+def sample(n: int) -> settings:
+    return settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
+@pytest.mark.parametrize("objective", ["target", "goodput"])
+def test_every_answer_is_honest_against_brute_force(objective):
+    """A fast sample of benchmarks/structured_check.py: small strict problems with non-convex
+    curves, KV limits, thresholds and min chunks."""
+    statuses: Counter = Counter()
+
+    @sample(150)
+    @given(problems(objective=objective, priority_mode="strict"))
+    def run(p):
+        res = solve(p, "structured")
+        check_against(p, res, solve(p, "brute"))
+        statuses[str(res.status)] += 1
+
+    run()
+    assert statuses["OPTIMAL"] >= 50, statuses  # it proves most of them
+    assert statuses["FEASIBLE"] >= 1, statuses  # and declines where its bounds do not close
+
+
+def test_engine_scale_answers_agree_with_cpsat():
+    @sample(25)
+    @given(problems(max_requests=24, priority_mode="strict", preset="demo"))
+    def run(p):
+        check_against(p, solve(p, "structured"), solve(p, "cpsat", time_limit=10))
+
+    run()
+
+
+def _strict_goodput():
+    # Linear model: 5 ms + 50 us/token, cap 20 ms -> 300 tokens. The decodes (2 tokens), the
+    # running prefill in full (200) and 98 tokens of the first waiting request.
+    return make_problem(
+        [decode("d0"), decode("d1"), prefill("p0", prompt=328, computed=128)],
+        [waiting("w0", 500), waiting("w1", 100)],
+        latency=linear_latency(),
+        target_ms=20.0,
+        objective="goodput",
+        min_prefill_chunk=16,
+    )
+
+
+def test_proves_a_strict_goodput_step():
+    p = _strict_goodput()
+    res = solve(p, "structured")
+    assert res.status == SolveStatus.OPTIMAL
+    assert res.decision.scheduled() == {"d0": 1, "d1": 1, "p0": 200, "w0": 98}
+    assert res.params["model_latency_ns"] == evaluate(p, res.decision).latency_ns == 20_000_000
+
+
+def test_weighted_priority_is_refused_not_guessed():
+    p = _strict_goodput().with_changes(priority_mode="weighted")
+    res = solve(p, "structured")
+    assert res.status == SolveStatus.FEASIBLE
+    assert "unsupported: weighted priority" in res.message
+    assert res.proven_within_ns is None and res.bound is None
+    assert evaluate(p, res.decision).feasible  # its best decision, judged by the evaluator
+
+
+def test_negative_decode_cost_is_refused():
+    lat = replace(linear_latency(), decode_context_ps=-1_000)
+    p = _strict_goodput().with_changes(latency=lat)
+    res = solve(p, "structured")
+    assert res.status != SolveStatus.OPTIMAL
+    assert "negative decode attention cost" in res.message
+
+
+def test_a_tie_break_its_bounds_cannot_close_is_not_claimed():
+    """Floors let chunk splits differ by a few ns that no bound sees: here its decision is in
+    fact optimal, but the latency tie-break is not claimed; the token count is."""
+    lat = linear_latency(per_token_ns=20_000, alpha_ns=0.05, beta_ns=0.3)
+    running = [decode(f"d{k}", 600 + 37 * k) for k in range(4)] + [
+        prefill("p0", 4000, 574),
+        prefill("p1", 4311, 1117),
+        prefill("p2", 4622, 1539),
+        prefill("p3", 4933, 2108),
+    ]
+    p = make_problem(
+        running,
+        [],
+        latency=lat,
+        target_ms=12.5653,
+        objective="goodput",
+        max_num_scheduled_tokens=1200,
+        min_prefill_chunk=64,
+    )
+    res = solve(p, "structured")
+    ref = solve(p, "cpsat", time_limit=20)
+    assert ref.status == SolveStatus.OPTIMAL
+    check_against(p, res, ref)
+    assert res.status == SolveStatus.FEASIBLE
+    assert "tie-break not proven" in res.message
+    assert res.bound == ref.objective  # the tokens are proven all the same
+    auto = solve(p, "auto", time_limit=20)
+    assert auto.status == SolveStatus.OPTIMAL and auto.params["proved_by"] == "cpsat"
+    assert auto.evaluation.latency_ns == ref.evaluation.latency_ns
+
+
+def test_running_queue_over_the_slot_limit_is_infeasible():
+    p = make_problem(
+        [decode("d0"), decode("d1")], [], latency=linear_latency(), max_num_running_reqs=1
+    )
+    res = solve(p, "structured")
+    assert res.status == SolveStatus.INFEASIBLE and "max_num_running_reqs" in res.message
+
+
+def test_auto_answers_from_structured_when_it_proves():
+    res = solve(_strict_goodput(), "auto")
+    assert res.status == SolveStatus.OPTIMAL
+    assert res.solver == "auto"
+    assert res.params["backends"] == ["structured"] and res.params["proved_by"] == "structured"
+
+
+def test_auto_falls_back_to_cpsat_warm_started():
+    p = _strict_goodput().with_changes(priority_mode="weighted")
+    res = solve(p, "auto", time_limit=10)
+    assert res.status == SolveStatus.OPTIMAL
+    assert res.params["backends"] == ["structured", "cpsat"]
+    assert res.params["proved_by"] == "cpsat"
+    assert res.objective == solve(p, "cpsat", time_limit=10).objective
+
+
+def test_unknown_parameter_is_a_clean_error():
+    from stepopt.errors import InputError
+
+    with pytest.raises(InputError, match="structured parameters"):
+        solve(_strict_goodput(), "structured", num_workers=2)
