@@ -23,7 +23,7 @@ from stepopt.formulation import build
 from stepopt.formulation.cpsat import encode as cpsat_encode
 from stepopt.formulation.milp import encode as milp_encode
 from stepopt.model import Decision
-from stepopt.solvers.milp import _Highs
+from stepopt.solvers.pulp_backends import _Highs
 from stepopt.testing.factories import decode, linear_latency, make_problem, prefill, waiting
 
 LAT = linear_latency(per_token_ns=10_000, base_ns=1_000_000)

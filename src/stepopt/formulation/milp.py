@@ -13,7 +13,7 @@ through :class:`MilpEncoder`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,10 @@ class MilpEncoding:
     weighted: Expr
     deviation: pulp.LpVariable | None = None
     terms: dict[str, Expr] = field(default_factory=dict)
+    # For start values (:mod:`~stepopt.formulation.milp_start`): setters of the latency terms'
+    # variables, run in order once c and z have theirs, and the families' variables.
+    fills: list[Callable[[], None]] = field(default_factory=list)
+    encoder: MilpEncoder | None = None
 
 
 class _Names:
@@ -49,7 +53,12 @@ class _Names:
 
 
 def _term(
-    prob: pulp.LpProblem, name: _Names, term: Term, x: Expr, active: pulp.LpVariable | None
+    prob: pulp.LpProblem,
+    name: _Names,
+    term: Term,
+    x: Expr,
+    active: pulp.LpVariable | None,
+    fills: list[Callable[[], None]],
 ) -> Expr:
     const = term.constant
     if const is not None:
@@ -62,9 +71,11 @@ def _term(
         e = p.dy * x - p.dx * u
         prob += e >= p.dy * p.x0
         prob += e <= p.dy * p.x0 + p.dx - 1
+        fills.append(lambda: u.setInitialValue(p.value(round(x.value())) - p.y0))
         return u + p.y0
     sel = []
     xs = []
+    trios = []
     y = pulp.LpAffineExpression()
     for p in pieces:
         s = active if len(pieces) == 1 else prob.add_variable(name("s"), cat=pulp.LpBinary)
@@ -80,9 +91,11 @@ def _term(
         y += p.y0 * s + u
         sel.append(s)
         xs.append(t + p.x0 * s)
+        trios.append((p, s, t, u))
     if len(pieces) > 1:
         prob += pulp.lpSum(sel) == (1 if active is None else active)
     prob += pulp.lpSum(xs) == x
+    fills.append(lambda: _start_pieces(trios, round(x.value()), active))
     return y
 
 
@@ -93,6 +106,11 @@ class MilpEncoder:
     def __init__(self, prob: pulp.LpProblem, c: list, z: list, tokens: Expr) -> None:
         self.prob, self.c, self.z, self.tokens = prob, c, z, tokens
         self.latency: Expr = pulp.LpAffineExpression()
+        # what start values need to know of the families' variables
+        self.made: list[pulp.LpVariable] = []
+        self.at_least: dict[str, tuple[Any, int]] = {}
+        self.only_if: dict[str, list[Any]] = {}
+        self.bools: set[str] = set()
 
     def add(self, constraint: Any, name: str = "") -> None:
         if name:
@@ -101,20 +119,25 @@ class MilpEncoder:
             self.prob += constraint
 
     def int_var(self, lo: int, hi: int, name: str) -> pulp.LpVariable:
-        return self.prob.add_variable(name, lo, hi, cat=pulp.LpInteger)
+        self.made.append(self.prob.add_variable(name, lo, hi, cat=pulp.LpInteger))
+        return self.made[-1]
 
     def bool_var(self, name: str) -> pulp.LpVariable:
-        return self.prob.add_variable(name, cat=pulp.LpBinary)
+        self.made.append(self.prob.add_variable(name, cat=pulp.LpBinary))
+        self.bools.add(name)
+        return self.made[-1]
 
     def total(self, exprs: Sequence[Any]) -> Expr:
         return pulp.lpSum(exprs)
 
     def at_least_if(self, expr: Any, bound: int, literal: Any) -> None:
         self.prob.addConstraint(expr >= bound * literal)  # expr >= 0, so off when literal = 0
+        self.at_least[literal.name] = (expr, bound)
 
     def only_if_all(self, literal: Any, prerequisites: Sequence[Any]) -> None:
         for u in prerequisites:
             self.prob.addConstraint(literal <= u)
+        self.only_if[literal.name] = list(prerequisites)
 
 
 def encode(form: Formulation, name: str = "step") -> MilpEncoding:
@@ -132,12 +155,13 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
             c.append(prob.add_variable(f"c{it.index}", 0, it.hi, cat=pulp.LpInteger))
     s_expr = pulp.lpSum(c)
     enc = MilpEncoder(prob, c, z, s_expr)
-    terms = _latency_terms(prob, _Names(), form, s_expr, c, z)
+    fills: list[Callable[[], None]] = []
+    terms = _latency_terms(prob, _Names(), form, s_expr, c, z, fills)
     enc.latency = latency = pulp.lpSum(terms.values())
     for family in FAMILIES:
         family.encode(enc, form)
     weighted = pulp.lpSum(it.weight * c[it.index] for it in items)
-    out = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms)
+    out = MilpEncoding(prob, form, c, z, latency, weighted, terms=terms, fills=fills, encoder=enc)
     if form.objective == "target":
         lo, hi = form.latency_range()
         dmax = max(abs(hi - form.target_ns), abs(lo - form.target_ns))
@@ -145,15 +169,18 @@ def encode(form: Formulation, name: str = "step") -> MilpEncoding:
         prob += dev >= latency - form.target_ns
         prob += dev >= form.target_ns - latency
         out.deviation = dev
+        fills.append(lambda: dev.setInitialValue(abs(round(latency.value()) - form.target_ns)))
     return out
 
 
-def _latency_terms(prob: pulp.LpProblem, nm: _Names, form: Formulation, s_expr, c, z) -> dict:
+def _latency_terms(
+    prob: pulp.LpProblem, nm: _Names, form: Formulation, s_expr, c, z, fills
+) -> dict:
     """One expression per latency term (the model's formula, exactly)."""
     items = form.items
     terms: dict[str, Expr] = {
-        "tokens": _term(prob, nm, form.tokens, s_expr, None),
-        "batch": _term(prob, nm, form.batch, pulp.lpSum(z), None),
+        "tokens": _term(prob, nm, form.tokens, s_expr, None, fills),
+        "batch": _term(prob, nm, form.batch, pulp.lpSum(z), None, fills),
     }
     decodes = [it for it in items if it.decode and it.context]
     if decodes and form.decode_num:
@@ -166,8 +193,25 @@ def _latency_terms(prob: pulp.LpProblem, nm: _Names, form: Formulation, s_expr, 
             e = form.decode_num * q - form.decode_den * y
             prob += e >= 0
             prob += e <= form.decode_den - 1
+            fills.append(lambda: y.setInitialValue(form.decode_value(round(q.value()))))
             terms["decode_attention"] = pulp.LpAffineExpression(y)
-    att = [_term(prob, nm, it.attention, c[it.index], z[it.index]) for it in items if it.attention]
+    att = [
+        _term(prob, nm, it.attention, c[it.index], z[it.index], fills)
+        for it in items
+        if it.attention
+    ]
     if att:
         terms["prefill_attention"] = pulp.lpSum(att)
     return terms
+
+
+def _start_pieces(trios: list, x: int, active: pulp.LpVariable | None) -> None:
+    """Start values of a piecewise term at ``x``: the first piece holding it selected."""
+    on = active is None or round(active.value()) == 1
+    for p, s, t, u in trios:
+        sel = on and p.a <= x <= p.b
+        on = on and not sel
+        if s is not active:
+            s.setInitialValue(int(sel))
+        t.setInitialValue(x - p.x0 if sel else 0)
+        u.setInitialValue(p.value(x) - p.y0 if sel else 0)

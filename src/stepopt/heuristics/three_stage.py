@@ -475,11 +475,12 @@ def _plan(problem: StepProblem, knobs: Knobs, cheap_prefills: bool) -> tuple:
             seen[key] = hit
         if lat_ns <= target and res.tokens >= n_dec:
             all_fit = True
-        # stepopt.evaluate.rank_key of a hard-feasible decision
+        # stepopt.evaluate.rank_key of a hard-feasible decision: target |L - T|, most
+        # scheduled requests (the batch size), most weighted tokens
         if goodput:
             rk = (0 if lat_ns <= target else 1, -res.weighted, lat_ns)
         else:
-            rk = (0, abs(lat_ns - target), -res.tokens, -res.weighted)
+            rk = (0, abs(lat_ns - target), -res.batch, -res.weighted)
         if best is None or rk < best[0]:
             best = (rk, budget, slots, res, lat_ns)
         return hit

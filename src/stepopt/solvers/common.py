@@ -92,7 +92,8 @@ def cross_checked(
     reason = infeasibility_reason(problem)
     if res.status == SolveStatus.INFEASIBLE and reason:
         return res if res.message else _with(res, message=reason)
-    fallback = greedy_hint(problem) if not reason else None
+    # (on the admissible requests: the same decision, without walking a long strict queue)
+    fallback = greedy_hint(admissible(problem)) if not reason else None
     if fallback is None and not reason:
         fallback = Decision()  # the empty step breaks no rule
     if fallback is None:

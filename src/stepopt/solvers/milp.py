@@ -16,6 +16,13 @@ optimal, but they prune the nodes within the gap, so this proves the optimum wit
 (never exactly, unless |L - T| = 0): the result is FEASIBLE with the bound ``max(|L - T| - N,
 0)``, or the backend's bound when lower. Prefer ``cpsat`` with a tolerance.
 
+With a time limit, the solve (model building included) runs in a forked child killed at the
+deadline (:mod:`~stepopt.solvers.isolate`): the backends' own limits are advice, HiGHS overran
+them by seconds. The child reports the result of each proven phase as it has it; a killed
+solve returns the last one (FEASIBLE, tie-break not proven) or, when none, the greedy
+decision. Both backends start from the greedy decision (CBC through PuLP's ``warmStart``, HiGHS
+through ``Highs.setSolution`` on PuLP's model) and each later phase from the one before.
+
 PuLP reports a time-limited run as ``status == "Optimal"``; only ``sol_status`` tells a proven
 optimum (``LpSolutionOptimal``) from an incumbent (``LpSolutionIntegerFeasible``).
 """
@@ -24,18 +31,19 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import pulp
 
 from stepopt.formulation import build
 from stepopt.formulation.milp import MilpEncoding, encode
+from stepopt.formulation.milp_start import set_start
 from stepopt.model import NS_PER_MS, Decision, StepProblem
+from stepopt.solvers import isolate
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import (
     TOLERANCE_PARAM,
@@ -45,143 +53,11 @@ from stepopt.solvers.common import (
     tolerance_message,
     trivial_result,
 )
+from stepopt.solvers.hint import greedy_hint
+from stepopt.solvers.pulp_backends import ABS_GAP, TOLERANCE, PulpBackend, make_cbc, make_highs
 
-TOLERANCE = 1e-9  # integrality
-# Primal feasibility: an absolute tolerance of 1e-9 is below the resolution of doubles on rows
-# whose constants are latencies in ns (~1e8): CBC then declared problems with optima
-# INFEASIBLE. The backends' default 1e-7 cannot change an integer solution (the evaluator
-# re-judges it), and every optimum then matched brute force.
-PRIMAL_TOLERANCE = 1e-7
 PHASE1_SHARE = 0.8
-ABS_GAP = 0.99  # objectives are integers: a gap below 1 proves optimality
-
-
-class _PulpBackend:
-    name = ""
-
-    def make(
-        self, time_limit: float | None, log_path: str | None, abs_gap: float = ABS_GAP
-    ) -> pulp.LpSolver:
-        raise NotImplementedError
-
-    def bound(self, prob: pulp.LpProblem, log_path: str | None) -> float | None:
-        raise NotImplementedError
-
-
-_banner_shown = False
-
-
-def _silence_banner() -> None:
-    """highspy prints a banner when the first ``Highs`` object is built, before any option
-    can be set; build that first one with stdout redirected."""
-    global _banner_shown
-    if _banner_shown:
-        return
-    _banner_shown = True
-    import highspy
-
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-class _Highs(_PulpBackend):
-    name = "highs"
-
-    def make(self, time_limit, log_path, abs_gap=ABS_GAP):
-        _silence_banner()
-        return _HighsUntil(
-            deadline=None if time_limit is None else time.perf_counter() + time_limit,
-            msg=False,
-            timeLimit=time_limit,
-            gapRel=0.0,
-            gapAbs=abs_gap,
-            threads=1,
-            mip_feasibility_tolerance=TOLERANCE,
-            primal_feasibility_tolerance=PRIMAL_TOLERANCE,
-            random_seed=0,
-            # HiGHS 1.16's presolve returned a wrong "optimal" on a generated problem here
-            # (the empty batch, strictly better, was cut off); without it every optimum matched.
-            presolve="off",
-        )
-
-    def bound(self, prob, log_path):
-        try:
-            value = prob.solverModel.getInfo().mip_dual_bound
-        except AttributeError:
-            return None
-        return value if abs(value) < 1e300 else None
-
-
-class _HighsUntil(pulp.HiGHS):
-    """PuLP's HiGHS whose time limit is what is left of the phase once PuLP has copied the
-    model into highspy (half a second of Python at a thousand requests): the limit is a
-    deadline, not a duration that starts after the copy."""
-
-    def __init__(self, deadline: float | None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.deadline = deadline
-
-    def callSolver(self, lp: pulp.LpProblem) -> None:
-        if self.deadline is not None:
-            left = max(self.deadline - time.perf_counter(), 0.01)
-            lp.solverModel.setOptionValue("time_limit", float(left))
-        super().callSolver(lp)
-
-
-_CBC_BOUND = re.compile(r"^Lower bound:\s*(\S+)", re.MULTILINE)
-
-
-class _Cbc(_PulpBackend):
-    name = "cbc"
-
-    def make(self, time_limit, log_path, abs_gap=ABS_GAP):
-        with warnings.catch_warnings():
-            # PuLP 3 deprecates the bundled-binary class; it is still the one that ships CBC.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return self._make(time_limit, log_path, abs_gap)
-
-    def _make(self, time_limit, log_path, abs_gap):
-        return pulp.PULP_CBC_CMD(
-            msg=False,
-            timeLimit=time_limit,
-            gapRel=0.0,
-            gapAbs=abs_gap,
-            threads=1,
-            # CBC 2.10's preprocessing "proved" feasible tie-break phases infeasible on two
-            # generated problems, and its two-step MIR cuts cut off an optimum; without both,
-            # every optimum matched the brute-force oracle.
-            options=[
-                f"integerT {TOLERANCE}",
-                f"primalT {PRIMAL_TOLERANCE}",
-                "preprocess off",
-                "twoMir off",
-                "randomSeed 1",
-                # the limit is wall time (CBC counts CPU seconds by default, which on a busy
-                # machine lets a run overrun the caller's deadline)
-                "timeMode elapsed",
-            ],
-            logPath=log_path,
-        )
-
-    def bound(self, prob, log_path):
-        if not log_path or not os.path.exists(log_path):
-            return None
-        with open(log_path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-        # A search that ran to completion prints no "Lower bound" line; with a gap limit
-        # above 1 it pruned nodes within that gap, so it proves nothing tighter than the gap.
-        m = _CBC_BOUND.search(text)
-        try:
-            return float(m.group(1)) if m else None
-        except ValueError:
-            return None
+_UNPROVEN = "tie-break not proven (stopped at the time limit)"
 
 
 def _expired(started: float, time_limit: float | None) -> bool:
@@ -216,7 +92,7 @@ def _value(expr: pulp.LpAffineExpression | pulp.LpVariable) -> float:
 
 
 class MilpSolver:
-    def __init__(self, backend: _PulpBackend):
+    def __init__(self, backend: PulpBackend):
         self.backend = backend
         self.name = backend.name
 
@@ -224,16 +100,33 @@ class MilpSolver:
         self, problem: StepProblem, time_limit: float | None = None, **params: Any
     ) -> SolveResult:
         started = time.perf_counter()
-        name = self.name
         params = dict(params)
         tolerance = pop_tolerance(params)  # the only parameter (the registry checks names)
-        form = build(admissible(problem))  # model building counts against the limit
+        if time_limit is None or not isolate.supported():
+            return self._solve(problem, started, time_limit, tolerance, None)
+        # The backends' own limits are advice (HiGHS overran them by seconds): the solve runs
+        # in a child killed at the deadline, which reports each phase's result as it has it.
+        res, finished = isolate.run_until(
+            lambda report: self._solve(problem, started, time_limit, tolerance, report),
+            started + time_limit,
+        )
+        if not finished:
+            res = self._killed(problem, res, started, time_limit)
+        return replace(res, wall_ms=(time.perf_counter() - started) * 1000.0)
+
+    def _solve(self, problem, started, time_limit, tolerance, report) -> SolveResult:
+        name = self.name
+        pruned = admissible(problem)
+        form = build(pruned)  # model building counts against the limit
         early = trivial_result(problem, form, name, started, time_limit)
         if early is not None:
             return early
         if _expired(started, time_limit):
             return self._out_of_time(problem, started, time_limit)
         enc = encode(form)
+        hint = greedy_hint(pruned)
+        if hint is not None:
+            set_start(enc, hint.scheduled())  # the backends start from the greedy decision
         if _expired(started, time_limit):
             return self._out_of_time(problem, started, time_limit)
         info: dict[str, Any] = {
@@ -246,8 +139,8 @@ class MilpSolver:
         try:
             with tempfile.TemporaryDirectory(prefix="stepopt-") as tmp:
                 log = os.path.join(tmp, "solver.log") if name == "cbc" else None
-                res = self._phases(problem, enc, started, time_limit, info, log, tolerance)
-                return cross_checked(problem, res, started, time_limit)
+                args = (problem, enc, started, time_limit, info, log, tolerance, report)
+                return cross_checked(problem, self._phases(*args), started, time_limit)
         except (pulp.PulpSolverError, OSError) as exc:
             return finish(
                 problem,
@@ -260,7 +153,24 @@ class MilpSolver:
                 message=f"{name}: {exc}",
             )
 
-    def _phases(self, problem, enc, started, time_limit, info, log, tolerance) -> SolveResult:
+    def _killed(self, problem, res, started, time_limit) -> SolveResult:
+        """The last result the killed child reported (a proven primary phase, its tie-break
+        not proven), or none: either way checked against the greedy decision."""
+        if res is None:
+            res = finish(
+                problem,
+                self.name,
+                SolveStatus.NO_SOLUTION,
+                None,
+                started,
+                time_limit=time_limit,
+                message="stopped at the time limit",
+            )
+        return cross_checked(problem, res, started, time_limit)
+
+    def _phases(
+        self, problem, enc, started, time_limit, info, log, tolerance, report
+    ) -> SolveResult:
         name = self.name
         target = enc.form.objective == "target"
         primary = enc.deviation if target else -enc.weighted
@@ -304,6 +214,13 @@ class MilpSolver:
             proven = max(best_i - tol, 0)
             if bound is not None:
                 proven = max(min(math.ceil(bound - 1e-6), proven), 0)
+        if report is not None:  # what the caller keeps if the tie-breaks run out of time
+            note = "; ".join([*([tolerance_message(tol)] if proven < best_i else []), _UNPROVEN])
+            report(
+                self._done(
+                    problem, enc, SolveStatus.FEASIBLE, dec, started, time_limit, info, proven, note
+                )
+            )
         if target:
             enc.prob += enc.deviation <= best_i + 0.5, "fix_primary"
             # Then most scheduled requests (unweighted), fixed, then most weighted tokens.
@@ -314,6 +231,20 @@ class MilpSolver:
                 dec, lat = _read(enc)
                 info["model_latency_ns"] = lat
                 enc.prob += pulp.lpSum(enc.z) >= n_best - 0.5, "fix_requests"
+                if report is not None:
+                    report(
+                        self._done(
+                            problem,
+                            enc,
+                            SolveStatus.FEASIBLE,
+                            dec,
+                            started,
+                            time_limit,
+                            info,
+                            proven,
+                            _UNPROVEN,
+                        )
+                    )
                 st2, _ = self._run(enc, -enc.weighted, started, time_limit, 1.0, log)
                 info["phases"] = 3
         else:
@@ -373,12 +304,12 @@ class MilpSolver:
 
 @register_solver("cbc", params=(TOLERANCE_PARAM,), available=lambda: _available("cbc"))
 def _cbc() -> MilpSolver:
-    return MilpSolver(_Cbc())
+    return MilpSolver(make_cbc())
 
 
 @register_solver("highs", params=(TOLERANCE_PARAM,), available=lambda: _available("highs"))
 def _highs() -> MilpSolver:
-    return MilpSolver(_Highs())
+    return MilpSolver(make_highs())
 
 
 def _available(backend: str) -> bool:
