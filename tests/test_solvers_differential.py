@@ -151,3 +151,33 @@ def test_highs_without_its_warm_start_proves_the_true_optimum(family, seed, monk
     want = solve(problem, "brute")
     assert got.status == want.status == SolveStatus.OPTIMAL
     assert rank_key(problem, got.evaluation) == rank_key(problem, want.evaluation)
+
+
+def test_a_wrong_optimality_proof_is_reported_as_feasible():
+    """An OPTIMAL claim that the empty step beats (HiGHS without presolve did this on
+    edge_cases zero_pieces:486) comes back FEASIBLE with the better decision and says why."""
+    import time
+
+    from stepopt.model import Decision
+    from stepopt.solvers.base import finish
+    from stepopt.solvers.common import cross_checked
+
+    problem = draw("zero_pieces", 486)
+    best = solve(problem, "brute")
+    def judged(d):
+        return finish(problem, "x", SolveStatus.FEASIBLE, d, 0.0).evaluation
+
+    requests = problem.running + problem.waiting
+    candidates = [Decision({r.id: 1}) for r in requests] + [Decision(best.decision.tokens)]
+    worse = next(
+        d
+        for d in candidates
+        if judged(d).feasible and rank_key(problem, judged(d)) > rank_key(problem, best.evaluation)
+    )
+    claimed = finish(problem, "highs", SolveStatus.OPTIMAL, worse, time.perf_counter())
+    got = cross_checked(problem, claimed, time.perf_counter(), None)
+    assert got.status == SolveStatus.FEASIBLE
+    assert "proof was wrong" in got.message
+    assert rank_key(problem, got.evaluation) < rank_key(problem, claimed.evaluation)
+    # a true optimum passes unchanged
+    assert cross_checked(problem, best, time.perf_counter(), None) is best
