@@ -164,6 +164,7 @@ def test_a_wrong_optimality_proof_is_reported_as_feasible():
 
     problem = draw("zero_pieces", 486)
     best = solve(problem, "brute")
+
     def judged(d):
         return finish(problem, "x", SolveStatus.FEASIBLE, d, 0.0).evaluation
 
