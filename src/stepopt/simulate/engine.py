@@ -216,6 +216,50 @@ class _Engine:
     per-request loops would cost more than the method calls do.
     """
 
+    # slots: the phases read and write these every step
+    __slots__ = (
+        "arrivals",
+        "attn",
+        "base_cfg",
+        "bs",
+        "budget",
+        "by_id",
+        "cfg",
+        "decisions",
+        "free",
+        "idle_jumps",
+        "kv_on",
+        "latency",
+        "lo_bound",
+        "max_run",
+        "min_blocks",
+        "min_chunk",
+        "n_finished",
+        "n_preemptions",
+        "n_rejected",
+        "n_total",
+        "nxt",
+        "policy",
+        "preempted_log",
+        "rows",
+        "running",
+        "seq",
+        "snapshots",
+        "states",
+        "step",
+        "step_cfg",
+        "step_ns",
+        "t",
+        "tail",
+        "target",
+        "thr",
+        "total_blocks",
+        "trace",
+        "waiting",
+        "waiting_dirty",
+        "waiting_tuple",
+    )
+
     def __init__(
         self,
         trace: Trace,
@@ -242,6 +286,7 @@ class _Engine:
         self.step_cfg = self.base_cfg if not self.kv_on else self._cfg_with_free()
         # the most blocks a minimum share can need
         self.lo_bound = (self.min_chunk + self.bs - 1) // self.bs + 1
+        self.min_blocks = _min_blocks_rule(self.bs, self.thr, self.min_chunk)
         fast = step_latency(latency)
         self.attn, self.step_ns = fast.attention, fast.total
 
@@ -262,8 +307,7 @@ class _Engine:
         self.waiting_tuple: tuple[Request, ...] = ()
         self.waiting_dirty = False  # True: rebuild waiting_tuple from waiting
         self.tail: list[Request] = []  # arrivals not yet in waiting_tuple
-        self.cols: dict[str, list[Any]] = {c: [] for c in _STEP_COLUMNS}
-        self.appenders = tuple(self.cols[c].append for c in _STEP_COLUMNS)
+        self.rows: list[tuple[Any, ...]] = []  # one per step, columns as _STEP_COLUMNS
         self.decisions: list[dict[str, int]] | None = [] if cfg.record_decisions else None
         self.preempted_log: list[tuple[str, ...]] | None = [] if cfg.record_decisions else None
 
@@ -284,7 +328,9 @@ class _Engine:
         """The step loop: arrivals, room, problem, decide, apply, finish, record."""
         max_steps = self.cfg.max_steps
         n_total, arrivals = self.n_total, self.arrivals
-        kv_room = self.kv_on and not self.policy.preempts
+        kv_on, validate = self.kv_on, self.cfg.validate
+        kv_room = kv_on and not self.policy.preempts
+        add_row, record = self.rows.append, self.decisions
         wall0, cpu0 = time.perf_counter(), time.process_time()
         while True:
             self._arrive()
@@ -304,7 +350,11 @@ class _Engine:
             decision, source = self.policy.decide(problem)
             decide_ns = time.perf_counter_ns() - t0
             tokens, gone = decision.tokens, decision.preempted
-            ev = self._preempt_and_judge(problem, tokens, gone, target_ms)
+            ev = (
+                self._preempt_and_judge(problem, tokens, gone, target_ms)
+                if gone or validate
+                else None
+            )
             total, batch, ctx, att, pre_tok, admitted, emitters = self._apply(tokens)
             if batch == 0:
                 if gone:
@@ -313,12 +363,7 @@ class _Engine:
                     self.t = max(self.t, arrivals[self.nxt])  # nothing to do until then
                     self.idle_jumps += 1
                     continue
-                raise self._fail(
-                    "progress",
-                    f"nothing scheduled with {len(problem.running)} running and "
-                    f"{len(problem.waiting)} waiting requests and no arrivals left (target "
-                    f"{target_ms:g} ms; is it below the cheapest step?)",
-                )
+                raise self._stalled(problem, target_ms)
             lat = self.step_ns(total, batch, ctx, att)
             if ev is not None and lat != ev.latency_ns:
                 raise AssertionError(
@@ -326,15 +371,29 @@ class _Engine:
                 )
             end = self.t + lat
             finished_now = self._finish(emitters, end, admitted)
-            self._record(
-                problem, target_ms, lat, batch, total, pre_tok, admitted, gone, finished_now,
-                free_before, source, decide_ns, tokens,
-            )  # fmt: skip
+            # fmt: off
+            add_row((  # one row per step, in _STEP_COLUMNS order
+                self.step, self.t, lat, target_ms, len(problem.running), len(problem.waiting),
+                batch, total, pre_tok, total - pre_tok, admitted, len(gone), finished_now,
+                free_before if kv_on else None, source, decide_ns // 1000,
+            ))
+            # fmt: on
+            if record is not None:
+                record.append({k: v for k, v in tokens.items() if v})
+                self.preempted_log.append(tuple(gone))  # type: ignore[union-attr]
             self.t = end
             self.step += 1
             if progress is not None and self.step % progress_every == 0:
                 progress(self.step, self.n_finished, n_total, self.t)
         return self._result(time.perf_counter() - wall0, time.process_time() - cpu0)
+
+    def _stalled(self, problem: StepProblem, target_ms: float) -> SimulationError:
+        return self._fail(
+            "progress",
+            f"nothing scheduled with {len(problem.running)} running and "
+            f"{len(problem.waiting)} waiting requests and no arrivals left (target "
+            f"{target_ms:g} ms; is it below the cheapest step?)",
+        )
 
     def _arrive(self) -> None:
         """Move the arrivals up to now into the waiting queue (or reject what can never fit)."""
@@ -367,20 +426,10 @@ class _Engine:
             self.waiting_tuple += tuple(self.tail)
             self.tail.clear()
 
-    def _min_blocks(self, s: _Req) -> int:
-        bs, c = self.bs, s.computed
-        if c >= s.target:
-            return 1 if c % bs == 0 else 0
-        rem = s.target - c
-        thr, min_chunk = self.thr, self.min_chunk
-        hi = rem if thr <= 0 or rem < thr else thr
-        lo = min_chunk if min_chunk < hi else hi
-        return (c + lo + bs - 1) // bs - (c + bs - 1) // bs
-
     def _make_room(self) -> None:
         """KV: preempt (lowest priority, latest admitted first) until every running request's
         minimum share fits."""
-        running, bs, min_blocks = self.running, self.bs, self._min_blocks
+        running, bs, min_blocks = self.running, self.bs, self.min_blocks
         need = 0
         for s in running:  # min_blocks(s), inlined for the decodes (most of them)
             c = s.computed
@@ -587,47 +636,6 @@ class _Engine:
         self.n_finished += finished_now
         return finished_now
 
-    def _record(
-        self,
-        problem: StepProblem,
-        target_ms: float,
-        lat: int,
-        batch: int,
-        total: int,
-        pre_tok: int,
-        admitted: int,
-        gone: Any,
-        finished_now: int,
-        free_before: int,
-        source: str,
-        decide_ns: int,
-        tokens: dict[str, int],
-    ) -> None:
-        """One row of the step columns (and the decision, when recording)."""
-        (
-            c_step, c_time, c_lat, c_target, c_run, c_wait, c_batch, c_tok, c_pre, c_dec,
-            c_adm, c_preempt, c_fin, c_free, c_src, c_us,
-        ) = self.appenders  # fmt: skip
-        c_step(self.step)
-        c_time(self.t)
-        c_lat(lat)
-        c_target(target_ms)
-        c_run(len(problem.running))
-        c_wait(len(problem.waiting))
-        c_batch(batch)
-        c_tok(total)
-        c_pre(pre_tok)
-        c_dec(total - pre_tok)
-        c_adm(admitted)
-        c_preempt(len(gone))
-        c_fin(finished_now)
-        c_free(free_before if self.kv_on else None)
-        c_src(source)
-        c_us(decide_ns // 1000)
-        if self.decisions is not None:
-            self.decisions.append({k: v for k, v in tokens.items() if v})
-            self.preempted_log.append(tuple(gone))  # type: ignore[union-attr]
-
     def _result(self, wall: float, cpu: float) -> SimResult:
         if self.snapshots is not None:
             self.snapshots.close()
@@ -652,12 +660,34 @@ class _Engine:
             source=self.trace.source,
             preset=self.latency.name,
             config=self.cfg,
-            steps=self.cols,
+            steps=_columns(self.rows),
             requests=self.states,
             stats=stats,
             decisions=self.decisions,
             preempted=self.preempted_log,
         )
+
+
+def _min_blocks_rule(bs: int, thr: int, min_chunk: int) -> Callable[[_Req], int]:
+    """The new KV blocks of a request's minimum share (a closure: it runs per running request
+    whenever the cache is short)."""
+
+    def min_blocks(s: _Req) -> int:
+        c = s.computed
+        if c >= s.target:
+            return 1 if c % bs == 0 else 0
+        rem = s.target - c
+        hi = rem if thr <= 0 or rem < thr else thr
+        lo = min_chunk if min_chunk < hi else hi
+        return (c + lo + bs - 1) // bs - (c + bs - 1) // bs
+
+    return min_blocks
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    if not rows:
+        return {c: [] for c in _STEP_COLUMNS}
+    return {c: list(v) for c, v in zip(_STEP_COLUMNS, zip(*rows, strict=True), strict=True)}
 
 
 def _key(s: _Req) -> tuple[int, int, int]:
