@@ -131,3 +131,23 @@ def test_a_wrong_infeasible_verdict_is_not_reported():
     res = cross_checked(problem, wrong, 0.0, None)
     assert res.status == SolveStatus.FEASIBLE and res.evaluation.feasible
     assert "verdict was wrong" in res.message
+
+
+@pytest.mark.parametrize("family,seed", [("small", 322), ("weighted_ties", 618)])
+def test_highs_without_its_warm_start_proves_the_true_optimum(family, seed, monkeypatch):
+    """HiGHS proved worse decisions optimal on these problems while its MIP feasibility
+    tolerance was tighter than its LP primal tolerance; the greedy warm start hid it (greedy is
+    optimal here), so the start is switched off to test the search itself."""
+    import pulp
+
+    from stepopt.solvers import isolate, pulp_backends
+
+    monkeypatch.setattr(isolate, "supported", lambda: False)
+    monkeypatch.setattr(
+        pulp_backends._HighsUntil, "callSolver", lambda self, lp: pulp.HiGHS.callSolver(self, lp)
+    )
+    problem = draw(family, seed)
+    got = solve(problem, "highs")
+    want = solve(problem, "brute")
+    assert got.status == want.status == SolveStatus.OPTIMAL
+    assert rank_key(problem, got.evaluation) == rank_key(problem, want.evaluation)
