@@ -87,8 +87,10 @@ def cross_checked(
     from stepopt.evaluate import rank_key
     from stepopt.solvers.hint import greedy_hint
 
-    if res.status in (SolveStatus.OPTIMAL, SolveStatus.ERROR):
+    if res.status == SolveStatus.ERROR:
         return res
+    if res.status == SolveStatus.OPTIMAL:
+        return _proof_checked(problem, res, started, time_limit)
     reason = infeasibility_reason(problem)
     if res.status == SolveStatus.INFEASIBLE and reason:
         return res if res.message else _with(res, message=reason)
@@ -120,6 +122,43 @@ def cross_checked(
         time_limit=time_limit,
         params=params,
         message=why,
+    )
+
+
+def _proof_checked(
+    problem: StepProblem, res: SolveResult, started: float, time_limit: float | None
+) -> SolveResult:
+    """An OPTIMAL claim checked against two decisions known without search, the greedy one
+    and the empty step: a MILP backend's tolerances have let it prove a worse decision optimal
+    (HiGHS without presolve; CBC's preprocessing), and one that either beats is no optimum."""
+    from stepopt.evaluate import rank_key
+    from stepopt.solvers.hint import greedy_hint
+
+    if res.evaluation is None:
+        return res
+    claimed = rank_key(problem, res.evaluation)
+    best, best_key = None, claimed
+    for other in (greedy_hint(admissible(problem)), Decision()):
+        if other is None:
+            continue
+        ev = evaluate(problem, other)
+        key = rank_key(problem, ev)
+        if ev.feasible and key < best_key:
+            best, best_key = other, key
+    if best is None:
+        return res
+    params = {**res.params, "from_hint": True, "backend_status": str(res.status)}
+    params.pop("model_latency_ns", None)
+    return finish(
+        problem,
+        res.solver,
+        SolveStatus.FEASIBLE,
+        best,
+        started,
+        time_limit=time_limit,
+        params=params,
+        message=f"{res.solver} claimed OPTIMAL, but a better decision exists (the proof was "
+        "wrong): the better of the greedy decision and the empty step",
     )
 
 
