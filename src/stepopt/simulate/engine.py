@@ -10,6 +10,11 @@ rebuilt only when its computed tokens changed, the waiting queue is kept in admi
 the problem's ``waiting_order`` need not be sorted again, and the step latency is computed
 from the batch's aggregates with the model's own integer arithmetic (validate mode checks it
 against :func:`stepopt.evaluate.evaluate`).
+
+The loop is :class:`_Engine`, one method per step phase; its records (config, per-request
+state, result) live in :mod:`stepopt.simulate.state`. The module stays over the house's ~400
+lines on purpose: the phases share one state object, and spreading its methods over modules
+would only scatter the loop.
 """
 
 from __future__ import annotations
@@ -18,174 +23,43 @@ import bisect
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from stepopt.errors import InputError, StepoptError
 from stepopt.evaluate import HARD_RULES, evaluate
 from stepopt.latency.model import LatencyModel
 from stepopt.latency.step import step_latency
-from stepopt.limits import MAX_BLOCKS, MAX_REQUESTS, MAX_TOKENS, check_int
-from stepopt.model import (
-    OBJECTIVES,
-    PRIORITY_MODES,
-    Decision,
-    EngineConfig,
-    Objective,
-    PriorityMode,
-    Request,
-    StepProblem,
-    make_request,
-)
+from stepopt.model import Decision, EngineConfig, Request, StepProblem, make_request
 from stepopt.simulate.policies import Policy
+from stepopt.simulate.state import (  # re-exported: the simulator's public records
+    _STEP_COLUMNS,
+    FINISHED,
+    PENDING,
+    REJECTED,
+    RUNNING,
+    STATUS_NAMES,
+    WAITING,
+    SimConfig,
+    SimResult,
+    SimulationError,
+    _Req,
+    _request,
+)
 from stepopt.simulate.targets import TargetRule
 from stepopt.simulate.trace import NS_PER_S, Trace
 
-PENDING, WAITING, RUNNING, FINISHED, REJECTED = range(5)
-STATUS_NAMES = ("pending", "waiting", "running", "finished", "rejected")
-
-
-class SimulationError(StepoptError):
-    """A policy's decision broke a rule (or made no progress): names the step and the rule."""
-
-    def __init__(self, step: int, t_ns: int, policy: str, rule: str, message: str):
-        self.step, self.rule = step, rule
-        super().__init__(
-            f"step {step} (t={t_ns / NS_PER_S:.6f} s), policy {policy!r}: rule {rule}: {message}"
-        )
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Engine limits and simulator switches.
-
-    ``kv_blocks`` is the engine's total KV cache in blocks of ``engine.block_size`` tokens
-    (None: unlimited, no preemption); ``engine.num_free_blocks`` is ignored, each step's
-    problem gets the blocks left. ``validate`` judges every decision with the evaluator's
-    hard rules (the physical checks — unknown ids, token counts, budget, concurrency, KV — run
-    always). ``record_decisions`` keeps every step's decision for the plan file.
-    """
-
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    kv_blocks: int | None = None
-    objective: Objective = "target"
-    priority_mode: PriorityMode = "strict"
-    validate: bool = True
-    record_decisions: bool = False
-    max_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        e = self.engine
-        for name, lo, hi in (
-            ("max_num_scheduled_tokens", 1, MAX_TOKENS),
-            ("max_num_running_reqs", 1, MAX_REQUESTS),
-            ("long_prefill_token_threshold", 0, MAX_TOKENS),
-            ("min_prefill_chunk", 1, MAX_TOKENS),
-            ("block_size", 1, MAX_TOKENS),
-        ):
-            check_int(getattr(e, name), name, lo, hi)
-        if self.kv_blocks is not None:
-            check_int(self.kv_blocks, "kv_blocks", 1, MAX_BLOCKS)
-        if self.objective not in OBJECTIVES:
-            raise InputError("objective", f"must be one of {', '.join(OBJECTIVES)}", self.objective)
-        if self.priority_mode not in PRIORITY_MODES:
-            raise InputError(
-                "priority_mode", f"must be one of {', '.join(PRIORITY_MODES)}", self.priority_mode
-            )
-        if self.max_steps is not None and self.max_steps < 1:
-            raise InputError("max_steps", "must be >= 1", self.max_steps)
-
-
-class _Req:
-    """Mutable per-request state (the simulator's own; policies see :class:`Request`)."""
-
-    __slots__ = (
-        "arrival_ns",
-        "arrival_s",
-        "blocks",
-        "computed",
-        "emitted",
-        "finish_ns",
-        "first_ns",
-        "id",
-        "idx",
-        "key",
-        "output",
-        "preemptions",
-        "priority",
-        "prompt",
-        "req",
-        "seq",
-        "target",
-        "times",
-        "where",
-    )
-
-    def __init__(self, idx: int, rid: str, arrival_ns: int, prompt: int, output: int, prio: int):
-        self.idx = idx
-        self.id = rid
-        self.arrival_ns = arrival_ns
-        self.arrival_s = arrival_ns / NS_PER_S
-        self.prompt = prompt
-        self.output = output
-        self.priority = prio
-        self.target = prompt  # prompt tokens to (re)compute: prompt + emitted after preemption
-        self.computed = 0
-        self.emitted = 0
-        self.blocks = 0
-        self.where = PENDING
-        self.req: Request | None = None
-        self.seq = -1  # admission sequence number (preemption victims: the latest admitted)
-        self.key = (prio, arrival_ns, idx)  # == (priority, arrival_time, id) order
-        self.times: array | None = None  # emission time of every output token, ns
-        self.first_ns = -1
-        self.finish_ns = -1
-        self.preemptions = 0
-
-
-def _request(s: _Req) -> Request:
-    return make_request(s.id, s.target, s.computed, s.priority, s.arrival_s, s.output)
-
-
-@dataclass
-class SimResult:
-    """What a run produced: per-step columns, per-request state, counters."""
-
-    policy: str
-    target_rule: str
-    source: str
-    preset: str
-    config: SimConfig
-    steps: dict[str, list[Any]]
-    requests: list[_Req]
-    stats: dict[str, Any]
-    decisions: list[dict[str, int]] | None = None
-    preempted: list[tuple[str, ...]] | None = None
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.steps["step"])
-
-
-_STEP_COLUMNS = (
-    "step",
-    "time_ns",
-    "latency_ns",
-    "target_ms",
-    "n_running",
-    "n_waiting",
-    "batch_size",
-    "scheduled_tokens",
-    "prefill_tokens",
-    "decode_tokens",
-    "n_admitted",
-    "n_preempted",
-    "n_finished",
-    "free_blocks",
-    "source",
-    "decide_us",
-)
+__all__ = [
+    "FINISHED",
+    "PENDING",
+    "REJECTED",
+    "RUNNING",
+    "STATUS_NAMES",
+    "WAITING",
+    "SimConfig",
+    "SimResult",
+    "SimulationError",
+    "simulate",
+]
 
 
 def simulate(
@@ -205,166 +79,270 @@ def simulate(
     problems; ``progress(step, finished, total, simulated_ns)`` is called every
     ``progress_every`` steps.
     """
-    cfg = config or SimConfig()
-    eng = cfg.engine
-    bs = eng.block_size
-    budget = eng.max_num_scheduled_tokens
-    max_run = eng.max_num_running_reqs
-    thr = eng.long_prefill_token_threshold
-    min_chunk = eng.min_prefill_chunk
-    kv_on = cfg.kv_blocks is not None
-    total_blocks = cfg.kv_blocks if kv_on else 0
-    free = total_blocks
-    base_cfg = EngineConfig(budget, max_run, thr, min_chunk, bs, None)
-    objective, pmode = cfg.objective, cfg.priority_mode
-    validate = cfg.validate
-    record = cfg.record_decisions
-    max_steps = cfg.max_steps
-    self_preempting = policy.preempts
-    exempt = policy.exempt
-    decide = policy.decide
-    pname = policy.name
+    sim = _Engine(trace, policy, latency, target, config or SimConfig(), snapshots)
+    return sim.run(progress, progress_every)
 
-    fast = step_latency(latency)
-    attn, step_ns = fast.attention, fast.total
-    make = make_request
-    inline = not make_request.rest  # type: ignore[attr-defined]
-    set_id, set_prompt, set_computed, set_prio, set_arrival, set_output = make_request.setters  # type: ignore[attr-defined]
-    new = object.__new__
 
-    ids = trace.ids
-    arrivals = trace.arrivals_ns.tolist()
-    prompts = trace.prompt_tokens.tolist()
-    outputs = trace.output_tokens.tolist()
-    prios = trace.priorities.tolist()
-    states = [
-        _Req(k, ids[k], arrivals[k], prompts[k], outputs[k], prios[k]) for k in range(len(ids))
-    ]
-    by_id = {s.id: s for s in states}
-    n_total = len(states)
+class _Engine:
+    """One run's state; :meth:`run` loops the step phases (one method each).
 
-    running: list[_Req] = []
-    waiting: list[_Req] = []  # sorted by key: the problem's waiting_order
-    # The problem's waiting tuple follows ``waiting`` with C-level tuple operations (arrivals
-    # appended, admitted prefixes sliced off): an overloaded engine has thousands waiting.
-    waiting_tuple: tuple[Request, ...] = ()
-    waiting_dirty = False  # True: rebuild waiting_tuple from waiting
-    tail: list[Request] = []  # arrivals not yet in waiting_tuple
-    cols: dict[str, list[Any]] = {c: [] for c in _STEP_COLUMNS}
-    (
-        c_step,
-        c_time,
-        c_lat,
-        c_target,
-        c_run,
-        c_wait,
-        c_batch,
-        c_tok,
-        c_pre,
-        c_dec,
-        c_adm,
-        c_preempt,
-        c_fin,
-        c_free,
-        c_src,
-        c_us,
-    ) = (cols[c].append for c in _STEP_COLUMNS)
-    decisions: list[dict[str, int]] | None = [] if record else None
-    preempted_log: list[tuple[str, ...]] | None = [] if record else None
+    The phases read their hot attributes into locals once per step: attribute access in the
+    per-request loops would cost more than the method calls do.
+    """
 
-    t = arrivals[0] if arrivals else 0
-    nxt = 0  # next arrival
-    step = 0
-    seq = 0
-    n_finished = n_rejected = n_preemptions = idle_jumps = 0
-    wall0 = time.perf_counter()
-    cpu0 = time.process_time()
+    # slots: the phases read and write these every step
+    __slots__ = (
+        "arrivals",
+        "attn",
+        "base_cfg",
+        "bs",
+        "budget",
+        "by_id",
+        "cfg",
+        "decisions",
+        "free",
+        "idle_jumps",
+        "kv_on",
+        "latency",
+        "lo_bound",
+        "max_run",
+        "min_blocks",
+        "min_chunk",
+        "n_finished",
+        "n_preemptions",
+        "n_rejected",
+        "n_total",
+        "nxt",
+        "policy",
+        "preempted_log",
+        "rows",
+        "running",
+        "seq",
+        "snapshots",
+        "states",
+        "step",
+        "step_cfg",
+        "step_ns",
+        "t",
+        "tail",
+        "target",
+        "thr",
+        "total_blocks",
+        "trace",
+        "waiting",
+        "waiting_dirty",
+        "waiting_tuple",
+    )
 
-    def fail(rule: str, message: str) -> SimulationError:
-        return SimulationError(step, t, pname, rule, message)
+    def __init__(
+        self,
+        trace: Trace,
+        policy: Policy,
+        latency: LatencyModel,
+        target: TargetRule,
+        cfg: SimConfig,
+        snapshots: Any,
+    ):
+        self.trace, self.policy, self.latency, self.target = trace, policy, latency, target
+        self.cfg, self.snapshots = cfg, snapshots
+        eng = cfg.engine
+        self.bs = eng.block_size
+        self.budget = eng.max_num_scheduled_tokens
+        self.max_run = eng.max_num_running_reqs
+        self.thr = eng.long_prefill_token_threshold
+        self.min_chunk = eng.min_prefill_chunk
+        self.kv_on = cfg.kv_blocks is not None
+        self.total_blocks = cfg.kv_blocks if self.kv_on else 0
+        self.free = self.total_blocks
+        self.base_cfg = EngineConfig(
+            self.budget, self.max_run, self.thr, self.min_chunk, self.bs, None
+        )
+        self.step_cfg = self.base_cfg if not self.kv_on else self._cfg_with_free()
+        # the most blocks a minimum share can need
+        self.lo_bound = (self.min_chunk + self.bs - 1) // self.bs + 1
+        self.min_blocks = _min_blocks_rule(self.bs, self.thr, self.min_chunk)
+        fast = step_latency(latency)
+        self.attn, self.step_ns = fast.attention, fast.total
 
-    def preempt(s: _Req) -> None:
+        self.arrivals = trace.arrivals_ns.tolist()
+        ids, prompts = trace.ids, trace.prompt_tokens.tolist()
+        outputs, prios = trace.output_tokens.tolist(), trace.priorities.tolist()
+        self.states = [
+            _Req(k, ids[k], self.arrivals[k], prompts[k], outputs[k], prios[k])
+            for k in range(len(ids))
+        ]
+        self.by_id = {s.id: s for s in self.states}
+        self.n_total = len(self.states)
+
+        self.running: list[_Req] = []
+        self.waiting: list[_Req] = []  # sorted by key: the problem's waiting_order
+        # The problem's waiting tuple follows ``waiting`` with C-level tuple operations (arrivals
+        # appended, admitted prefixes sliced off): an overloaded engine has thousands waiting.
+        self.waiting_tuple: tuple[Request, ...] = ()
+        self.waiting_dirty = False  # True: rebuild waiting_tuple from waiting
+        self.tail: list[Request] = []  # arrivals not yet in waiting_tuple
+        self.rows: list[tuple[Any, ...]] = []  # one per step, columns as _STEP_COLUMNS
+        self.decisions: list[dict[str, int]] | None = [] if cfg.record_decisions else None
+        self.preempted_log: list[tuple[str, ...]] | None = [] if cfg.record_decisions else None
+
+        self.t = self.arrivals[0] if self.arrivals else 0
+        self.nxt = 0  # next arrival
+        self.step = self.seq = 0
+        self.n_finished = self.n_rejected = self.n_preemptions = self.idle_jumps = 0
+
+    def _cfg_with_free(self) -> EngineConfig:
+        return EngineConfig(self.budget, self.max_run, self.thr, self.min_chunk, self.bs, self.free)
+
+    def _fail(self, rule: str, message: str) -> SimulationError:
+        return SimulationError(self.step, self.t, self.policy.name, rule, message)
+
+    def run(
+        self, progress: Callable[[int, int, int, int], None] | None, progress_every: int
+    ) -> SimResult:
+        """The step loop: arrivals, room, problem, decide, apply, finish, record."""
+        max_steps = self.cfg.max_steps
+        n_total, arrivals = self.n_total, self.arrivals
+        kv_on, validate = self.kv_on, self.cfg.validate
+        kv_room = kv_on and not self.policy.preempts
+        add_row, record = self.rows.append, self.decisions
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        while True:
+            self._arrive()
+            if not self.running and not self.waiting:
+                if self.nxt >= n_total:
+                    break
+                self.t = arrivals[self.nxt]
+                self.idle_jumps += 1
+                continue
+            if max_steps is not None and self.step >= max_steps:
+                break
+            if kv_room and self.running and self.free < len(self.running) * self.lo_bound:
+                self._make_room()
+            problem, target_ms = self._problem()
+            free_before = self.free
+            t0 = time.perf_counter_ns()
+            decision, source = self.policy.decide(problem)
+            decide_ns = time.perf_counter_ns() - t0
+            tokens, gone = decision.tokens, decision.preempted
+            ev = (
+                self._preempt_and_judge(problem, tokens, gone, target_ms)
+                if gone or validate
+                else None
+            )
+            total, batch, ctx, att, pre_tok, admitted, emitters = self._apply(tokens)
+            if batch == 0:
+                if gone:
+                    continue  # the policy only preempted: the state changed, decide again
+                if self.nxt < n_total:
+                    self.t = max(self.t, arrivals[self.nxt])  # nothing to do until then
+                    self.idle_jumps += 1
+                    continue
+                raise self._stalled(problem, target_ms)
+            lat = self.step_ns(total, batch, ctx, att)
+            if ev is not None and lat != ev.latency_ns:
+                raise AssertionError(
+                    f"step {self.step}: latency {lat} != evaluator {ev.latency_ns}"
+                )
+            end = self.t + lat
+            finished_now = self._finish(emitters, end, admitted)
+            # fmt: off
+            add_row((  # one row per step, in _STEP_COLUMNS order
+                self.step, self.t, lat, target_ms, len(problem.running), len(problem.waiting),
+                batch, total, pre_tok, total - pre_tok, admitted, len(gone), finished_now,
+                free_before if kv_on else None, source, decide_ns // 1000,
+            ))
+            # fmt: on
+            if record is not None:
+                record.append({k: v for k, v in tokens.items() if v})
+                self.preempted_log.append(tuple(gone))  # type: ignore[union-attr]
+            self.t = end
+            self.step += 1
+            if progress is not None and self.step % progress_every == 0:
+                progress(self.step, self.n_finished, n_total, self.t)
+        return self._result(time.perf_counter() - wall0, time.process_time() - cpu0)
+
+    def _stalled(self, problem: StepProblem, target_ms: float) -> SimulationError:
+        return self._fail(
+            "progress",
+            f"nothing scheduled with {len(problem.running)} running and "
+            f"{len(problem.waiting)} waiting requests and no arrivals left (target "
+            f"{target_ms:g} ms; is it below the cheapest step?)",
+        )
+
+    def _arrive(self) -> None:
+        """Move the arrivals up to now into the waiting queue (or reject what can never fit)."""
+        arrivals, states, n_total, t = self.arrivals, self.states, self.n_total, self.t
+        nxt = self.nxt
+        if nxt < n_total and arrivals[nxt] <= t:
+            waiting, tail = self.waiting, self.tail
+            kv_on, bs, total_blocks = self.kv_on, self.bs, self.total_blocks
+            while nxt < n_total and arrivals[nxt] <= t:
+                s = states[nxt]
+                nxt += 1
+                if kv_on and (s.prompt + s.output - 1 + bs - 1) // bs > total_blocks:
+                    s.where = REJECTED  # its KV cache could never fit, even alone
+                    self.n_rejected += 1
+                    continue
+                s.where = WAITING
+                s.req = _request(s)
+                if not waiting or waiting[-1].key <= s.key:
+                    waiting.append(s)
+                    tail.append(s.req)
+                else:
+                    bisect.insort(waiting, s, key=_key)
+                    self.waiting_dirty = True
+            self.nxt = nxt
+        if self.waiting_dirty:
+            self.waiting_tuple = tuple([s.req for s in self.waiting])  # type: ignore[misc]
+            self.waiting_dirty = False
+            self.tail.clear()
+        elif self.tail:
+            self.waiting_tuple += tuple(self.tail)
+            self.tail.clear()
+
+    def _make_room(self) -> None:
+        """KV: preempt (lowest priority, latest admitted first) until every running request's
+        minimum share fits."""
+        running, bs, min_blocks = self.running, self.bs, self.min_blocks
+        need = 0
+        for s in running:  # min_blocks(s), inlined for the decodes (most of them)
+            c = s.computed
+            if c >= s.target:
+                if c % bs == 0:
+                    need += 1
+            else:
+                need += min_blocks(s)
+        needs = [min_blocks(s) for s in running] if need > self.free else []
+        while need > self.free:
+            k = max(range(len(running)), key=lambda i: (running[i].priority, running[i].seq))
+            need -= needs.pop(k)
+            self._preempt(running[k])
+
+    def _preempt(self, s: _Req) -> None:
         # vLLM's recompute preemption: free every block, forget the KV cache, back to waiting
         # (its (priority, arrival) key puts it ahead of later arrivals, as vLLM's appendleft).
-        nonlocal free, n_preemptions, waiting_tuple
-        free += s.blocks
+        self.free += s.blocks
         s.blocks = 0
         s.computed = 0
         s.target = s.prompt + s.emitted
         s.where = WAITING
         s.preemptions += 1
         r = s.req = _request(s)
-        n_preemptions += 1
-        running.remove(s)
-        k = bisect.bisect_right(waiting, s.key, key=_key)
-        waiting.insert(k, s)
-        if not waiting_dirty:
-            waiting_tuple = (*waiting_tuple[:k], r, *waiting_tuple[k:])
+        self.n_preemptions += 1
+        self.running.remove(s)
+        k = bisect.bisect_right(self.waiting, s.key, key=_key)
+        self.waiting.insert(k, s)
+        if not self.waiting_dirty:
+            wt = self.waiting_tuple
+            self.waiting_tuple = (*wt[:k], r, *wt[k:])
 
-    def min_blocks(s: _Req) -> int:
-        c = s.computed
-        if c >= s.target:
-            return 1 if c % bs == 0 else 0
-        rem = s.target - c
-        hi = rem if thr <= 0 or rem < thr else thr
-        lo = min_chunk if min_chunk < hi else hi
-        return (c + lo + bs - 1) // bs - (c + bs - 1) // bs
-
-    lo_bound = (min_chunk + bs - 1) // bs + 1  # most blocks a minimum share can need
-    step_cfg = base_cfg if not kv_on else EngineConfig(budget, max_run, thr, min_chunk, bs, free)
-
-    while True:
-        # ---- arrivals -------------------------------------------------------------------
-        while nxt < n_total and arrivals[nxt] <= t:
-            s = states[nxt]
-            nxt += 1
-            if kv_on and (s.prompt + s.output - 1 + bs - 1) // bs > total_blocks:
-                s.where = REJECTED  # its KV cache could never fit, even alone
-                n_rejected += 1
-                continue
-            s.where = WAITING
-            s.req = _request(s)
-            if not waiting or waiting[-1].key <= s.key:
-                waiting.append(s)
-                tail.append(s.req)
-            else:
-                bisect.insort(waiting, s, key=_key)
-                waiting_dirty = True
-        if waiting_dirty:
-            waiting_tuple = tuple([s.req for s in waiting])  # type: ignore[misc]
-            waiting_dirty = False
-            tail.clear()
-        elif tail:
-            waiting_tuple += tuple(tail)
-            tail.clear()
-        if not running and not waiting:
-            if nxt >= n_total:
-                break
-            t = arrivals[nxt]
-            idle_jumps += 1
-            continue
-        if max_steps is not None and step >= max_steps:
-            break
-
-        # ---- KV: make room for every running request's minimum share -------------------
-        if kv_on and running and not self_preempting and free < len(running) * lo_bound:
-            need = 0
-            for s in running:  # min_blocks(s), inlined for the decodes (most of them)
-                c = s.computed
-                if c >= s.target:
-                    if c % bs == 0:
-                        need += 1
-                else:
-                    need += min_blocks(s)
-            needs = [min_blocks(s) for s in running] if need > free else []
-            while need > free:
-                k = max(range(len(running)), key=lambda i: (running[i].priority, running[i].seq))
-                need -= needs.pop(k)
-                preempt(running[k])
-
-        # ---- the step problem -----------------------------------------------------------
+    def _problem(self) -> tuple[StepProblem, float]:
+        """The step problem of the queues (and its target, ms)."""
         run_reqs = []
-        for s in running:
+        inline = not make_request.rest  # type: ignore[attr-defined]
+        set_id, set_prompt, set_computed, set_prio, set_arrival, set_output = make_request.setters  # type: ignore[attr-defined]
+        new = object.__new__
+        for s in self.running:
             r = s.req
             if r is None:
                 if inline:  # make_request's own setters: this runs for every running request
@@ -376,55 +354,72 @@ def simulate(
                     set_arrival(r, s.arrival_s)
                     set_output(r, s.output)
                 else:  # Request has more fields: the factory gives them their defaults
-                    r = s.req = make(s.id, s.target, s.computed, s.priority, s.arrival_s, s.output)
+                    r = s.req = make_request(
+                        s.id, s.target, s.computed, s.priority, s.arrival_s, s.output
+                    )
             run_reqs.append(r)
-        n_run, n_wait = len(run_reqs), len(waiting_tuple)
-        target_ms = target(n_wait, n_run)
-        if kv_on and step_cfg.num_free_blocks != free:
-            step_cfg = EngineConfig(budget, max_run, thr, min_chunk, bs, free)
+        waiting_tuple = self.waiting_tuple
+        target_ms = self.target(len(waiting_tuple), len(run_reqs))
+        if self.kv_on and self.step_cfg.num_free_blocks != self.free:
+            self.step_cfg = self._cfg_with_free()
+        cfg = self.cfg
         problem = StepProblem(
-            tuple(run_reqs), waiting_tuple, step_cfg, latency, target_ms, objective, pmode
+            tuple(run_reqs),
+            waiting_tuple,
+            self.step_cfg,
+            self.latency,
+            target_ms,
+            cfg.objective,
+            cfg.priority_mode,
         )
         problem.__dict__["waiting_order"] = waiting_tuple  # already in that order
-        if snapshots is not None:
-            snapshots.maybe_capture(step, t, problem, pname)
+        if self.snapshots is not None:
+            self.snapshots.maybe_capture(self.step, self.t, problem, self.policy.name)
+        return problem, target_ms
 
-        t0 = time.perf_counter_ns()
-        decision, source = decide(problem)
-        decide_ns = time.perf_counter_ns() - t0
-        tokens = decision.tokens
-        free_before = free
-
-        # ---- preemptions the policy made ------------------------------------------------
-        gone = decision.preempted
+    def _preempt_and_judge(
+        self, problem: StepProblem, tokens: dict[str, int], gone: Any, target_ms: float
+    ) -> Any:
+        """Apply the policy's preemptions; in validate mode judge the decision against the
+        problem it leaves (returns the evaluation, None when not validating)."""
         if gone:
             for rid in gone:
-                s = by_id.get(rid)
+                s = self.by_id.get(rid)
                 if s is None or s.where != RUNNING:
-                    raise fail("preemption", f"{rid!r} is preempted but not running")
+                    raise self._fail("preemption", f"{rid!r} is preempted but not running")
                 if tokens.get(rid, 0):
-                    raise fail("preemption", f"{rid!r} is preempted and scheduled")
-                preempt(s)
-            if validate:
-                vrun = tuple(r for r in run_reqs if r.id not in gone)
-                vwait = waiting_tuple
-                vcfg = (
-                    base_cfg
-                    if not kv_on
-                    else EngineConfig(budget, max_run, thr, min_chunk, bs, free)
-                )
-                vproblem = StepProblem(vrun, vwait, vcfg, latency, target_ms, objective, pmode)
-        elif validate:
-            vproblem = problem
+                    raise self._fail("preemption", f"{rid!r} is preempted and scheduled")
+                self._preempt(s)
+        cfg = self.cfg
+        if not cfg.validate:
+            return None
+        vproblem = problem
+        if gone:
+            vproblem = StepProblem(
+                tuple(r for r in problem.running if r.id not in gone),
+                self.waiting_tuple,  # the preempted are waiting again
+                self.base_cfg if not self.kv_on else self._cfg_with_free(),
+                self.latency,
+                target_ms,
+                cfg.objective,
+                cfg.priority_mode,
+            )
+        _check_order(vproblem, self._fail)
+        ev = evaluate(vproblem, Decision(tokens=dict(tokens)))
+        exempt = self.policy.exempt
+        for v in ev.violations:
+            if v.rule in HARD_RULES and v.rule not in exempt:
+                raise self._fail(str(v.rule), v.message)
+        return ev
 
-        if validate:
-            _check_order(vproblem, fail)
-            ev = evaluate(vproblem, Decision(tokens=dict(tokens)))
-            for v in ev.violations:
-                if v.rule in HARD_RULES and v.rule not in exempt:
-                    raise fail(str(v.rule), v.message)
-
-        # ---- apply the decision ---------------------------------------------------------
+    def _apply(self, tokens: dict[str, int]) -> tuple[int, int, int, int, int, int, list[_Req]]:
+        """Advance every scheduled request; check the physical rules. Returns the batch's
+        aggregates (tokens, size, decode context, attention term, prefill tokens, admitted)
+        and the requests that emit a token at the end of the step."""
+        by_id, attn, kv_on, bs = self.by_id, self.attn, self.kv_on, self.bs
+        fail = self._fail
+        free_before = free = self.free
+        seq = self.seq
         total = batch = ctx = att = pre_tok = admitted = 0
         emitters = []
         for rid, n in tokens.items():
@@ -466,34 +461,24 @@ def simulate(
                 nb = (c + bs - 1) // bs
                 free -= nb - s.blocks
                 s.blocks = nb
-        if total > budget:
-            raise fail("budget", f"{total} tokens scheduled, max_num_scheduled_tokens={budget}")
-        if len(running) + admitted > max_run:
+        self.free, self.seq = free, seq
+        if total > self.budget:
+            raise fail(
+                "budget", f"{total} tokens scheduled, max_num_scheduled_tokens={self.budget}"
+            )
+        if len(self.running) + admitted > self.max_run:
             raise fail(
                 "concurrency",
-                f"{len(running)} running + {admitted} admitted > max_num_running_reqs={max_run}",
+                f"{len(self.running)} running + {admitted} admitted > "
+                f"max_num_running_reqs={self.max_run}",
             )
         if kv_on and free < 0:
             raise fail("kv_capacity", f"{free_before - free} new blocks, {free_before} free")
+        return total, batch, ctx, att, pre_tok, admitted, emitters
 
-        if batch == 0:
-            if gone:
-                continue  # the policy only preempted: the state changed, decide again
-            if nxt < n_total:
-                t = max(t, arrivals[nxt])  # nothing to do until the next arrival
-                idle_jumps += 1
-                continue
-            raise fail(
-                "progress",
-                f"nothing scheduled with {n_run} running and {n_wait} waiting requests and no "
-                f"arrivals left (target {target_ms:g} ms; is it below the cheapest step?)",
-            )
-
-        lat = step_ns(total, batch, ctx, att)
-        if validate and lat != ev.latency_ns:
-            raise AssertionError(f"step {step}: latency {lat} != evaluator {ev.latency_ns}")
-        end = t + lat
-
+    def _finish(self, emitters: list[_Req], end: int, admitted: int) -> int:
+        """Emit the step's tokens at ``end``, retire the finished, move the admitted to running.
+        Returns how many finished."""
         finished_now = 0
         for s in emitters:
             s.emitted += 1
@@ -505,79 +490,78 @@ def simulate(
             if s.emitted >= s.output:
                 s.where = FINISHED
                 s.finish_ns = end
-                free += s.blocks
+                self.free += s.blocks
                 s.blocks = 0
                 finished_now += 1
         if finished_now:
-            running = [s for s in running if s.where == RUNNING]
+            self.running = [s for s in self.running if s.where == RUNNING]
         if admitted:
+            waiting = self.waiting
             if all(s.where != WAITING for s in waiting[:admitted]):
                 # The usual case: a prefix of the waiting order was admitted.
-                running.extend(s for s in waiting[:admitted] if s.where == RUNNING)
+                self.running.extend(s for s in waiting[:admitted] if s.where == RUNNING)
                 del waiting[:admitted]
-                if not waiting_dirty:
-                    waiting_tuple = waiting_tuple[admitted:]
+                if not self.waiting_dirty:
+                    self.waiting_tuple = self.waiting_tuple[admitted:]
             else:
-                running.extend(s for s in waiting if s.where == RUNNING)
-                waiting = [s for s in waiting if s.where == WAITING]
-                waiting_dirty = True
-        n_finished += finished_now
+                self.running.extend(s for s in waiting if s.where == RUNNING)
+                self.waiting = [s for s in waiting if s.where == WAITING]
+                self.waiting_dirty = True
+        self.n_finished += finished_now
+        return finished_now
 
-        c_step(step)
-        c_time(t)
-        c_lat(lat)
-        c_target(target_ms)
-        c_run(n_run)
-        c_wait(n_wait)
-        c_batch(batch)
-        c_tok(total)
-        c_pre(pre_tok)
-        c_dec(total - pre_tok)
-        c_adm(admitted)
-        c_preempt(len(gone))
-        c_fin(finished_now)
-        c_free(free_before if kv_on else None)
-        c_src(source)
-        c_us(decide_ns // 1000)
-        if record:
-            decisions.append({k: v for k, v in tokens.items() if v})  # type: ignore[union-attr]
-            preempted_log.append(tuple(gone))  # type: ignore[union-attr]
+    def _result(self, wall: float, cpu: float) -> SimResult:
+        if self.snapshots is not None:
+            self.snapshots.close()
+        step, n_total = self.step, self.n_total
+        stats = {
+            "steps": step,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "steps_per_s": step / wall if wall > 0 else None,
+            "requests": n_total,
+            "finished": self.n_finished,
+            "rejected": self.n_rejected,
+            "unfinished": n_total - self.n_finished - self.n_rejected,
+            "preemptions": self.n_preemptions,
+            "idle_jumps": self.idle_jumps,
+            "end_time_s": self.t / NS_PER_S,
+            "policy": self.policy.stats.to_dict(),
+        }
+        return SimResult(
+            policy=self.policy.name,
+            target_rule=self.target.spec,
+            source=self.trace.source,
+            preset=self.latency.name,
+            config=self.cfg,
+            steps=_columns(self.rows),
+            requests=self.states,
+            stats=stats,
+            decisions=self.decisions,
+            preempted=self.preempted_log,
+        )
 
-        t = end
-        step += 1
-        if progress is not None and step % progress_every == 0:
-            progress(step, n_finished, n_total, t)
 
-    wall = time.perf_counter() - wall0
-    cpu = time.process_time() - cpu0
-    if snapshots is not None:
-        snapshots.close()
-    stats = {
-        "steps": step,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "steps_per_s": step / wall if wall > 0 else None,
-        "requests": n_total,
-        "finished": n_finished,
-        "rejected": n_rejected,
-        "unfinished": n_total - n_finished - n_rejected,
-        "preemptions": n_preemptions,
-        "idle_jumps": idle_jumps,
-        "end_time_s": t / NS_PER_S,
-        "policy": policy.stats.to_dict(),
-    }
-    return SimResult(
-        policy=pname,
-        target_rule=target.spec,
-        source=trace.source,
-        preset=latency.name,
-        config=cfg,
-        steps=cols,
-        requests=states,
-        stats=stats,
-        decisions=decisions,
-        preempted=preempted_log,
-    )
+def _min_blocks_rule(bs: int, thr: int, min_chunk: int) -> Callable[[_Req], int]:
+    """The new KV blocks of a request's minimum share (a closure: it runs per running request
+    whenever the cache is short)."""
+
+    def min_blocks(s: _Req) -> int:
+        c = s.computed
+        if c >= s.target:
+            return 1 if c % bs == 0 else 0
+        rem = s.target - c
+        hi = rem if thr <= 0 or rem < thr else thr
+        lo = min_chunk if min_chunk < hi else hi
+        return (c + lo + bs - 1) // bs - (c + bs - 1) // bs
+
+    return min_blocks
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    if not rows:
+        return {c: [] for c in _STEP_COLUMNS}
+    return {c: list(v) for c, v in zip(_STEP_COLUMNS, zip(*rows, strict=True), strict=True)}
 
 
 def _key(s: _Req) -> tuple[int, int, int]:
