@@ -110,18 +110,32 @@ def cross_checked(
         SolveStatus.NO_SOLUTION: "no solution within the time limit: the greedy decision",
         SolveStatus.FEASIBLE: "the greedy decision ranks above the time-limited incumbent",
     }[res.status]
+    bound = res.bound if res.status == SolveStatus.FEASIBLE else None
+    return _replaced(problem, res, fallback, started, time_limit, why, bound)
+
+
+def _replaced(
+    problem: StepProblem,
+    res: SolveResult,
+    decision: Decision,
+    started: float,
+    time_limit: float | None,
+    message: str,
+    bound: float | None = None,
+) -> SolveResult:
+    """A FEASIBLE result carrying ``decision`` in place of the backend's answer ``res``."""
     params = {**res.params, "from_hint": True, "backend_status": str(res.status)}
-    params.pop("model_latency_ns", None)
+    params.pop("model_latency_ns", None)  # the backend's model value is not this decision's
     return finish(
         problem,
         res.solver,
         SolveStatus.FEASIBLE,
-        fallback,
+        decision,
         started,
-        bound=res.bound if res.status == SolveStatus.FEASIBLE else None,
+        bound=bound,
         time_limit=time_limit,
         params=params,
-        message=why,
+        message=message,
     )
 
 
@@ -147,19 +161,11 @@ def _proof_checked(
             best, best_key = other, key
     if best is None:
         return res
-    params = {**res.params, "from_hint": True, "backend_status": str(res.status)}
-    params.pop("model_latency_ns", None)
-    return finish(
-        problem,
-        res.solver,
-        SolveStatus.FEASIBLE,
-        best,
-        started,
-        time_limit=time_limit,
-        params=params,
-        message=f"{res.solver} claimed OPTIMAL, but a better decision exists (the proof was "
-        "wrong): the better of the greedy decision and the empty step",
+    why = (
+        f"{res.solver} claimed OPTIMAL, but a better decision exists (the proof was wrong): "
+        "the better of the greedy decision and the empty step"
     )
+    return _replaced(problem, res, best, started, time_limit, why)
 
 
 def _with(res: SolveResult, **changes: Any) -> SolveResult:
