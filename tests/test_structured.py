@@ -41,7 +41,10 @@ def test_every_answer_is_honest_against_brute_force(objective):
 
     run()
     assert statuses["OPTIMAL"] >= 50, statuses  # it proves most of them
-    assert statuses["FEASIBLE"] >= 1, statuses  # and declines where its bounds do not close
+    if objective == "goodput":  # the exact program settles every position the bounds leave
+        assert statuses["OPTIMAL"] + statuses["INFEASIBLE"] == 150, statuses
+    else:
+        assert statuses["FEASIBLE"] >= 1, statuses  # and declines where its bounds do not close
 
 
 def test_engine_scale_answers_agree_with_cpsat():
@@ -91,9 +94,8 @@ def test_negative_decode_cost_is_refused():
     assert "negative decode attention cost" in res.message
 
 
-def test_a_tie_break_its_bounds_cannot_close_is_not_claimed():
-    """Floors let chunk splits differ by a few ns that no bound sees: here its decision is in
-    fact optimal, but the latency tie-break is not claimed; the token count is."""
+def _floors_problem():
+    """Floors let chunk splits differ by a few ns that the envelope bound does not see."""
     lat = linear_latency(per_token_ns=20_000, alpha_ns=0.05, beta_ns=0.3)
     running = [decode(f"d{k}", 600 + 37 * k) for k in range(4)] + [
         prefill("p0", 4000, 574),
@@ -101,7 +103,7 @@ def test_a_tie_break_its_bounds_cannot_close_is_not_claimed():
         prefill("p2", 4622, 1539),
         prefill("p3", 4933, 2108),
     ]
-    p = make_problem(
+    return make_problem(
         running,
         [],
         latency=lat,
@@ -110,9 +112,28 @@ def test_a_tie_break_its_bounds_cannot_close_is_not_claimed():
         max_num_scheduled_tokens=1200,
         min_prefill_chunk=64,
     )
+
+
+def test_the_floor_tie_break_is_proven_by_the_exact_program():
+    p = _floors_problem()
     res = solve(p, "structured")
     ref = solve(p, "cpsat", time_limit=20)
     assert ref.status == SolveStatus.OPTIMAL
+    check_against(p, res, ref)
+    assert res.status == SolveStatus.OPTIMAL
+    assert res.evaluation.latency_ns == ref.evaluation.latency_ns
+    assert res.params["exact_positions"] >= 1  # the envelope bound alone left it open
+
+
+def test_a_tie_break_the_program_cannot_settle_is_not_claimed(monkeypatch):
+    """With no room for the exact program the tie-break stays open: the token count is proven,
+    the latency is not claimed, and ``auto`` gets the proof from CP-SAT."""
+    import stepopt.solvers.structured_exact as exact
+
+    monkeypatch.setattr(exact, "MAX_CELLS", 0)
+    p = _floors_problem()
+    res = solve(p, "structured")
+    ref = solve(p, "cpsat", time_limit=20)
     check_against(p, res, ref)
     assert res.status == SolveStatus.FEASIBLE
     assert "tie-break not proven" in res.message

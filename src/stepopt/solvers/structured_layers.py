@@ -63,6 +63,7 @@ class Layer:
     optional: bool = False
     b_fixed: int = 0  # requests in the batch besides the free items
     fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
+    kv0: int = 0  # KV blocks the fixed part takes (B layers)
 
 
 def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
@@ -211,7 +212,7 @@ def b_layer(
     ub = np.where(room, ub, -BIG)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
     window = cx.fseq[b_fixed : b_fixed + n + 1]
-    return Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window)
+    return Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
 
 
 def _fill_blocks(items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int) -> np.ndarray:
