@@ -20,6 +20,7 @@ gives up (None) and the caller leaves the position open.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,36 +92,53 @@ def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
     else:
         lag, best = float(window[n] + m.sum()), m
         fmin = int(window[n])
-    if not np.isfinite(lag) or fp + lam * total + lag - EPS > limit:
+    low = fp + lam * total + lag
+    if not np.isfinite(lag) or low - EPS > limit:
         return Exact(None)
-    slack = limit - (fp + lam * total + float(best.sum()) + fmin) + EPS
+    # Deepen the limit from the bound: a split near it keeps the sets (and the program) small,
+    # and the least latency at or below any limit is exact.
+    base = fp + lam * total + float(best.sum()) + fmin
+    step = 64
+    while True:
+        lim = min(limit, math.ceil(low) + step)
+        got = _within(cx, layer, (cs, gs, hs, best), total, window, fp, lim - base + EPS)
+        if got is not None and got.latency is not None and got.latency > lim:
+            got = Exact(None)
+        if got is None or got.latency is not None or lim >= limit:
+            return got
+        step *= 16
+
+
+def _within(cx: Ctx, layer: Layer, parts, total: int, window, fp: int, slack: float):
+    """The least latency among the splits whose reduced costs each stay within ``slack`` of
+    their least one (so does every split within the limit ``slack`` stands for)."""
+    cs, gs, hs, best = parts
+    n = len(cs)
     keep = [h - b <= slack for h, b in zip(hs, best, strict=True)]
     choices = [(c[k], g[k]) for c, g, k in zip(cs, gs, keep, strict=True)]
-    zero_ok = [opt and -b <= slack for b in best]
+    zero_ok = [layer.optional and -b <= slack for b in best]
     # Items with no kept chunk stay at 0: out of the program.
     live = [k for k in range(n) if choices[k][0].size]
     if any(not zero_ok[k] for k in range(n) if k not in live):
         return Exact(None)
     zeros = n - len(live)
-    sub = _Sub(layer, live)
     found = _program(
         cx,
-        sub,
+        _Sub(layer, live),
         [choices[k] for k in live],
         [zero_ok[k] for k in live],
         total,
-        window[n - zeros :: -1] if n - zeros >= 0 else window[:0],
+        window[n - zeros :: -1],
     )
     if found is None:
         return None
     cost, part = found
     if cost >= INF:
         return Exact(None)
-    latency = fp + cost
     chunks = [0] * n
     for k, c in zip(live, part, strict=True):
         chunks[k] = c
-    return Exact(latency, tuple(chunks)) if latency <= limit else Exact(None)
+    return Exact(fp + int(cost), tuple(chunks))
 
 
 @dataclass
