@@ -126,8 +126,8 @@ def test_the_floor_tie_break_is_proven_by_the_exact_program():
 
 
 def test_a_tie_break_the_program_cannot_settle_is_not_claimed(monkeypatch):
-    """With no room for the exact program the tie-break stays open: the token count is proven,
-    the latency is not claimed, and ``auto`` gets the proof from CP-SAT."""
+    """With no room for the exact program the positions the bounds leave stay open: nothing is
+    claimed beyond a valid bound, and ``auto`` gets the proof from CP-SAT."""
     import stepopt.solvers.structured_exact as exact
 
     monkeypatch.setattr(exact, "MAX_CELLS", 0)
@@ -135,9 +135,8 @@ def test_a_tie_break_the_program_cannot_settle_is_not_claimed(monkeypatch):
     res = solve(p, "structured")
     ref = solve(p, "cpsat", time_limit=20)
     check_against(p, res, ref)
-    assert res.status == SolveStatus.FEASIBLE
-    assert "tie-break not proven" in res.message
-    assert res.bound == ref.objective  # the tokens are proven all the same
+    assert res.status == SolveStatus.FEASIBLE and "not proven" in res.message
+    assert res.bound >= ref.objective  # a valid bound on the tokens all the same
     auto = solve(p, "auto", time_limit=20)
     assert auto.status == SolveStatus.OPTIMAL and auto.params["proved_by"] == "cpsat"
     assert auto.evaluation.latency_ns == ref.evaluation.latency_ns

@@ -36,9 +36,6 @@ from stepopt.solvers.structured_layers import BIG, Ctx, Layer, a_layer, b_layer
 
 NAME = "structured"
 MAX_WAITING_LAYERS = 4096
-MAX_SCAN = 400_000  # chunk values scanned by the tie-break bound
-MAX_PREFIX_LAYERS = 24  # candidate layers of started running prefills
-REFINE_WINDOW = 16  # tokens each chunk may move when the tie-break split is refined
 
 
 class StructuredSolver:
@@ -116,7 +113,6 @@ def build_layers(cx: Ctx) -> list[Layer]:
         b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
         if b0 is not None:
             layers.append(b0)
-            layers.extend(_started_prefixes(cx, b0))
     full = {r.id: p.hi(r) for r in running_pre}
     order = p.waiting_order
     budget_left = cx.budget - len(cx.decodes) - sum(full.values())
@@ -130,26 +126,6 @@ def build_layers(cx: Ctx) -> list[Layer]:
         if layer is not None:
             layers.append(layer)
     return layers
-
-
-def _started_prefixes(cx: Ctx, b0: Layer) -> list[Layer]:
-    """Candidates only: B0 with its first ``m`` prefills (in the greedy's start order) at
-    ``[lo, hi]`` and the rest at 0, so every token count has a valid split even where the
-    greedy would stop an item between 0 and ``lo``. B0's bounds cover them: none of their
-    own."""
-    first = {}
-    for k in range(b0.fill.item.size):
-        first.setdefault(int(b0.fill.item[k]), k)
-    order = [b0.reqs[i] for i in sorted(first, key=first.get)]
-    out = []
-    for m in range(1, min(len(order), MAX_PREFIX_LAYERS) + 1):
-        ly = b_layer(cx, f"B0/{m}", {}, [], order[:m], optional=False)
-        if ly is not None:
-            a = ly.arrays
-            a.lb = np.full(a.lb.size, BIG)
-            a.ub = np.full(a.ub.size, -BIG)
-            out.append(ly)
-    return out
 
 
 def _decision(problem: StepProblem, layer: Layer, pos: int) -> Decision:

@@ -114,7 +114,9 @@ class Fill:
     started: np.ndarray  # items with a chunk above 0 at each s (optional items)
 
 
-def greedy_fill(items: list[ItemCurve], lower: bool) -> Fill:
+def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> Fill:
+    """The fill at ``s = 0..span`` (``..top`` when given: more tokens than that are never a
+    decision, e.g. beyond the budget)."""
     rows = [
         (k, *e) for k, it in enumerate(items) for e in (it.low_edges if lower else it.high_edges)
     ]
@@ -135,7 +137,7 @@ def greedy_fill(items: list[ItemCurve], lower: bool) -> Fill:
     dy = y1[order] - y0
     cum_len = np.concatenate([[0], np.cumsum(length)])
     cum_val = np.concatenate([[0], np.cumsum(dy)])
-    span = int(cum_len[-1])
+    span = int(cum_len[-1]) if top is None else max(min(int(cum_len[-1]), top), 0)
     s = np.arange(span + 1, dtype=np.int64)
     edge = np.searchsorted(cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
     into = s - cum_len[np.maximum(edge, 0)]

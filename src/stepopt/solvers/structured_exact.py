@@ -30,6 +30,7 @@ from stepopt.solvers.structured_layers import EPS, Ctx, Layer, _kv_blocks
 
 MAX_CELLS = 20_000_000  # dynamic-program cell updates per position before giving up
 INF = np.int64(1) << np.int64(62)
+GATHER_MAX = 400_000  # options x cells gathered at once (memory); beyond, one option at a time
 
 
 @dataclass(frozen=True)
@@ -201,9 +202,9 @@ def _program(
     args = []
     for k in range(n):
         c, g = choices[k]
-        opts = [(int(ci), int(gi), 0, int(bi)) for ci, gi, bi in zip(c, g, blocks[k], strict=True)]
+        opts = np.stack([c, g, np.zeros_like(c), blocks[k]], axis=1)
         if zero_ok[k]:
-            opts.append((0, 0, 1, 0))
+            opts = np.concatenate([opts, np.asarray([[0, 0, 1, 0]], dtype=np.int64)])
         cost, arg = _step(cost, opts, int(lo_w[k]), int(lo_w[k + 1]), int(hi_w[k + 1]), nb)
         args.append((opts, arg))
     final = cost[:, :, 0] + fseq_by_zeros[:nz, None]
@@ -216,32 +217,57 @@ def _program(
     for k in range(n - 1, -1, -1):
         opts, arg = args[k]
         j = int(arg[z, b, t - int(lo_w[k + 1])])
-        ck, _, dz, db = opts[j]
+        ck, _, dz, db = (int(v) for v in opts[j])
         chunks[k] = ck
         z, b, t = z - dz, b - db, t - ck
     return best, tuple(chunks)
 
 
-def _step(cost, opts, lo_old, lo_new, hi_new, nb):
-    """One item: ``new[z + dz, b + db, t + c] = min(cost[z, b, t] + g)`` over its options,
-    with the index of the option that attains it."""
-    nz = cost.shape[0]
+def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: int, nb: int):
+    """One item: ``new[z + dz, b + db, t + c] = min(cost[z, b, t] + g)`` over its options
+    (rows ``c, g, dz, db``), with the row that attains it. Options with the same ``(dz, db)``
+    are gathered at once (a min-plus convolution over the token axis)."""
+    nz, _, old_w = cost.shape
     width = hi_new - lo_new + 1
     new = np.full((nz, nb, width), INF, dtype=np.int64)
-    arg = np.full((nz, nb, width), -1, dtype=np.int32)
-    old_w = cost.shape[2]
-    for j, (c, g, dz, db) in enumerate(opts):
-        # old t in [lo_old, lo_old + old_w) maps to new index t + c - lo_new
-        start = lo_old + c - lo_new
-        a0, a1 = max(start, 0), min(start + old_w, width)
-        if a0 >= a1 or db >= nb:
+    arg = np.full((nz, nb, width), -1, dtype=np.int64)
+    shifts = opts[:, 2] * (nb + 1) + opts[:, 3]
+    for key in np.unique(shifts):
+        dz, db = divmod(int(key), nb + 1)
+        if db >= nb or dz >= nz:
             continue
-        src = cost[: nz - dz, : nb - db, a0 - start : a1 - start] + g
-        dst = new[dz:, db:, a0:a1]
-        better = src < dst
-        dst[better] = src[better]
-        arg[dz:, db:, a0:a1][better] = j
+        rows = np.flatnonzero(shifts == key)
+        off = (lo_new - lo_old) - opts[rows, 0]  # old index = new index + off
+        pad_l = max(0, -int(off.min()))
+        pad_r = max(0, width + int(off.max()) - old_w)
+        src = cost[: nz - dz, : nb - db]
+        dst, dst_arg = new[dz:, db:], arg[dz:, db:]
+        if rows.size * dst.size > GATHER_MAX:  # one option at a time: less memory
+            _one_by_one(src, dst, dst_arg, rows, off, opts[rows, 1], old_w)
+            continue
+        if pad_l or pad_r:
+            src = np.pad(src, ((0, 0), (0, 0), (pad_l, pad_r)), constant_values=INF)
+        idx = np.arange(width)[None, :] + (off + pad_l)[:, None]  # (options, width)
+        vals = src[:, :, idx] + opts[rows, 1][:, None]  # (z, b, options, width)
+        j = vals.argmin(axis=2)
+        got = np.take_along_axis(vals, j[:, :, None, :], axis=2)[:, :, 0, :]
+        better = got < dst
+        dst[better] = got[better]
+        dst_arg[better] = rows[j][better]
     return new, arg
+
+
+def _one_by_one(src, dst, dst_arg, rows, off, gains, old_w) -> None:
+    width = dst.shape[2]
+    for r, o, g in zip(rows, off, gains, strict=True):
+        a0, a1 = max(-int(o), 0), min(old_w - int(o), width)  # new index i reads old i + o
+        if a0 >= a1:
+            continue
+        val = src[:, :, a0 + o : a1 + o] + g
+        d = dst[:, :, a0:a1]
+        better = val < d
+        d[better] = val[better]
+        dst_arg[:, :, a0:a1][better] = r
 
 
 def _block_choices(cx: Ctx, layer: Layer | _Sub, choices) -> tuple[list[np.ndarray], int | None]:

@@ -162,8 +162,9 @@ def b_layer(
         )
         for r in free
     ]
-    low = greedy_fill(items, lower=True)
     start = sum(it.start for it in items)
+    top = cx.budget - s0 - start  # more free tokens than this break the budget
+    low = greedy_fill(items, lower=True, top=top)
     n = len(items)
     s = np.arange(low.relax.size, dtype=np.int64)
     tok = s0 + start + s
@@ -199,7 +200,7 @@ def b_layer(
     # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
     if cx.target_objective:  # the latency's upper bound matters to |L - T| only
-        high = greedy_fill(items, lower=False)
+        high = greedy_fill(items, lower=False, top=top)
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
     else:
         ub = np.full(s.size, BIG)
