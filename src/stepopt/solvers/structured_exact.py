@@ -99,7 +99,7 @@ def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
     # Deepen the limit from the bound: a split near it keeps the sets (and the program) small,
     # and the least latency at or below any limit is exact.
     base = fp + lam * total + float(best.sum()) + fmin
-    step = 64
+    step = 1024
     while True:
         lim = min(limit, math.ceil(low) + step)
         got = _within(cx, layer, (cs, gs, hs, best), total, window, fp, lim - base + EPS)
@@ -172,17 +172,32 @@ def _program(
 ) -> tuple[int, tuple[int, ...]] | None:
     """Min-plus program over the kept chunks: (least ``F_seq`` + attention sum, chunks); cost
     ``INF`` when no split of ``total`` exists; None past the work cap."""
-    n = len(choices)
     if any(c.size == 0 and not z for (c, _), z in zip(choices, zero_ok, strict=True)):
         return INF, ()
-    lo_c = [0 if z else int(c.min()) for (c, _), z in zip(choices, zero_ok, strict=True)]
-    hi_c = [int(c.max()) if c.size else 0 for c, _ in choices]
     blocks, kv_room = _block_choices(cx, layer, choices)
     if kv_room is not None and sum(int(b.max(initial=0)) for b in blocks) <= kv_room:
         kv_room = None  # the limit cannot bind on these chunks
-    if kv_room is None:
+    # Without the KV dimension first: when its best split fits the limit it is the answer.
+    free = _run(choices, zero_ok, total, fseq_by_zeros, None, 1)
+    if free is None or free[0] >= INF or kv_room is None:
+        return free
+    used = sum(
+        int(bl[np.flatnonzero(c == ck)[0]])
+        for (c, _), bl, ck in zip(choices, blocks, free[1], strict=True)
+        if ck
+    )
+    if used <= kv_room:
+        return free
+    return _run(choices, zero_ok, total, fseq_by_zeros, blocks, kv_room + 1)
+
+
+def _run(choices, zero_ok, total, fseq_by_zeros, blocks, nb):
+    """The program itself; ``blocks`` None: no KV dimension."""
+    n = len(choices)
+    lo_c = [0 if z else int(c.min()) for (c, _), z in zip(choices, zero_ok, strict=True)]
+    hi_c = [int(c.max()) if c.size else 0 for c, _ in choices]
+    if blocks is None:
         blocks = [np.zeros(c.size, dtype=np.int64) for c, _ in choices]
-    nb = 1 if kv_room is None else kv_room + 1
     nz = sum(zero_ok) + 1
     # Windows of reachable partial sums before each item.
     pre_lo = np.concatenate([[0], np.cumsum(lo_c)])
