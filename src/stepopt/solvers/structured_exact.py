@@ -247,28 +247,29 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
     new = np.full((nz, nb, width), INF, dtype=np.int64)
     arg = np.full((nz, nb, width), -1, dtype=np.int64)
     shifts = opts[:, 2] * (nb + 1) + opts[:, 3]
-    for key in np.unique(shifts):
-        dz, db = divmod(int(key), nb + 1)
+    keys = [int(shifts[0])] if (shifts == shifts[0]).all() else np.unique(shifts).tolist()
+    for key in keys:
+        dz, db = divmod(key, nb + 1)
         if db >= nb or dz >= nz:
             continue
-        rows = np.flatnonzero(shifts == key)
+        rows = np.flatnonzero(shifts == key) if len(keys) > 1 else np.arange(shifts.size)
         off = (lo_new - lo_old) - opts[rows, 0]  # old index = new index + off
-        pad_l = max(0, -int(off.min()))
-        pad_r = max(0, width + int(off.max()) - old_w)
-        src = cost[: nz - dz, : nb - db]
         dst, dst_arg = new[dz:, db:], arg[dz:, db:]
+        src = cost[: nz - dz, : nb - db]
         if rows.size * dst.size > GATHER_MAX:  # one option at a time: less memory
             _one_by_one(src, dst, dst_arg, rows, off, opts[rows, 1], old_w)
             continue
-        if pad_l or pad_r:
-            src = np.pad(src, ((0, 0), (0, 0), (pad_l, pad_r)), constant_values=INF)
+        pad_l = max(0, -int(off.min()))
+        padded = np.full((*src.shape[:2], max(old_w + pad_l, width + int(off.max()) + pad_l)), INF)
+        padded[:, :, pad_l : pad_l + old_w] = src
         idx = np.arange(width)[None, :] + (off + pad_l)[:, None]  # (options, width)
-        vals = src[:, :, idx] + opts[rows, 1][:, None]  # (z, b, options, width)
-        j = vals.argmin(axis=2)
-        got = np.take_along_axis(vals, j[:, :, None, :], axis=2)[:, :, 0, :]
+        flat = padded.reshape(-1, padded.shape[2])
+        vals = flat[:, idx] + opts[rows, 1][None, :, None]  # (z * b, options, width)
+        j = vals.argmin(axis=1)
+        got = vals.min(axis=1).reshape(dst.shape)
         better = got < dst
         dst[better] = got[better]
-        dst_arg[better] = rows[j][better]
+        dst_arg[better] = rows[j.reshape(dst.shape)][better]
     return new, arg
 
 
