@@ -108,6 +108,8 @@ def _none_found(problem, started, time_limit, info, proven: bool, why: str) -> S
 def build_layers(cx: Ctx) -> list[Layer]:
     p = cx.problem
     layers = [a_layer(cx)]
+    if len(cx.decodes) >= cx.budget:
+        return layers  # every B layer runs every decode and more: over the budget
     running_pre = list(p.running_prefills)
     if running_pre:
         b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
