@@ -77,6 +77,26 @@ def test_proves_a_strict_goodput_step():
     assert res.params["model_latency_ns"] == evaluate(p, res.decision).latency_ns == 20_000_000
 
 
+def test_everything_at_its_most_is_proven_at_once_and_only_when_it_fits():
+    """Light load: every request at ``hi`` within T is the one decision with the most tokens.
+    A KV limit one block short (or a target just below its latency) sends it to the layers."""
+    p = _strict_goodput().with_changes(target_latency_ms=60.0)
+    res = solve(p, "structured")
+    assert res.status == SolveStatus.OPTIMAL and res.params["layer"] == "all"
+    assert res.decision.scheduled() == {"d0": 1, "d1": 1, "p0": 200, "w0": 500, "w1": 100}
+    assert res.objective == solve(p, "brute").objective
+    need = evaluate(p, res.decision).new_blocks
+    lat = res.evaluation.latency_ns
+    for changes in (
+        {"config": replace(p.config, num_free_blocks=need - 1)},
+        {"target_latency_ms": (lat - 1) / 1e6},
+    ):
+        q = p.with_changes(**changes)
+        other = solve(q, "structured")
+        assert other.params.get("layer") != "all"
+        check_against(q, other, solve(q, "cpsat", time_limit=10))
+
+
 def test_weighted_priority_is_refused_not_guessed():
     p = _strict_goodput().with_changes(priority_mode="weighted")
     res = solve(p, "structured")

@@ -63,12 +63,45 @@ class StructuredSolver:
                 params=info,
                 message="running requests alone exceed max_num_running_reqs",
             )
+        if problem.objective == "goodput":
+            full = _everything_fits(problem)
+            if full is not None:  # the one decision with every request at its most tokens
+                info.update(model_latency_ns=full[1], layer="all")
+                return finish(
+                    problem,
+                    NAME,
+                    SolveStatus.OPTIMAL,
+                    full[0],
+                    started,
+                    time_limit=time_limit,
+                    params=info,
+                )
         cx = Ctx(problem)
         layers = build_layers(cx)
         info["layers"] = len(layers)
         if problem.objective == "goodput":
             return _goodput(problem, cx, layers, started, time_limit, info)
         return _target(problem, layers, started, time_limit, info)
+
+
+def _everything_fits(problem: StepProblem) -> tuple[Decision, int] | None:
+    """Every request at ``hi`` when that is a valid decision within ``T``: no other decision
+    has as many tokens (each request is at its most), so it is the ``goodput`` optimum, its
+    tie-break included. None otherwise (the layers decide)."""
+    cfg = problem.config
+    if len(problem.requests) > cfg.max_num_running_reqs:
+        return None
+    tokens = {r.id: problem.hi(r) for r in problem.requests}
+    if sum(tokens.values()) > cfg.max_num_scheduled_tokens:
+        return None
+    if cfg.num_free_blocks is not None:
+        need = sum(problem.new_blocks(r, tokens[r.id]) for r in problem.requests)
+        if need > cfg.num_free_blocks:
+            return None
+    latency = problem.latency.predict_ns(problem, tokens)
+    if latency > problem.target_ns:
+        return None
+    return Decision.of(tokens), latency
 
 
 def _refusal(problem: StepProblem) -> str:
