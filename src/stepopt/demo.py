@@ -46,6 +46,8 @@ def _same_problems(problems: Path, source: str, opts) -> bool:
         and args.get("seed") == opts.seed
         and args.get("presets") == list(opts.presets)
         and args.get("concurrency") == opts.concurrency
+        and args.get("priority_mode") == (opts.priority_mode or "mix")
+        and args.get("objective") == (opts.objective or "mix")
     )
 
 
@@ -64,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--concurrency", type=int, default=32, help="running requests at load 1 (default 32)"
+    )
+    ap.add_argument(
+        "--priority",
+        choices=["strict", "weighted", "mix"],
+        default="strict",
+        help="priority mode of the problems (default strict: the structured solver proves "
+        "their references in milliseconds; weighted ones need CP-SAT)",
+    )
+    ap.add_argument(
+        "--objective",
+        choices=["goodput", "target", "mix"],
+        default="mix",
+        help="objective of the problems (default mix)",
     )
     ap.add_argument("--out", type=Path, default=Path("out/demo"))
     ap.add_argument("--fresh", action="store_true", help="delete previous demo output first")
@@ -86,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         presets=presets,
         concurrency=args.concurrency,
         max_waiting=args.concurrency,
+        priority_mode=None if args.priority == "mix" else args.priority,
+        objective=None if args.objective == "mix" else args.objective,
     )
     if (problems / "manifest.json").is_file() and not _same_problems(problems, source, opts):
         print(f"note: {out} holds another demo's problems; starting over", file=sys.stderr)
