@@ -32,6 +32,7 @@ from stepopt.solvers.common import TOLERANCE_PARAM, pop_tolerance
 from stepopt.solvers.hint import greedy_hint
 from stepopt.solvers.structured_curves import allocation
 from stepopt.solvers.structured_exact import Exact, exact_min
+from stepopt.solvers.structured_goodput import everything_fits, goodput_layers
 from stepopt.solvers.structured_layers import BIG, Ctx, Layer, a_layer, b_layer
 
 NAME = "structured"
@@ -64,7 +65,7 @@ class StructuredSolver:
                 message="running requests alone exceed max_num_running_reqs",
             )
         if problem.objective == "goodput":
-            full = _everything_fits(problem)
+            full = everything_fits(problem)
             if full is not None:  # the one decision with every request at its most tokens
                 info.update(model_latency_ns=full[1], layer="all")
                 return finish(
@@ -77,31 +78,11 @@ class StructuredSolver:
                     params=info,
                 )
         cx = Ctx(problem)
-        layers = build_layers(cx)
+        layers = goodput_layers(cx) if problem.objective == "goodput" else build_layers(cx)
         info["layers"] = len(layers)
         if problem.objective == "goodput":
             return _goodput(problem, cx, layers, started, time_limit, info)
         return _target(problem, layers, started, time_limit, info)
-
-
-def _everything_fits(problem: StepProblem) -> tuple[Decision, int] | None:
-    """Every request at ``hi`` when that is a valid decision within ``T``: no other decision
-    has as many tokens (each request is at its most), so it is the ``goodput`` optimum, its
-    tie-break included. None otherwise (the layers decide)."""
-    cfg = problem.config
-    if len(problem.requests) > cfg.max_num_running_reqs:
-        return None
-    tokens = {r.id: problem.hi(r) for r in problem.requests}
-    if sum(tokens.values()) > cfg.max_num_scheduled_tokens:
-        return None
-    if cfg.num_free_blocks is not None:
-        need = sum(problem.new_blocks(r, tokens[r.id]) for r in problem.requests)
-        if need > cfg.num_free_blocks:
-            return None
-    latency = problem.latency.predict_ns(problem, tokens)
-    if latency > problem.target_ns:
-        return None
-    return Decision.of(tokens), latency
 
 
 def _refusal(problem: StepProblem) -> str:
