@@ -145,3 +145,27 @@ def test_tune_refuses_a_trace_and_a_synthetic_load_together(capsys, tmp_path):
     code = main(["tune", str(trace), "--slo-tbt-ms", "50", "--load", "splitwise-conv"])
     err = capsys.readouterr().err
     assert code == 2 and "--load: give a trace or a synthetic load, not both" in err
+
+
+def test_tune_kv_blocks_override_the_preset_capacity(capsys):
+    """vLLM's own block count (its log's '# GPU blocks') replaces the preset's upper bound: a
+    cache of 1,600 tokens holds one 1,030-token request at a time, so requests queue."""
+    load = ["--prompt-len", "fixed:1000", "--output-len", "fixed:30", "--rate", "20"]
+    load += ["--max-requests", "24", "--json"]
+    runs = {}
+    for extra in ((), ("--kv-blocks", "100")):
+        code, out, _ = _tune(capsys, *load, *extra)
+        assert code == 0
+        runs[extra] = json.loads(out)
+    default, small = runs[()], runs[("--kv-blocks", "100")]
+    assert small["stepopt_config"]["tune"]["kv_blocks"] == 100
+    assert default["stepopt_config"]["tune"]["kv_blocks"] is None
+    best = {k: max(r["output_tokens_per_s"] for r in v["pareto_front"]) for k, v in runs.items()}
+    assert best[("--kv-blocks", "100")] < 0.5 * best[()]
+    assert small["chosen"]["ttft_p90_ms"] > 2 * default["chosen"]["ttft_p90_ms"]
+    assert small["chosen"]["rejected"] == 0
+    # 64 blocks hold 1,024 tokens: no request fits, each is counted as rejected and said so
+    code, out, _ = _tune(capsys, *load[:-1], "--kv-blocks", "64")
+    assert code == 0 and "24 request(s) can never fit the KV cache" in " ".join(out.split())
+    code, _, err = _tune(capsys, *load, "--kv-blocks", "0")
+    assert code == 2 and "kv_blocks: must be >= 1" in err

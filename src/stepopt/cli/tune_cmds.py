@@ -134,6 +134,14 @@ def cmd_tune(
     memory_share: Annotated[
         float, typer.Option("--gpu-memory-share", help="GPU memory share for weights + KV.")
     ] = 0.9,
+    kv_blocks: Annotated[
+        int | None,
+        typer.Option(
+            "--kv-blocks",
+            help="Total KV blocks, e.g. vLLM's logged '# GPU blocks' (default: from the preset "
+            "at --gpu-memory-share, an upper bound).",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Parallel replays.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the arrivals.")] = 0,
     plot: Annotated[Path | None, typer.Option("--plot", help="Pareto front figure.")] = None,
@@ -173,6 +181,7 @@ def cmd_tune(
         thresholds=_ints(thresholds, "--thresholds"),
         attainment_goal=attainment,
         memory_share=memory_share,
+        kv_blocks=kv_blocks,
     )
     from stepopt.latency.engine import load_engine
     from stepopt.latency.presets import load_preset
@@ -218,6 +227,12 @@ def cmd_tune(
             "-" if r["tbt_p99_ms"] is None else f"{r['tbt_p99_ms']:.1f}",
         )
     console.print(t)
+    if chosen.get("rejected"):
+        console.print(
+            f"warning: {chosen['rejected']} request(s) can never fit the KV cache "
+            "(rejected; see --kv-blocks, --gpu-memory-share)",
+            markup=False,
+        )
     verdict = "meets" if met else "does NOT meet (best attainment shown)"
     console.print(f"chosen ({verdict} the {spec.attainment_goal:g} goal):")
     console.print(f"  vllm serve ... {vllm_flags(chosen)}", markup=False)

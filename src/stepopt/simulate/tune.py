@@ -29,6 +29,7 @@ class TuneSpec:
     thresholds: tuple[int, ...] = (0,)
     attainment_goal: float = 0.9
     memory_share: float = 0.9
+    kv_blocks: int | None = None  # total KV blocks; None: sized from the preset at memory_share
     block_size: int = 16
     policy: str = "vllm-v1"
 
@@ -47,6 +48,10 @@ class TuneSpec:
                 raise InputError(name, "needs positive integers", list(values))
         if any(t < 0 for t in self.thresholds):
             raise InputError("thresholds", "must be >= 0", list(self.thresholds))
+        if not 0 < self.memory_share <= 1:
+            raise InputError("gpu_memory_share", "must be in (0, 1]", self.memory_share)
+        if self.kv_blocks is not None and self.kv_blocks < 1:
+            raise InputError("kv_blocks", "must be >= 1", self.kv_blocks)
 
     def grid(self) -> list[tuple[int, int, int]]:
         return [
@@ -68,13 +73,16 @@ def run_point(spec: TuneSpec, trace: Any, point: tuple[int, int, int]) -> dict[s
     latency = load_preset(spec.preset).with_engine(load_engine(spec.engine, "engine"))
     config = SimConfig(
         engine=EngineConfig(budget, seqs, thr, 1, spec.block_size, None),
-        kv_blocks=default_num_free_blocks(latency, spec.memory_share, spec.block_size),
+        kv_blocks=spec.kv_blocks
+        if spec.kv_blocks is not None
+        else default_num_free_blocks(latency, spec.memory_share, spec.block_size),
         validate=False,
     )
     target = FixedTarget(spec.slo_tbt_ms or 50.0)
     res = simulate(trace, make_policy(spec.policy), latency, target, config)
     s = summarize(res, spec.slo_ttft_ms, spec.slo_tbt_ms)
     keep = ("output_tokens_per_s", "slo_attainment", "ttft_p90_ms", "tbt_p99_ms", "finished")
+    keep += ("rejected",)  # requests whose KV cache could never fit, even alone
     return {
         "max_num_batched_tokens": budget,
         "max_num_seqs": seqs,
