@@ -60,7 +60,7 @@ def _number(text: str, field: str, spec: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise InputError(field, f"expected {SYNTAX}", spec) from None
+        v = math.nan
     if not math.isfinite(v):
         raise InputError(field, f"expected {SYNTAX}", spec)
     return v
