@@ -169,3 +169,25 @@ def test_tune_kv_blocks_override_the_preset_capacity(capsys):
     assert code == 0 and "24 request(s) can never fit the KV cache" in " ".join(out.split())
     code, _, err = _tune(capsys, *load, "--kv-blocks", "0")
     assert code == 2 and "kv_blocks: must be >= 1" in err
+
+
+def test_tune_kernel_reaches_the_replays_and_the_config(capsys, tmp_path):
+    """A FlashAttention-2 engine on A100 (TensorRT-LLM, vLLM's FlashAttention backend): long
+    prompts prefill faster, and the written config loads back with the same kernel."""
+    from stepopt.latency.serialize import model_from_dict
+
+    load = ["--prompt-len", "fixed:4000", "--output-len", "fixed:8", "--rate", "2"]
+    load += ["--max-requests", "20", "--json"]
+    ttft = {}
+    for kernel in ("measured", "fa2"):
+        out = tmp_path / f"{kernel}.json"
+        code, text, _ = _tune(capsys, *load, "--kernel", kernel, "-o", str(out))
+        assert code == 0
+        doc = json.loads(text)
+        ttft[kernel] = min(r["ttft_p90_ms"] for r in doc["pareto_front"])
+        cfg = json.loads(out.read_text())
+        assert cfg["latency_model"]["kernel"] == kernel
+        assert model_from_dict(cfg["latency_model"]).meta["attention_kernel"] == kernel
+    assert ttft["fa2"] < ttft["measured"]
+    code, _, err = _tune(capsys, *load, "--kernel", "fa3")
+    assert code == 2 and "--kernel: fa3 has no published efficiency on a100" in err

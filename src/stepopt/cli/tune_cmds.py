@@ -85,6 +85,13 @@ def cmd_tune(
         "a100/llama-2-7b/tp1"
     ),
     engine: Annotated[str, typer.Option("--engine", help="Engine overhead profile.")] = "none",
+    kernel: Annotated[
+        str | None,
+        typer.Option(
+            "--kernel",
+            help="Prefill attention kernel: measured, fa2, fa3 (default: the preset's own).",
+        ),
+    ] = None,
     slo_tbt_ms: Annotated[
         float | None, typer.Option("--slo-tbt-ms", help="TBT SLO (per-request p99).")
     ] = None,
@@ -174,6 +181,7 @@ def cmd_tune(
     spec = TuneSpec(
         preset=preset,
         engine=engine,
+        kernel=kernel,
         slo_tbt_ms=slo_tbt_ms,
         slo_ttft_ms=slo_ttft_ms,
         budgets=_ints(budgets, "--budgets"),
@@ -183,11 +191,7 @@ def cmd_tune(
         memory_share=memory_share,
         kv_blocks=kv_blocks,
     )
-    from stepopt.latency.engine import load_engine
-    from stepopt.latency.presets import load_preset
-
-    load_preset(preset)  # unknown names fail before any replay
-    load_engine(engine, "--engine")
+    spec.latency()  # unknown names fail before any replay
     tr = _requests(trace, load, prompt_len, output_len, rate, seed, max_requests)
     rows = sweep(spec, tr, workers)
     front = pareto_front(rows)

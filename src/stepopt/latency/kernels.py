@@ -2,10 +2,11 @@
 
 A preset fitted with the ``measured`` kernel carries Vidur's 2024 attention kernel; an engine
 running a FlashAttention-class kernel (TensorRT-LLM's context FMHA, vLLM's FlashAttention
-backend) is modelled by scaling the prefill coefficients by measured efficiency / the kernel's
-published efficiency, as :class:`~stepopt.latency.fit.LatencyFitter` does with ``kernel=``. The
-measured efficiency is read back from the model's own prefill term (its FLOPs are the reference
-shape's times ``meta.attention_scaling.flops_ratio``), so no data folder is needed.
+backend) is modelled by scaling the prefill coefficients by the preset's kernel efficiency / the
+other kernel's, as :class:`~stepopt.latency.fit.LatencyFitter` does with ``kernel=``. The
+preset's efficiency is read back from its own prefill term (its FLOPs are the reference shape's
+times ``meta.attention_scaling.flops_ratio``), so no data folder is needed. Problem files select
+one with ``{"preset": NAME, "kernel": "fa2"}``, ``stepopt tune`` with ``--kernel``.
 """
 
 from __future__ import annotations
@@ -32,16 +33,36 @@ def prefill_efficiency(model: LatencyModel) -> float:
     return flops / seconds / (GPUS[meta["gpu"]].fp16_tflops * 1e12)
 
 
-def with_prefill_kernel(model: LatencyModel, kernel: str) -> LatencyModel:
-    """``model`` (a preset fitted with the ``measured`` kernel) with ``kernel``'s prefill speed;
-    ``meta.attention_kernel`` says which."""
-    meta = model.meta
-    if meta.get("attention_kernel") != "measured" or "gpu" not in meta:
-        raise InputError("kernel", "needs a fitted preset with the measured kernel", model.name)
-    eff = KERNEL_EFFICIENCY.get(kernel, {}).get(meta["gpu"])
+KERNEL_NAMES = ("measured", *KERNEL_EFFICIENCY)
+
+
+def kernel_efficiency(kernel: str, gpu: str, measured: float, field: str = "kernel") -> float:
+    """The efficiency ``kernel`` reaches on ``gpu``: the papers' figure, or ``measured`` (Vidur's
+    kernel as profiled, which keeps its efficiency when scaled to another GPU)."""
+    if kernel == "measured":
+        return measured
+    if kernel not in KERNEL_EFFICIENCY:
+        raise InputError(field, f"unknown kernel {kernel!r}; valid: {', '.join(KERNEL_NAMES)}")
+    eff = KERNEL_EFFICIENCY[kernel].get(gpu)
     if eff is None:
-        raise InputError("kernel", f"no published efficiency on {meta['gpu']}", kernel)
-    f = prefill_efficiency(model) / eff
+        raise InputError(field, f"{kernel} has no published efficiency on {gpu}", kernel)
+    return eff
+
+
+def with_prefill_kernel(
+    model: LatencyModel, kernel: str, measured: float, field: str = "kernel"
+) -> LatencyModel:
+    """A fitted preset with ``kernel``'s prefill speed (``meta.attention_kernel`` says which);
+    the model itself when it already assumes that kernel. ``measured`` is the measured kernel's
+    efficiency (:func:`stepopt.latency.presets.with_kernel` reads it from the reference
+    preset)."""
+    meta = model.meta
+    if "attention_kernel" not in meta or "gpu" not in meta:
+        raise InputError(field, "needs a fitted preset (it states its kernel)", model.name)
+    target = kernel_efficiency(kernel, meta["gpu"], measured, field)
+    if kernel == meta["attention_kernel"]:
+        return model
+    f = prefill_efficiency(model) / target
     pre = model.prefill
     prefill = PrefillAttention(
         alpha_ns=_decimal(float(pre.alpha_ns) * f),

@@ -138,6 +138,10 @@ class PresetRef(_Strict):
 
     preset: str
     engine: EngineRef = EngineField
+    kernel: str | None = Field(
+        default=None,
+        description="Prefill attention kernel (measured, fa2, fa3); default: the preset's own.",
+    )
 
 
 def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyModel:
@@ -168,6 +172,10 @@ def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
         if ref.preset not in preset_names():
             raise UnknownNameError("preset", ref.preset, list(preset_names()), f"{field}.preset")
         model = load_preset(ref.preset)
+        if ref.kernel is not None:
+            from stepopt.latency.presets import with_kernel
+
+            model = with_kernel(model, ref.kernel, f"{field}.kernel")
         return model if ref.engine is None else model.with_engine(ref.engine)
     try:
         spec = LatencySpec.model_validate(doc)

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stepopt.latency.engine import ENGINES, EngineOverhead
-from stepopt.latency.kernels import with_prefill_kernel
-from stepopt.latency.presets import load_preset
+from stepopt.latency.presets import load_preset, with_kernel
 from stepopt.latency.quality import SARATHI_DECODE_CONTEXT
 
 SARATHI_SOURCE = "Sarathi-Serve OSDI'24 artifact, osdi-experiments/{}"
@@ -100,7 +99,7 @@ def sarathi_attention_figures(root: Path, kernel: str = "measured") -> list[Figu
         rows = [r for r in csv.DictReader(fh) if r["batch_num_prefill_tokens"] != "0"]
     model = load_preset("a100/codellama-34b/tp2")
     if kernel != "measured":
-        model = with_prefill_kernel(model, kernel)
+        model = with_kernel(model, kernel)
     out = []
     for row in rows:
         c = int(float(row["batch_num_prefill_tokens"]))
@@ -143,7 +142,7 @@ def trt_llm_figures(kernels: tuple[str, ...] = ("measured", "fa2")) -> list[Figu
         for label, preset, tokens, ms in TRT_FIRST_TOKEN:
             model = load_preset(preset)
             if kernel != "measured":
-                model = with_prefill_kernel(model, kernel)
+                model = with_kernel(model, kernel)
             pred = model.step_ns(tokens, 1, 0, model.prefill(tokens, 0, tokens))
             out.append(
                 Figure(
