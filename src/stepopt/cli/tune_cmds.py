@@ -79,7 +79,8 @@ def _requests(
 
 def cmd_tune(
     trace: Annotated[
-        Path | None, typer.Argument(help="Trace CSV (as for stepopt simulate); omit for --load.")
+        Path | None,
+        typer.Argument(help="Trace CSV (as for stepopt simulate); none: a synthetic load."),
     ] = None,
     preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = (
         "a100/llama-2-7b/tp1"
@@ -150,7 +151,7 @@ def cmd_tune(
         ),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Parallel replays.")] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the arrivals.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of arrivals and lengths.")] = 0,
     plot: Annotated[Path | None, typer.Option("--plot", help="Pareto front figure.")] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the stepopt config (JSON).")
