@@ -220,9 +220,9 @@ class Store:
 class ResultWriter:
     """A run's results into the database, the file open only while writing.
 
-    What is pending is written in one transaction. Rows are written at most every ``every_s`` seconds
-    (opening the file costs tens of ms), so a ``SIGKILL`` loses at most that much finished work
-    (a rerun redoes it); while a reader holds the file they wait in memory. :meth:`close`
+    What is pending is written in one transaction, at most every ``every_s`` seconds (opening
+    the file costs tens of ms), so a ``SIGKILL`` loses at most that much finished work (a rerun
+    redoes it); while a reader holds the file they wait in memory. :meth:`close`
     writes what is left, waiting up to ``final_wait_s`` for a reader to finish.
     """
 
