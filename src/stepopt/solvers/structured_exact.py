@@ -246,13 +246,16 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
     width = hi_new - lo_new + 1
     new = np.full((nz, nb, width), INF, dtype=np.int64)
     arg = np.full((nz, nb, width), -1, dtype=np.int64)
-    shifts = opts[:, 2] * (nb + 1) + opts[:, 3]
+    fit = np.flatnonzero(opts[:, 3] < nb)  # more blocks than the KV limit: never
+    if fit.size == 0:
+        return new, arg
+    shifts = opts[fit, 2] * nb + opts[fit, 3]
     keys = [int(shifts[0])] if (shifts == shifts[0]).all() else np.unique(shifts).tolist()
     for key in keys:
-        dz, db = divmod(key, nb + 1)
-        if db >= nb or dz >= nz:
+        dz, db = divmod(key, nb)
+        if dz >= nz:
             continue
-        rows = np.flatnonzero(shifts == key) if len(keys) > 1 else np.arange(shifts.size)
+        rows = fit[shifts == key] if len(keys) > 1 else fit
         off = (lo_new - lo_old) - opts[rows, 0]  # old index = new index + off
         dst, dst_arg = new[dz:, db:], arg[dz:, db:]
         src = cost[: nz - dz, : nb - db]
