@@ -33,9 +33,10 @@ from stepopt.solvers.hint import greedy_hint
 from stepopt.solvers.structured_curves import allocation
 from stepopt.solvers.structured_exact import Exact, exact_min
 from stepopt.solvers.structured_goodput import everything_fits, goodput_layers
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer, a_layer, b_layer
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer, first_layers
 
 NAME = "structured"
+MAX_PREFIX_LAYERS = 24  # candidate layers of started running prefills (``target``)
 MAX_WAITING_LAYERS = 4096
 
 
@@ -120,15 +121,14 @@ def _none_found(problem, started, time_limit, info, proven: bool, why: str) -> S
 
 
 def build_layers(cx: Ctx) -> list[Layer]:
+    """Every layer (``target``; ``goodput`` builds fewer, see ``structured_goodput``)."""
     p = cx.problem
-    layers = [a_layer(cx)]
+    layers = first_layers(cx)
     if len(cx.decodes) >= cx.budget:
         return layers  # every B layer runs every decode and more: over the budget
+    if len(layers) > 1:  # B0's started prefixes: candidates for ``target``
+        layers.extend(_started_prefixes(cx, layers[1]))
     running_pre = list(p.running_prefills)
-    if running_pre:
-        b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
-        if b0 is not None:
-            layers.append(b0)
     full = {r.id: p.hi(r) for r in running_pre}
     order = p.waiting_order
     budget_left = cx.budget - len(cx.decodes) - sum(full.values())
@@ -142,6 +142,26 @@ def build_layers(cx: Ctx) -> list[Layer]:
         if layer is not None:
             layers.append(layer)
     return layers
+
+
+def _started_prefixes(cx: Ctx, b0: Layer) -> list[Layer]:
+    """Candidates only: B0 with its first ``m`` prefills (in the greedy's start order) at
+    ``[lo, hi]`` and the rest at 0, so every token count has a valid split even where the
+    greedy would stop an item between 0 and ``lo``. B0's bounds cover them: none of their
+    own."""
+    first = {}
+    for k in range(b0.fill.item.size):
+        first.setdefault(int(b0.fill.item[k]), k)
+    order = [b0.reqs[i] for i in sorted(first, key=first.get)]
+    out = []
+    for m in range(1, min(len(order), MAX_PREFIX_LAYERS) + 1):
+        ly = b_layer(cx, f"B0/{m}", {}, [], order[:m], optional=False)
+        if ly is not None:
+            a = ly.arrays
+            a.lb = np.full(a.lb.size, BIG)
+            a.ub = np.full(a.ub.size, -BIG)
+            out.append(ly)
+    return out
 
 
 def _decision(problem: StepProblem, layer: Layer, pos: int) -> Decision:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from stepopt.model import Decision, StepProblem
-from stepopt.solvers.structured_layers import Ctx, Layer, a_layer, b_layer
+from stepopt.solvers.structured_layers import Ctx, Layer, b_layer, first_layers
 
 MAX_WAITING_LAYERS = 4096
 
@@ -44,14 +44,10 @@ def goodput_layers(cx: Ctx) -> list[Layer]:
     """The layers that can hold the ``goodput`` optimum (see the module docstring); the ones
     left out have every position either above ``T`` or below a valid candidate's tokens."""
     p = cx.problem
-    layers = [a_layer(cx)]
+    layers = first_layers(cx)
     if len(cx.decodes) >= cx.budget:
-        return layers  # every B layer runs every decode and more: over the budget
+        return layers
     running_pre = list(p.running_prefills)
-    if running_pre:
-        b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
-        if b0 is not None:
-            layers.append(b0)
     best = max(_best_tokens(ly, cx.target) for ly in layers)
     full = {r.id: p.hi(r) for r in running_pre}
     order = p.waiting_order

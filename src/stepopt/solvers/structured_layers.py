@@ -135,6 +135,18 @@ def a_layer(cx: Ctx) -> Layer:
     return Layer("A", {}, [], [], arrays, decode_pick=(need_up, free_up, a_lo, a_hi))
 
 
+def first_layers(cx: Ctx) -> list[Layer]:
+    """The decode layer ``A`` and, with running prefills, ``B0``; B0 is left out when the
+    decodes alone fill the budget (every B layer runs every decode and more)."""
+    layers = [a_layer(cx)]
+    running_pre = list(cx.problem.running_prefills)
+    if running_pre and len(cx.decodes) < cx.budget:
+        b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
+        if b0 is not None:
+            layers.append(b0)
+    return layers
+
+
 def b_layer(
     cx: Ctx,
     name: str,
