@@ -214,41 +214,46 @@ def _run(choices, zero_ok, total, fseq_by_zeros, blocks, nb):
         return None
     cost = np.full((nz, nb, 1), INF, dtype=np.int64)
     cost[0, 0, 0] = 0
-    args = []
+    stages = [(cost, None)]
     for k in range(n):
         c, g = choices[k]
         opts = np.stack([c, g, np.zeros_like(c), blocks[k]], axis=1)
         if zero_ok[k]:
             opts = np.concatenate([opts, np.asarray([[0, 0, 1, 0]], dtype=np.int64)])
-        cost, arg = _step(cost, opts, int(lo_w[k]), int(lo_w[k + 1]), int(hi_w[k + 1]), nb)
-        args.append((opts, arg))
+        cost = _step(cost, opts, int(lo_w[k]), int(lo_w[k + 1]), int(hi_w[k + 1]), nb)
+        stages.append((cost, opts))
     final = cost[:, :, 0] + fseq_by_zeros[:nz, None]
     z, b = np.unravel_index(int(np.argmin(final)), final.shape)
     best = int(final[z, b])
     if best >= INF:
         return INF, ()
+    # Back through the stages: an option whose predecessor's value plus its own gives the
+    # value reached (the values are exact integers).
     chunks = [0] * n
     t = total
     for k in range(n - 1, -1, -1):
-        opts, arg = args[k]
-        j = int(arg[z, b, t - int(lo_w[k + 1])])
-        ck, _, dz, db = (int(v) for v in opts[j])
-        chunks[k] = ck
-        z, b, t = z - dz, b - db, t - ck
+        prev, opts = stages[k][0], stages[k + 1][1]
+        want = int(stages[k + 1][0][z, b, t - int(lo_w[k + 1])])
+        pz, pb, pt = z - opts[:, 2], b - opts[:, 3], t - opts[:, 0] - int(lo_w[k])
+        inside = (pz >= 0) & (pb >= 0) & (pt >= 0) & (pt < prev.shape[2])
+        vals = np.full(opts.shape[0], INF, dtype=np.int64)
+        vals[inside] = prev[pz[inside], pb[inside], pt[inside]] + opts[inside, 1]
+        j = int(np.flatnonzero(vals == want)[0])
+        chunks[k] = int(opts[j, 0])
+        z, b, t = int(pz[j]), int(pb[j]), t - int(opts[j, 0])
     return best, tuple(chunks)
 
 
 def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: int, nb: int):
     """One item: ``new[z + dz, b + db, t + c] = min(cost[z, b, t] + g)`` over its options
-    (rows ``c, g, dz, db``), with the row that attains it. Options with the same ``(dz, db)``
-    are gathered at once (a min-plus convolution over the token axis)."""
+    (rows ``c, g, dz, db``). Options with the same ``(dz, db)`` are gathered at once (a
+    min-plus convolution over the token axis)."""
     nz, _, old_w = cost.shape
     width = hi_new - lo_new + 1
     new = np.full((nz, nb, width), INF, dtype=np.int64)
-    arg = np.full((nz, nb, width), -1, dtype=np.int64)
     fit = np.flatnonzero(opts[:, 3] < nb)  # more blocks than the KV limit: never
     if fit.size == 0:
-        return new, arg
+        return new
     shifts = opts[fit, 2] * nb + opts[fit, 3]
     keys = [int(shifts[0])] if (shifts == shifts[0]).all() else np.unique(shifts).tolist()
     for key in keys:
@@ -257,36 +262,28 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
             continue
         rows = fit[shifts == key] if len(keys) > 1 else fit
         off = (lo_new - lo_old) - opts[rows, 0]  # old index = new index + off
-        dst, dst_arg = new[dz:, db:], arg[dz:, db:]
+        dst = new[dz:, db:]
         src = cost[: nz - dz, : nb - db]
         if rows.size * dst.size > GATHER_MAX:  # one option at a time: less memory
-            _one_by_one(src, dst, dst_arg, rows, off, opts[rows, 1], old_w)
+            _one_by_one(src, dst, off, opts[rows, 1], old_w)
             continue
         pad_l = max(0, -int(off.min()))
         padded = np.full((*src.shape[:2], max(old_w + pad_l, width + int(off.max()) + pad_l)), INF)
         padded[:, :, pad_l : pad_l + old_w] = src
         idx = np.arange(width)[None, :] + (off + pad_l)[:, None]  # (options, width)
         flat = padded.reshape(-1, padded.shape[2])
-        vals = flat[:, idx] + opts[rows, 1][None, :, None]  # (z * b, options, width)
-        j = vals.argmin(axis=1)
-        got = vals.min(axis=1).reshape(dst.shape)
-        better = got < dst
-        dst[better] = got[better]
-        dst_arg[better] = rows[j.reshape(dst.shape)][better]
-    return new, arg
+        got = (flat[:, idx] + opts[rows, 1][None, :, None]).min(axis=1)  # (z * b, width)
+        np.minimum(dst, got.reshape(dst.shape), out=dst)
+    return new
 
 
-def _one_by_one(src, dst, dst_arg, rows, off, gains, old_w) -> None:
+def _one_by_one(src, dst, off, gains, old_w) -> None:
     width = dst.shape[2]
-    for r, o, g in zip(rows, off, gains, strict=True):
+    for o, g in zip(off, gains, strict=True):
         a0, a1 = max(-int(o), 0), min(old_w - int(o), width)  # new index i reads old i + o
-        if a0 >= a1:
-            continue
-        val = src[:, :, a0 + o : a1 + o] + g
-        d = dst[:, :, a0:a1]
-        better = val < d
-        d[better] = val[better]
-        dst_arg[:, :, a0:a1][better] = r
+        if a0 < a1:
+            d = dst[:, :, a0:a1]
+            np.minimum(d, src[:, :, a0 + o : a1 + o] + g, out=d)
 
 
 def _block_choices(cx: Ctx, layer: Layer | _Sub, choices) -> tuple[list[np.ndarray], int | None]:
