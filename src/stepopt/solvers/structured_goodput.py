@@ -27,9 +27,11 @@ def everything_fits(problem: StepProblem) -> tuple[Decision, int] | None:
     cfg = problem.config
     if len(problem.requests) > cfg.max_num_running_reqs:
         return None
-    tokens = {r.id: problem.hi(r) for r in problem.requests}
-    if sum(tokens.values()) > cfg.max_num_scheduled_tokens:
+    others = [*problem.running_prefills, *problem.waiting]
+    most = len(problem.running_decodes) + sum(problem.hi(r) for r in others)
+    if most > cfg.max_num_scheduled_tokens:  # the common case under load: cheap to see
         return None
+    tokens = {r.id: problem.hi(r) for r in problem.requests}
     if cfg.num_free_blocks is not None:
         need = sum(problem.new_blocks(r, tokens[r.id]) for r in problem.requests)
         if need > cfg.num_free_blocks:
