@@ -18,6 +18,7 @@ size come from sorts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -89,12 +90,17 @@ class Ctx:
         self.decodes = problem.running_decodes
         self.ctx = np.asarray([r.computed_tokens for r in self.decodes], dtype=np.int64)
         self.need = (self.ctx % self.bs == 0) if self.decodes else np.zeros(0, dtype=bool)
-        self.decode_tokens = {r.id: 1 for r in self.decodes}
         self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
         self.target_objective = problem.objective == "target"
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
+
+    @cached_property
+    def decode_tokens(self) -> dict[str, int]:
+        """Every decode at 1 token (the B layers' fixed part; not needed when the decodes
+        alone fill the budget)."""
+        return {r.id: 1 for r in self.decodes}
 
 
 def a_layer(cx: Ctx) -> Layer:
