@@ -175,3 +175,41 @@ def test_regression_window_where_presolve_probing_lost_two_tokens():
     assert res.status == "OPTIMAL"
     assert res.evaluation.key >= heur.key
     assert res.evaluation.tokens == 402
+
+
+def every_plan_met(w: WindowProblem) -> set[str]:
+    """The ids some feasible plan of ``w`` meets the SLOs of (full enumeration)."""
+    met: set[str] = set()
+
+    def rec(st: WindowState, lats: list) -> None:
+        if len(lats) == w.steps:
+            ev = judge(w, st, lats, [])
+            met.update(rid for rid, ok in ev.met.items() if ok)
+            return
+        problem = st.problem()
+        opts = [[0, *range(problem.lo(r), problem.hi(r) + 1)] for r in problem.requests]
+        for combo in itertools.product(*opts):
+            tokens = {r.id: c for r, c in zip(problem.requests, combo, strict=True) if c}
+            nxt = copy.deepcopy(st)
+            lat, bad = nxt.apply(problem, tokens)
+            if not bad:
+                rec(nxt, [*lats, lat])
+
+    rec(WindowState(w), [])
+    return met
+
+
+def test_requests_ruled_out_alone_are_met_by_no_plan():
+    from stepopt.horizon.bounds import hopeless
+
+    flagged = 0
+    for seed in range(40):
+        w = tiny_window(seed)
+        out = hopeless(w)
+        if not out:
+            continue
+        flagged += len(out)
+        assert not out.keys() & every_plan_met(w), (seed, out)
+        res = solve_window(w, time_limit_s=30)
+        assert res.status == "OPTIMAL" and not any(res.evaluation.met[rid] for rid in out)
+    assert flagged >= 3  # the relaxation does rule requests out on these windows

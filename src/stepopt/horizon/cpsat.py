@@ -26,6 +26,7 @@ from ortools.sat.python import cp_model
 from stepopt.errors import InputError
 from stepopt.formulation.cpsat import _term_hull
 from stepopt.formulation.spec import curve_term
+from stepopt.horizon.bounds import hopeless
 from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 
@@ -50,6 +51,7 @@ class WindowModel:
     busy: list
     slo_obj: cp_model.LinearExprT
     tokens_obj: cp_model.LinearExprT
+    hopeless: dict[str, str] = field(default_factory=dict)  # id -> why no plan meets its SLOs
     hints: dict = field(default_factory=dict)
 
 
@@ -179,10 +181,15 @@ def build(w: WindowProblem) -> WindowModel:
         e_prev, last_prev = e, last
 
     met = _slo(m, w, t, X, z, D, F, t_hi)
+    # the per-request relaxation (horizon/bounds.py): SLOs no plan can meet
+    out = hopeless(w)
+    for i, r in enumerate(reqs):
+        if r.id in out:
+            m.add(met[i] == 0)
     weights = w.slo_weight
     slo_obj = sum(weights[r.id] * met[i] for i, r in enumerate(reqs))
     tokens_obj = sum(X[i][K] for i in range(n)) - sum(r.computed_tokens for r in reqs)
-    return WindowModel(m, X, z, met, busy, slo_obj, tokens_obj)
+    return WindowModel(m, X, z, met, busy, slo_obj, tokens_obj, out)
 
 
 def _request_vars(m, w: WindowProblem, r, seen, fidx, one, zero, mchunk: int) -> tuple:

@@ -1,0 +1,88 @@
+"""Per-request relaxations of a window: the SLOs no plan can meet, whatever the others do.
+
+A request's prefill steps each take at least the latency of a step holding only its chunk
+(the token curve's minimum over ``[chunk, budget]`` -- the curve need not be monotone -- plus
+the batch curve's minimum over ``[1, n]``; the decode-context term is never negative), and its
+first step starts no earlier than its arrival and the window start. The cheapest way to cut its
+remaining prompt into chunks (a small dynamic programme over token counts, chunk bounds relaxed
+to ``[1, cap]``) gives the earliest time its first token can come; past its TTFT deadline, or
+with more chunks than steps, its SLOs cannot be met. A request whose last token before the
+window is already more than the TBT bound before the window start cannot meet them either.
+
+The model fixes these requests' ``met`` to false, and the SLO level's bound drops by their
+weight before any search: a hint that meets every other SLO is proven optimal at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stepopt.horizon.problem import WindowProblem, WindowRequest
+
+
+def prefill_cap(w: WindowProblem) -> int:
+    """The most prompt tokens one request can compute in a step."""
+    cfg = w.config
+    B, thr = cfg.max_num_scheduled_tokens, cfg.long_prefill_token_threshold
+    return min(B, thr) if thr > 0 else B
+
+
+def chunk_floor_ns(w: WindowProblem) -> np.ndarray:
+    """``f[c]``: a lower bound on any step's latency in which one request computes ``c``
+    tokens (``c = 1..cap``; ``f[0] = 0``)."""
+    lat, B = w.latency, w.config.max_num_scheduled_tokens
+    cap = prefill_cap(w)
+    tok = np.array([lat.tokens(x) for x in range(B + 1)], dtype=np.int64)
+    suffix_min = np.minimum.accumulate(tok[::-1])[::-1]
+    bat = min(lat.batch(b) for b in range(1, max(len(w.requests), 1) + 1))
+    f = suffix_min[: cap + 1] + bat
+    f[0] = 0
+    return f
+
+
+def prefill_floor_ns(f: np.ndarray, top: int) -> np.ndarray:
+    """``dp[x]``: the least total latency of steps computing ``x`` prompt tokens in chunks of
+    ``1..cap`` (``f`` from :func:`chunk_floor_ns`), for ``x = 0..top``."""
+    cap = len(f) - 1
+    dp = np.zeros(top + 1, dtype=np.int64)
+    costs = f[1:]  # costs[c - 1] = f[c]
+    for x in range(1, top + 1):
+        c = min(cap, x)
+        # dp[x - 1], dp[x - 2], ..., dp[x - c] with chunk 1, 2, ..., c
+        dp[x] = int(np.min(dp[x - c : x][::-1] + costs[:c]))
+    return dp
+
+
+def hopeless(w: WindowProblem) -> dict[str, str]:
+    """The requests whose SLOs no plan of ``w`` can meet, each with the reason."""
+    out: dict[str, str] = {}
+    pending = [
+        r for r in w.requests if r.emitted_tokens == 0 and r.computed_tokens < r.prompt_tokens
+    ]
+    cap = prefill_cap(w)
+    dp = None
+    if pending and cap > 0:
+        top = max(r.prompt_tokens - r.computed_tokens for r in pending)
+        dp = prefill_floor_ns(chunk_floor_ns(w), top)
+    for r in w.requests:
+        why = _why(w, r, cap, dp)
+        if why:
+            out[r.id] = why
+    return out
+
+
+def _why(w: WindowProblem, r: WindowRequest, cap: int, dp: np.ndarray | None) -> str | None:
+    if r.emitted_tokens > 0:
+        if r.emitted_tokens < r.output_tokens and w.start_ns - r.last_token_ns > w.tbt_ns:
+            return "its last token is already more than the TBT bound before the window start"
+        return None
+    rem = r.prompt_tokens - r.computed_tokens
+    if rem <= 0:
+        return None
+    if cap <= 0 or -(-rem // cap) > w.steps:
+        return f"its prompt needs more than {w.steps} steps"
+    earliest = max(w.start_ns, r.arrival_ns) + int(dp[rem])
+    deadline = r.arrival_ns + w.ttft_ns(r)
+    if earliest > deadline:
+        return f"its first token cannot come before {earliest} ns (deadline {deadline} ns)"
+    return None
