@@ -26,7 +26,7 @@ from ortools.sat.python import cp_model
 from stepopt.errors import InputError
 from stepopt.formulation.cpsat import _term_hull
 from stepopt.formulation.spec import curve_term
-from stepopt.horizon.bounds import hopeless
+from stepopt.horizon.bounds import hopeless, prefill_cap
 from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 
@@ -181,6 +181,7 @@ def build(w: WindowProblem) -> WindowModel:
         e_prev, last_prev = e, last
 
     met = _slo(m, w, t, X, z, D, F, t_hi)
+    _redundant(m, w, t, X, z, D, vis, met)
     # the per-request relaxation (horizon/bounds.py): SLOs no plan can meet
     out = hopeless(w)
     for i, r in enumerate(reqs):
@@ -308,3 +309,26 @@ def _slo(m, w, t, X, z, D, F, t_hi) -> list:
             m.add(t[k] - lt[k - 1] <= tbt).only_enforce_if([mi, *had, ~F[i][k - 1]])
             lt.append(lk)
     return met
+
+
+def _redundant(m, w: WindowProblem, t, X, z, D, vis, met) -> None:
+    """Implied constraints that let the search see deadlines and the window's end sooner: a
+    step's tokens are 0 unless scheduled; a request that meets its SLOs has its prompt done
+    by any step ending after its deadline, and is visible early enough to finish its prompt
+    in the steps left (at most ``cap`` tokens a step)."""
+    K, cap = w.steps, prefill_cap(w)
+    for i, r in enumerate(w.requests):
+        top = min(cap, r.final_computed - r.computed_tokens)
+        for k in range(1, K + 1):
+            m.add(X[i][k] - X[i][k - 1] <= max(top, 1) * z[i][k])
+        rem = r.prompt_tokens - r.computed_tokens
+        if r.emitted_tokens > 0 or rem <= 0 or cap <= 0:
+            continue
+        need = -(-rem // cap)
+        if need > K:
+            continue
+        if vis[i][K - need + 1] is not None:
+            m.add_implication(met[i], vis[i][K - need + 1])
+        dl = r.arrival_ns + w.ttft_ns(r)
+        for k in range(1, K):
+            m.add(t[k] <= dl).only_enforce_if([met[i], ~D[i][k]])
