@@ -86,3 +86,38 @@ def _why(w: WindowProblem, r: WindowRequest, cap: int, dp: np.ndarray | None) ->
     if earliest > deadline:
         return f"its first token cannot come before {earliest} ns (deadline {deadline} ns)"
     return None
+
+
+def clock_ceiling(w: WindowProblem, lmax: int) -> list[int]:
+    """``T[k]``: no plan's clock passes ``T[k]`` after ``k`` steps (``k = 0..K``). A busy step
+    lasts at most ``lmax``; an empty one jumps to the next arrival after its start, which is
+    at most the next arrival after ``T[k-1]`` when the start is at most ``T[k-1]``."""
+    arrivals = sorted({r.arrival_ns for r in w.requests})
+    T = [w.start_ns]
+    for _ in range(w.steps):
+        nxt = next((u for u in arrivals if u > T[-1]), T[-1])
+        T.append(max(T[-1] + lmax, nxt))
+    return T
+
+
+def progress_ceiling(w: WindowProblem, r: WindowRequest, clock: list[int]) -> list[int]:
+    """The most computed tokens ``r`` can have after each step ``k = 0..K``: nothing before
+    the first step whose start can reach its arrival, then at most ``cap`` prompt tokens a
+    step and one token a step once the prompt is done."""
+    cap, K = prefill_cap(w), w.steps
+    C0, P, fin = r.computed_tokens, r.prompt_tokens, r.final_computed
+    first = 1
+    if not r.running and r.arrival_ns > w.start_ns:
+        first = next((k for k in range(1, K + 1) if clock[k - 1] >= r.arrival_ns), K + 1)
+    rem = max(0, P - C0)
+    need = 0 if rem == 0 else -(-rem // max(cap, 1))
+    out = [C0]
+    for k in range(1, K + 1):
+        j = k - first + 1  # steps in which r can be scheduled
+        if j <= 0:
+            out.append(C0)
+        elif j < need:
+            out.append(min(fin, C0 + j * cap))
+        else:
+            out.append(min(fin, max(C0, P) + (j - need)))
+    return out

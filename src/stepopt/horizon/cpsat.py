@@ -26,7 +26,7 @@ from ortools.sat.python import cp_model
 from stepopt.errors import InputError
 from stepopt.formulation.cpsat import _term_hull
 from stepopt.formulation.spec import curve_term
-from stepopt.horizon.bounds import hopeless, prefill_cap
+from stepopt.horizon.bounds import clock_ceiling, hopeless, prefill_cap, progress_ceiling
 from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 
@@ -82,8 +82,9 @@ def build(w: WindowProblem) -> WindowModel:
         raise InputError("latency_model", "a step latency can be negative", lmin)
     futures = sorted({r.arrival_ns for r in reqs if r.arrival_ns > w.start_ns})
     t_hi = max([w.start_ns, *futures]) + K * lmax
+    clock = clock_ceiling(w, lmax)  # tighter domains from arrival reasoning (bounds.py)
     t = [m.new_constant(w.start_ns)] + [
-        m.new_int_var(w.start_ns, t_hi, f"t{k}") for k in range(1, K + 1)
+        m.new_int_var(w.start_ns, clock[k], f"t{k}") for k in range(1, K + 1)
     ]
     for k in range(1, K + 1):
         m.add(t[k] >= t[k - 1])
@@ -108,7 +109,8 @@ def build(w: WindowProblem) -> WindowModel:
 
     X, z, D, F, adm, vis = ([] for _ in range(6))
     for r in reqs:
-        xs, zs, ds, fs, ads, vs = _request_vars(m, w, r, seen, fidx, one, zero, mchunk)
+        ub = progress_ceiling(w, r, clock)
+        xs, zs, ds, fs, ads, vs = _request_vars(m, w, r, seen, fidx, one, zero, mchunk, ub)
         X.append(xs)
         z.append(zs)
         D.append(ds)
@@ -193,11 +195,11 @@ def build(w: WindowProblem) -> WindowModel:
     return WindowModel(m, X, z, met, busy, slo_obj, tokens_obj, out)
 
 
-def _request_vars(m, w: WindowProblem, r, seen, fidx, one, zero, mchunk: int) -> tuple:
+def _request_vars(m, w: WindowProblem, r, seen, fidx, one, zero, mchunk: int, ub) -> tuple:
     """One request's progress over the window, its phase booleans and its step rules."""
     K, thr = w.steps, w.config.long_prefill_token_threshold
     P, C0, Fin = r.prompt_tokens, r.computed_tokens, r.final_computed
-    xs = [m.new_constant(C0)] + [m.new_int_var(C0, Fin, "") for _ in range(K)]
+    xs = [m.new_constant(C0)] + [m.new_int_var(C0, ub[k], "") for k in range(1, K + 1)]
     zs, ds, fs, ads, vs = [None], [one if C0 >= P else zero], [zero], [], []
     ads.append(one if r.running else zero)
     vs.append(None)
