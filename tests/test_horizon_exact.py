@@ -213,3 +213,36 @@ def test_requests_ruled_out_alone_are_met_by_no_plan():
         res = solve_window(w, time_limit_s=30)
         assert res.status == "OPTIMAL" and not any(res.evaluation.met[rid] for rid in out)
     assert flagged >= 3  # the relaxation does rule requests out on these windows
+
+
+def test_clock_and_progress_ceilings_hold_for_every_plan():
+    # The model's t and X domains come from these ceilings: a ceiling below some plan
+    # would cut feasible plans and could prove a wrong optimum.
+    from stepopt.horizon.bounds import clock_ceiling, latency_ceiling, progress_ceiling
+
+    tight = 0
+    for seed in range(12):
+        w = tiny_window(seed)
+        clock = clock_ceiling(w, latency_ceiling(w))
+        ub = [progress_ceiling(w, r, clock) for r in w.requests]
+        top = [0] * (w.steps + 1)
+
+        def rec(st: WindowState, k: int, w=w, clock=clock, ub=ub, top=top, seed=seed) -> None:
+            assert st.t <= clock[k]
+            for i, s in enumerate(st.slots):
+                assert s.computed <= ub[i][k], (seed, s.req.id, k)
+                top[k] = max(top[k], s.computed - ub[i][k])
+            if k == w.steps:
+                return
+            problem = st.problem()
+            opts = [[0, *range(problem.lo(r), problem.hi(r) + 1)] for r in problem.requests]
+            for combo in itertools.product(*opts):
+                tokens = {r.id: c for r, c in zip(problem.requests, combo, strict=True) if c}
+                nxt = copy.deepcopy(st)
+                _, bad = nxt.apply(problem, tokens)
+                if not bad:
+                    rec(nxt, k + 1)
+
+        rec(WindowState(w), 0)
+        tight += sum(x == 0 for x in top[1:])
+    assert tight > 0  # some plan reaches a progress ceiling: the ceilings are not vacuous

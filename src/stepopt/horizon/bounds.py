@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stepopt.formulation.spec import curve_term
 from stepopt.horizon.problem import WindowProblem, WindowRequest
 
 
@@ -86,6 +87,15 @@ def _why(w: WindowProblem, r: WindowRequest, cap: int, dp: np.ndarray | None) ->
     if earliest > deadline:
         return f"its first token cannot come before {earliest} ns (deadline {deadline} ns)"
     return None
+
+
+def latency_ceiling(w: WindowProblem) -> int:
+    """No step of ``w`` takes longer: the curves' maxima and every context decoding."""
+    lat, B = w.latency, w.config.max_num_scheduled_tokens
+    tok = curve_term("tokens", lat.tokens, 0, B)
+    bat = curve_term("batch", lat.batch, 0, max(len(w.requests), 1))
+    ctx = sum(r.final_computed for r in w.requests)
+    return tok.yhi + bat.yhi + max(0, lat.decode_context_ps * ctx // 1000)
 
 
 def clock_ceiling(w: WindowProblem, lmax: int) -> list[int]:

@@ -26,7 +26,13 @@ from ortools.sat.python import cp_model
 from stepopt.errors import InputError
 from stepopt.formulation.cpsat import _term_hull
 from stepopt.formulation.spec import curve_term
-from stepopt.horizon.bounds import clock_ceiling, hopeless, prefill_cap, progress_ceiling
+from stepopt.horizon.bounds import (
+    clock_ceiling,
+    hopeless,
+    latency_ceiling,
+    prefill_cap,
+    progress_ceiling,
+)
 from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 
@@ -76,7 +82,7 @@ def build(w: WindowProblem) -> WindowModel:
     bat_term = curve_term("batch", lat.batch, 0, max(n, 1))
     ctx_max = sum(r.final_computed for r in reqs)
     dps = lat.decode_context_ps
-    lmax = tok_term.yhi + bat_term.yhi + max(0, dps * ctx_max // 1000)
+    lmax = latency_ceiling(w)
     lmin = min(0, tok_term.ylo + bat_term.ylo)
     if lmin < 0:
         raise InputError("latency_model", "a step latency can be negative", lmin)
