@@ -15,6 +15,8 @@ weight before any search: a hint that meets every other SLO is proven optimal at
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from stepopt.formulation.spec import curve_term
@@ -105,9 +107,86 @@ def clock_ceiling(w: WindowProblem, lmax: int) -> list[int]:
     arrivals = sorted({r.arrival_ns for r in w.requests})
     T = [w.start_ns]
     for _ in range(w.steps):
-        nxt = next((u for u in arrivals if u > T[-1]), T[-1])
-        T.append(max(T[-1] + lmax, nxt))
+        T.append(max(T[-1] + lmax, _next_arrival(arrivals, T[-1])))
     return T
+
+
+def _next_arrival(arrivals: list[int], t: int) -> int:
+    return next((u for u in arrivals if u > t), t)
+
+
+def work_clock_ceiling(w: WindowProblem, rounds: int = 4) -> tuple[list[int], list[list[int]]]:
+    """A tighter clock ceiling, with the progress ceilings it implies.
+
+    The busy steps ``p+1..k`` after the last empty step ``p`` compute at most ``W[k]`` tokens
+    (the progress ceilings, summed) and each lasts at most ``U(S) + batch max + context``,
+    ``U`` the token curve's concave upper envelope, so together at most
+    ``m * U(W / m) + ...`` (Jensen, ``m = k - p``); the empty step ``p`` ends by the next
+    arrival after ``T[p-1]``. Progress ceilings depend on the clock (arrivals become visible)
+    and the clock on them, so the two are refined in turn; each round is valid given the
+    last."""
+    lat, B, K = w.latency, w.config.max_num_scheduled_tokens, w.steps
+    env = _upper_envelope(lat.tokens, B)
+    bat = max(lat.batch(b) for b in range(0, max(len(w.requests), 1) + 1))
+    dps = max(0, lat.decode_context_ps)
+    arrivals = sorted({r.arrival_ns for r in w.requests})
+    clock = clock_ceiling(w, latency_ceiling(w))
+    for _ in range(rounds):
+        ub = [progress_ceiling(w, r, clock) for r in w.requests]
+        done = [
+            sum(u[k] - r.computed_tokens for u, r in zip(ub, w.requests, strict=True))
+            for k in range(K + 1)
+        ]
+        # cum[k]: the decode-context terms of steps 1..k at most (step j reads X[j-1])
+        cum = [0]
+        for k in range(1, K + 1):
+            cum.append(cum[-1] + dps * sum(u[k - 1] for u in ub) // 1000)
+        T = [w.start_ns]
+        for k in range(1, K + 1):
+            best = 0
+            for p in range(0, k + 1):  # p = the last empty step (0: none)
+                base = w.start_ns if p == 0 else max(T[p - 1], _next_arrival(arrivals, T[p - 1]))
+                m = k - p
+                busy = 0
+                if m > 0:
+                    tokens = min(done[k], m * B)
+                    busy = m * _envelope_at(env, tokens, m) + m * bat
+                    busy += cum[k] - cum[p]
+                best = max(best, base + busy)
+            T.append(min(best, clock[k]))
+        if clock == T:
+            break
+        clock = T
+    return clock, [progress_ceiling(w, r, clock) for r in w.requests]
+
+
+def _upper_envelope(curve, B: int) -> list[tuple[int, int]]:
+    """The vertices of the concave upper envelope of ``curve`` on ``[0, B]``."""
+    xs = sorted({0, B, *(x for x in curve.xs if 0 < x < B)})
+    hull: list[tuple[int, int]] = []
+    for x in xs:
+        p = (x, curve(x))
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            # drop the middle point unless it lies strictly above the chord
+            if (y2 - y1) * (p[0] - x1) <= (p[1] - y1) * (x2 - x1):
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    # nondecreasing (its running maximum, still concave): fewer tokens never take longer
+    top = max(range(len(hull)), key=lambda j: hull[j][1])
+    return hull[: top + 1] + ([(B, hull[top][1])] if top < len(hull) - 1 else [])
+
+
+def _envelope_at(env: list[tuple[int, int]], tokens: int, m: int) -> int:
+    """``ceil(U(tokens / m))`` for the envelope ``U`` (an upper bound, so rounded up)."""
+    for (x1, y1), (x2, y2) in itertools.pairwise(env):
+        if tokens <= x2 * m:
+            # y1 + (y2 - y1) * (tokens / m - x1) / (x2 - x1), rounded up
+            num = y1 * m * (x2 - x1) + (y2 - y1) * (tokens - x1 * m)
+            return -(-num // (m * (x2 - x1)))
+    return env[-1][1]
 
 
 def progress_ceiling(w: WindowProblem, r: WindowRequest, clock: list[int]) -> list[int]:

@@ -26,13 +26,7 @@ from ortools.sat.python import cp_model
 from stepopt.errors import InputError
 from stepopt.formulation.cpsat import _term_hull
 from stepopt.formulation.spec import curve_term
-from stepopt.horizon.bounds import (
-    clock_ceiling,
-    hopeless,
-    latency_ceiling,
-    prefill_cap,
-    progress_ceiling,
-)
+from stepopt.horizon.bounds import hopeless, latency_ceiling, prefill_cap, work_clock_ceiling
 from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 
@@ -88,7 +82,7 @@ def build(w: WindowProblem) -> WindowModel:
         raise InputError("latency_model", "a step latency can be negative", lmin)
     futures = sorted({r.arrival_ns for r in reqs if r.arrival_ns > w.start_ns})
     t_hi = max([w.start_ns, *futures]) + K * lmax
-    clock = clock_ceiling(w, lmax)  # tighter domains from arrival reasoning (bounds.py)
+    clock, ceilings = work_clock_ceiling(w)  # tighter domains (bounds.py)
     t = [m.new_constant(w.start_ns)] + [
         m.new_int_var(w.start_ns, clock[k], f"t{k}") for k in range(1, K + 1)
     ]
@@ -115,7 +109,7 @@ def build(w: WindowProblem) -> WindowModel:
 
     X, z, D, F, adm, vis = ([] for _ in range(6))
     for r in reqs:
-        ub = progress_ceiling(w, r, clock)
+        ub = ceilings[len(X)]
         xs, zs, ds, fs, ads, vs = _request_vars(m, w, r, seen, fidx, one, zero, mchunk, ub)
         X.append(xs)
         z.append(zs)
@@ -315,6 +309,8 @@ def _slo(m, w, t, X, z, D, F, t_hi) -> list:
             m.add(lk == lt[k - 1]).only_enforce_if(~em)
             had = [] if r.emitted_tokens > 0 else [D[i][k - 1]]
             m.add(t[k] - lt[k - 1] <= tbt).only_enforce_if([mi, *had, ~F[i][k - 1]])
+            # implied (lt[k-1] <= t[k-1]): no step of its open stretch lasts longer than tbt
+            m.add(t[k] - t[k - 1] <= tbt).only_enforce_if([mi, *had, ~F[i][k - 1]])
             lt.append(lk)
     return met
 
