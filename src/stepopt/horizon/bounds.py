@@ -115,7 +115,9 @@ def _next_arrival(arrivals: list[int], t: int) -> int:
     return next((u for u in arrivals if u > t), t)
 
 
-def work_clock_ceiling(w: WindowProblem, rounds: int = 4) -> tuple[list[int], list[list[int]]]:
+def work_clock_ceiling(
+    w: WindowProblem, rounds: int = 4, step_cap: int | None = None
+) -> tuple[list[int], list[list[int]]]:
     """A tighter clock ceiling, with the progress ceilings it implies.
 
     The busy steps ``p+1..k`` after the last empty step ``p`` compute at most ``W[k]`` tokens
@@ -124,34 +126,49 @@ def work_clock_ceiling(w: WindowProblem, rounds: int = 4) -> tuple[list[int], li
     ``m * U(W / m) + ...`` (Jensen, ``m = k - p``); the empty step ``p`` ends by the next
     arrival after ``T[p-1]``. Progress ceilings depend on the clock (arrivals become visible)
     and the clock on them, so the two are refined in turn; each round is valid given the
-    last."""
+    last. ``step_cap``: the clock of the plans whose every step lasts at most that long (a
+    request that meets its TBT bound and is not finished allows no longer step)."""
     lat, B, K = w.latency, w.config.max_num_scheduled_tokens, w.steps
     env = _upper_envelope(lat.tokens, B)
     bat = max(lat.batch(b) for b in range(0, max(len(w.requests), 1) + 1))
     dps = max(0, lat.decode_context_ps)
     arrivals = sorted({r.arrival_ns for r in w.requests})
     clock = clock_ceiling(w, latency_ceiling(w))
+    cap = step_cap
+    if cap is not None:
+        clock = [min(c, w.start_ns + k * cap) for k, c in enumerate(clock)]
     for _ in range(rounds):
         ub = [progress_ceiling(w, r, clock) for r in w.requests]
         done = [
             sum(u[k] - r.computed_tokens for u, r in zip(ub, w.requests, strict=True))
             for k in range(K + 1)
         ]
-        # cum[k]: the decode-context terms of steps 1..k at most (step j reads X[j-1])
+        # cum[k]: the decode-context terms of steps 1..k at most (step j reads X[j-1] of
+        # the requests decoding then, which needs X[j-1] >= prompt)
         cum = [0]
         for k in range(1, K + 1):
-            cum.append(cum[-1] + dps * sum(u[k - 1] for u in ub) // 1000)
+            ctx = sum(
+                u[k - 1] for u, r in zip(ub, w.requests, strict=True) if u[k - 1] >= r.prompt_tokens
+            )
+            cum.append(cum[-1] + dps * ctx // 1000)
         T = [w.start_ns]
         for k in range(1, K + 1):
             best = 0
             for p in range(0, k + 1):  # p = the last empty step (0: none)
-                base = w.start_ns if p == 0 else max(T[p - 1], _next_arrival(arrivals, T[p - 1]))
+                base = w.start_ns
+                if p > 0:
+                    # an empty step jumps to the first arrival after its start: past
+                    # T[p-1] only to the first arrival after T[p-1], and only within the cap
+                    base = max(T[p - 1], _next_arrival(arrivals, T[p - 1]))
+                    if cap is not None and base - T[p - 1] > cap:
+                        base = T[p - 1]
                 m = k - p
                 busy = 0
                 if m > 0:
                     tokens = min(done[k], m * B)
                     busy = m * _envelope_at(env, tokens, m) + m * bat
                     busy += cum[k] - cum[p]
+                    busy = busy if cap is None else min(busy, m * cap)
                 best = max(best, base + busy)
             T.append(min(best, clock[k]))
         if clock == T:
@@ -210,3 +227,28 @@ def progress_ceiling(w: WindowProblem, r: WindowRequest, clock: list[int]) -> li
         else:
             out.append(min(fin, max(C0, P) + (j - need)))
     return out
+
+
+def tbt_conflicts(w: WindowProblem) -> tuple[list[tuple[int, int]], list[int], dict[int, int]]:
+    """Pairs ``(i, j)`` of requests that no plan meets both: ``i`` has emitted and cannot
+    finish before step ``h[i]``, so meeting its TBT bound caps every step up to ``h[i]`` at
+    ``tbt`` and the clock at ``capped[k]``; ``j`` must be visible by step ``K - need + 1``
+    to compute its prompt in time, and the capped clock does not reach its arrival by then.
+    Returns the pairs, ``capped`` and ``h``."""
+    K, cap = w.steps, prefill_cap(w)
+    capped, _ = work_clock_ceiling(w, step_cap=w.tbt_ns)
+    h = {
+        i: min(K, r.final_computed - r.computed_tokens)
+        for i, r in enumerate(w.requests)
+        if r.emitted_tokens > 0 and r.emitted_tokens < r.output_tokens
+    }
+    pairs = []
+    for j, r in enumerate(w.requests):
+        rem = r.prompt_tokens - r.computed_tokens
+        if r.emitted_tokens > 0 or rem <= 0 or cap <= 0 or r.arrival_ns <= w.start_ns:
+            continue
+        last = K - (-(-rem // cap))  # t[last] must reach the arrival
+        if last < 0 or capped[last] >= r.arrival_ns:
+            continue
+        pairs.extend((i, j) for i, hi in h.items() if last <= hi)
+    return pairs, capped, h

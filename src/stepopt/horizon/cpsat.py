@@ -26,7 +26,13 @@ from ortools.sat.python import cp_model
 from stepopt.errors import InputError
 from stepopt.formulation.cpsat import _term_hull
 from stepopt.formulation.spec import curve_term
-from stepopt.horizon.bounds import hopeless, latency_ceiling, prefill_cap, work_clock_ceiling
+from stepopt.horizon.bounds import (
+    hopeless,
+    latency_ceiling,
+    prefill_cap,
+    tbt_conflicts,
+    work_clock_ceiling,
+)
 from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 
@@ -184,6 +190,12 @@ def build(w: WindowProblem) -> WindowModel:
 
     met = _slo(m, w, t, X, z, D, F, t_hi)
     _redundant(m, w, t, X, z, D, vis, met)
+    pairs, capped, h = tbt_conflicts(w)
+    for i, j in pairs:
+        m.add_bool_or([~met[i], ~met[j]])
+    for i, hi in h.items():
+        for k in range(1, hi + 1):
+            m.add(t[k] <= capped[k]).only_enforce_if(met[i])
     # the per-request relaxation (horizon/bounds.py): SLOs no plan can meet
     out = hopeless(w)
     for i, r in enumerate(reqs):

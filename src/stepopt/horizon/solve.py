@@ -65,7 +65,7 @@ def solve_window(
 ) -> WindowResult:
     """The lexicographic optimum of ``w`` (SLOs met, then tokens, then busy time).
 
-    ``hints``: plans to start from (default: the three-stage replay); the best feasible one
+    ``hints``: plans to start from (default: :func:`heuristic_hints`); the best feasible one
     is completed to a full assignment and given to the solver, so an unproven result is
     never worse than its hints."""
     from stepopt.horizon.cpsat import build
@@ -73,7 +73,7 @@ def solve_window(
     t0 = time.perf_counter()
     wm = build(w)
     if hints is None:
-        hints = [p for p in [heuristic_hint(w)] if p is not None]
+        hints = heuristic_hints(w)
     best_hint = _best(w, hints)
     if best_hint is not None:
         _complete_hint(wm, w, best_hint, workers)
@@ -196,6 +196,23 @@ def heuristic_hint(w: WindowProblem) -> Plan | None:
     except Exception:  # a hint is optional: the solver proves optimality without it
         return None
     return plan
+
+
+def heuristic_hints(w: WindowProblem) -> list[Plan]:
+    """Feasible starts: three-stage, and three-stage idling once or up to three times (from
+    the first, second, third or last quarter of the window on) to let arrivals in. Per-step
+    policies never idle; on windows cut from the conversation trace the best plans do, and
+    the search took tens of seconds to find them."""
+    from stepopt.horizon.replay import replay_stretched
+
+    plans = [p for p in [heuristic_hint(w)] if p is not None]
+    for q in range(4):
+        for idle in (1, 3):
+            try:
+                plans.append(replay_stretched(w, 1 + q * w.steps // 4, idle))
+            except Exception:  # optional, as above
+                continue
+    return plans
 
 
 def _best(w: WindowProblem, plans: list[Plan]) -> Plan | None:
