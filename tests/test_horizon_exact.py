@@ -32,16 +32,14 @@ LAT = LatencyModel(
 )
 
 
-def brute(w: WindowProblem) -> tuple[tuple[int, int, int], list]:
+def walk(w: WindowProblem, visit) -> None:
     """Every plan, step by step: each request 0 or any count its phase allows; the window
-    state judges every step (infeasible branches are cut). Returns the best key and plan."""
-    best: list = [None, None]
+    state judges every step (infeasible branches are cut). ``visit(state, plan, lats)`` sees
+    every prefix, the complete plans last on their branch."""
 
     def rec(st: WindowState, plan: list, lats: list) -> None:
+        visit(st, plan, lats)
         if len(plan) == w.steps:
-            ev = judge(w, st, lats, [])
-            if best[0] is None or ev.key > best[0]:
-                best[0], best[1] = ev.key, list(plan)
             return
         problem = st.problem()
         opts = [[0, *range(problem.lo(r), problem.hi(r) + 1)] for r in problem.requests]
@@ -49,11 +47,23 @@ def brute(w: WindowProblem) -> tuple[tuple[int, int, int], list]:
             tokens = {r.id: c for r, c in zip(problem.requests, combo, strict=True) if c}
             nxt = copy.deepcopy(st)
             lat, bad = nxt.apply(problem, tokens)
-            if bad:
-                continue
-            rec(nxt, [*plan, tokens], [*lats, lat])
+            if not bad:
+                rec(nxt, [*plan, tokens], [*lats, lat])
 
     rec(WindowState(w), [], [])
+
+
+def brute(w: WindowProblem) -> tuple[tuple[int, int, int], list]:
+    """The best key over every plan (:func:`walk`) and a plan that has it."""
+    best: list = [None, None]
+
+    def visit(st: WindowState, plan: list, lats: list) -> None:
+        if len(plan) == w.steps:
+            ev = judge(w, st, lats, [])
+            if best[0] is None or ev.key > best[0]:
+                best[0], best[1] = ev.key, list(plan)
+
+    walk(w, visit)
     return best[0], best[1]
 
 
@@ -181,21 +191,12 @@ def every_met_set(w: WindowProblem) -> set[frozenset[str]]:
     """The sets of ids whose SLOs a feasible plan of ``w`` meets (full enumeration)."""
     out: set[frozenset[str]] = set()
 
-    def rec(st: WindowState, lats: list) -> None:
-        if len(lats) == w.steps:
+    def visit(st: WindowState, plan: list, lats: list) -> None:
+        if len(plan) == w.steps:
             ev = judge(w, st, lats, [])
             out.add(frozenset(rid for rid, ok in ev.met.items() if ok))
-            return
-        problem = st.problem()
-        opts = [[0, *range(problem.lo(r), problem.hi(r) + 1)] for r in problem.requests]
-        for combo in itertools.product(*opts):
-            tokens = {r.id: c for r, c in zip(problem.requests, combo, strict=True) if c}
-            nxt = copy.deepcopy(st)
-            lat, bad = nxt.apply(problem, tokens)
-            if not bad:
-                rec(nxt, [*lats, lat])
 
-    rec(WindowState(w), [])
+    walk(w, visit)
     return out
 
 
@@ -225,25 +226,16 @@ def test_clock_and_progress_ceilings_hold_for_every_plan():
         w = tiny_window(seed)
         clock, ub = work_clock_ceiling(w)
         assert clock <= clock_ceiling(w, latency_ceiling(w))
-        top = [0] * (w.steps + 1)
+        top = [-(10**9)] * (w.steps + 1)  # the highest progress - ceiling at each step
 
-        def rec(st: WindowState, k: int, w=w, clock=clock, ub=ub, top=top, seed=seed) -> None:
+        def visit(st: WindowState, plan: list, lats: list, clock=clock, ub=ub, top=top) -> None:
+            k = len(plan)
             assert st.t <= clock[k]
             for i, s in enumerate(st.slots):
-                assert s.computed <= ub[i][k], (seed, s.req.id, k)
+                assert s.computed <= ub[i][k], (s.req.id, k)
                 top[k] = max(top[k], s.computed - ub[i][k])
-            if k == w.steps:
-                return
-            problem = st.problem()
-            opts = [[0, *range(problem.lo(r), problem.hi(r) + 1)] for r in problem.requests]
-            for combo in itertools.product(*opts):
-                tokens = {r.id: c for r, c in zip(problem.requests, combo, strict=True) if c}
-                nxt = copy.deepcopy(st)
-                _, bad = nxt.apply(problem, tokens)
-                if not bad:
-                    rec(nxt, k + 1)
 
-        rec(WindowState(w), 0)
+        walk(w, visit)
         tight += sum(x == 0 for x in top[1:])
     assert tight > 0  # some plan reaches a progress ceiling: the ceilings are not vacuous
 

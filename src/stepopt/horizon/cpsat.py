@@ -11,6 +11,10 @@ batch, the next arrival for an empty one. A request meets its SLOs (``met[i]``) 
 first token comes by its deadline and, while it has emitted and is not finished, the time
 since its last token never exceeds the TBT bound at any step's end.
 
+Arguments that hold for every plan (``horizon/bounds.py``) tighten it: requests no plan can
+meet, clock and progress ceilings as domains, pairs of requests no plan meets both, and
+implied constraints (:func:`_redundant`); docs/horizon.md says why each is valid.
+
 The lexicographic objective is solved in three phases (SLOs met, then tokens, then busy
 time), each phase fixing the previous optimum. Prefill attention (``alpha * c * C``) is a
 product of two decisions with a float coefficient: this model does not encode it and refuses
