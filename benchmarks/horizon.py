@@ -4,17 +4,18 @@ windows.
 
 Windows are cut from a replay of the Splitwise conversation trace (Poisson arrivals at
 ``--rate``; a lognormal stand-in when ../shared/data is absent) under three-stage at steps
-50, 100, ...; each is trimmed to N requests, those with prompt work first (running prefills,
+50, 75, 100, ...; each is trimmed to N requests, those with prompt work first (running prefills,
 waiting, arrivals, then running decodes), keeping the window's order. A window is *trivial*
-when the three-stage replay (the solver's hint) already meets every SLO the per-request
+when the three-stage replay (one of the solver's hints) already meets every SLO the per-request
 relaxation does not rule out (horizon/bounds.py): the SLO level is then proven before any
 search. It is *contested* when the hint misses an SLO that no single-request argument rules
 out: requests compete for the budget, the slots and the window's steps. Each size reports the
-first window of each kind. The latency model is ``a100/llama-2-7b/tp1`` without its prefill
-attention (the window model does not encode it).
+first trivial window and the first ``--contested`` contested ones. The latency model is
+``a100/llama-2-7b/tp1`` without its prefill attention (the window model does not encode it).
 
     .venv/bin/python benchmarks/horizon.py                       # default sizes and limits
     .venv/bin/python benchmarks/horizon.py --sizes 32x64 --limits 60 --workers 2
+    .venv/bin/python benchmarks/horizon.py --sizes 32x64 --limits 60 --kinds contested --contested 4
 
 ``slo`` is the wall time until the most SLOs met was proven (phase 1), ``proven`` until the
 whole lexicographic optimum was (SLOs, tokens, busy time: status OPTIMAL), each from the
@@ -64,15 +65,16 @@ def trim(w: WindowProblem, n: int) -> WindowProblem:
     return replace(w, requests=tuple(r for r in w.requests if r.id in keep))
 
 
-def windows(n: int, k: int, a, count: int = 30) -> dict[str, tuple[WindowProblem, int, int]]:
-    """The first trivial and the first contested window of ``n`` requests x ``k`` steps:
-    kind -> (window, SLOs the hint meets, SLOs ruled out alone)."""
+def windows(n: int, k: int, a, count: int = 30) -> list[tuple[str, WindowProblem, int, int]]:
+    """The first trivial and the first ``a.contested`` contested windows of ``n`` requests x
+    ``k`` steps: (kind, window, SLOs three-stage meets, SLOs ruled out alone)."""
     engine = EngineConfig(a.budget, a.max_running, 0, 64, 16, None)
     slo = Slo(a.slo_ttft_ms, a.slo_tbt_ms)
     lat = without_prefill_attention(load_preset("a100/llama-2-7b/tp1"))
     tr, _ = trace(a.rate)
-    found: dict[str, tuple[WindowProblem, int, int]] = {}
-    for w in cut_windows(tr, lat, engine, slo, k, count=count, first=50, every=50):
+    want = {"trivial": 1, "contested": a.contested}
+    found: list[tuple[str, WindowProblem, int, int]] = []
+    for w in cut_windows(tr, lat, engine, slo, k, count=count, first=50, every=25):
         if len(w.requests) < n:
             continue
         w = trim(w, n)
@@ -81,8 +83,10 @@ def windows(n: int, k: int, a, count: int = 30) -> dict[str, tuple[WindowProblem
         met = 0 if hint is None else evaluate_window(w, hint).met_weighted
         out = len(hopeless(w))
         kind = "trivial" if met == n - out else "contested"
-        found.setdefault(kind, (w, met, out))
-        if len(found) == 2:
+        if want[kind] > 0:
+            want[kind] -= 1
+            found.append((kind, w, met, out))
+        if not any(want.values()):
             break
     return found
 
@@ -114,6 +118,7 @@ def main() -> None:
     ap.add_argument("--slo-tbt-ms", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--kinds", default="contested,trivial")
+    ap.add_argument("--contested", type=int, default=1, help="contested windows per size")
     a = ap.parse_args()
     limits = [float(x) for x in a.limits.split(",")]
     kinds = a.kinds.split(",")
@@ -129,12 +134,9 @@ def main() -> None:
     best: dict[str, dict[str, str]] = {kind: {} for kind in kinds}
     for size in a.sizes.split(","):
         n, k = (int(x) for x in size.lower().split("x"))
-        found = windows(n, k, a)
-        for kind in kinds:
-            if kind not in found:
-                print(f"{size:>6} {kind:>9}  (no such window in the first 30 cuts)", flush=True)
+        for kind, w, met, out in windows(n, k, a):
+            if kind not in kinds:
                 continue
-            w, met, out = found[kind]
             run = sum(r.running for r in w.requests)
             wait = sum(not r.running and r.arrival_ns <= w.start_ns for r in w.requests)
             r = measure(w, limits, a.workers)
