@@ -28,6 +28,7 @@ from stepopt.integrations.vllm import (
     problem_from_scheduler,
     restore_steering,
 )
+from stepopt.integrations.vllm_ahead import Ahead, state_key
 from stepopt.integrations.vllm_fastpath import monotone, whole_step_bound_ns
 from stepopt.integrations.vllm_settings import SchedulerSettings, load_settings, resolve
 from stepopt.model import NS_PER_MS, Decision
@@ -51,6 +52,7 @@ class _Controller:
         self.latency = resolved.latency
         self.heuristic = resolved.heuristic
         self.params = dict(resolved.params)
+        self.policy = resolved.policy  # the exact rule's (solver and fallback counts)
         self.steps = 0
         self.steered = 0
         self.exact = 0
@@ -65,6 +67,9 @@ class _Controller:
         self._fast_bound = 0
         self.target_ns = round(settings.target_ms * NS_PER_MS)
         self._monotone = monotone(self.latency)
+        self._ahead: Ahead | None = None
+        self.ahead_used = 0  # steps whose plan was made after the previous update_from_output
+        self._plan_ahead = settings.plan_ahead and self.policy is None
         self._log_file = None
         if settings.step_log:
             self._log_file = open(settings.step_log, "a", encoding="utf-8")  # noqa: SIM115
@@ -84,8 +89,14 @@ class _Controller:
 
     def schedule(self, sched: Scheduler, base: Any, throttle_prefills: bool) -> Any:
         self.steps += 1
+        ahead, self._ahead = self._ahead, None
         try:
-            plan = self._plan(sched, throttle_prefills)
+            if ahead is not None and not throttle_prefills and ahead.key == state_key(sched):
+                plan = ahead.plan
+                self._fast, self._fast_bound = ahead.fast, ahead.fast_bound
+                self.ahead_used += 1
+            else:
+                plan = self._plan(sched, throttle_prefills)
         except Exception as exc:
             plan = _Declined(exc)
         if isinstance(plan, _Declined):
@@ -112,6 +123,26 @@ class _Controller:
             self._guard("restore", _restore, sched, saved)
         self._guard("record", self._record, problem, steering, out)
         return out
+
+    def forget(self) -> None:
+        """Drop the plan made ahead (the state is about to change)."""
+        self._ahead = None
+
+    def prepare(self, sched: Scheduler) -> None:
+        """Plan the next step now (after ``update_from_output()``), keeping the fast path's
+        counters as they were: they move on only when the plan is used. Never raises; a
+        failure leaves the planning to ``schedule()`` (where it is handled as ever)."""
+        self._ahead = None
+        if not self._plan_ahead:
+            return
+        fast, bound = self._fast, self._fast_bound
+        try:
+            plan = self._plan(sched, False)
+            self._ahead = Ahead(state_key(sched), plan, self._fast, self._fast_bound)
+        except Exception:
+            self._ahead = None
+        finally:
+            self._fast, self._fast_bound = fast, bound
 
     def _plan(self, sched: Scheduler, throttle_prefills: bool) -> Any:
         """What to do this step: None (nothing to schedule), ``_Leave`` (vLLM's own step is
@@ -399,10 +430,43 @@ class _OptimizedMixin:
     def schedule(self, throttle_prefills: bool = False):  # type: ignore[override]
         return self.stepopt.schedule(self, super().schedule, throttle_prefills)
 
+    # Planning ahead: plan after each model output, drop the plan on any other change.
+    def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
+        self.stepopt.forget()
+        out = super().update_from_output(scheduler_output, model_runner_output)  # type: ignore[misc]
+        self.stepopt.prepare(self)
+        return out
+
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):
             self.stepopt.close()
         super().shutdown()  # type: ignore[misc]
+
+
+# Every other scheduler method that changes what the next step sees drops the plan first.
+_CHANGES = (
+    "add_request",
+    "finish_requests",
+    "reset_prefix_cache",
+    "reset_encoder_cache",
+    "reset_connector_cache",
+    "set_pause_state",
+    "update_draft_token_ids",
+    "update_draft_token_ids_in_output",
+)
+
+
+def _forgetting(name: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.stepopt.forget()
+        return getattr(super(_OptimizedMixin, self), name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in _CHANGES:
+    setattr(_OptimizedMixin, _name, _forgetting(_name))
 
 
 class OptimizedScheduler(_OptimizedMixin, AsyncScheduler):

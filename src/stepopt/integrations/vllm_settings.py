@@ -21,6 +21,7 @@ from stepopt.errors import InputError
 if TYPE_CHECKING:
     from stepopt.heuristics.base import Heuristic
     from stepopt.latency.model import LatencyModel
+    from stepopt.simulate.policies import ExactPolicy
 
 ENV_PREFIX = "STEPOPT_"
 CONFIG_ENV = "STEPOPT_CONFIG"
@@ -62,6 +63,11 @@ class SchedulerSettings(BaseModel):
     rule that is not an optimizer of the objective."""
     log_interval: int = Field(default=500, ge=0)
     """Log an INFO summary every this many steps (0 = never); every step goes to DEBUG."""
+    plan_ahead: bool = True
+    """Plan the next step right after ``update_from_output()`` and keep the plan while the
+    state stays as it was (any new request, abort or other change drops it), so that
+    ``schedule()`` only checks and applies it. The same decisions either way. Not for
+    ``exact`` (its solver runs in ``schedule()``)."""
 
 
 _FIELDS = tuple(SchedulerSettings.model_fields)
@@ -112,12 +118,14 @@ class Resolved:
     """Settings with the latency model and the decision rule looked up (done once, at start).
 
     ``heuristic`` is the rule as one ``problem -> Decision`` callable (its parameters bound);
-    ``params`` the heuristic's keyword parameters as they apply (``exact``: none)."""
+    ``params`` the heuristic's keyword parameters as they apply (``exact``: none);
+    ``policy`` the ``exact`` rule's policy (its solver and fallback counts), else None."""
 
     settings: SchedulerSettings
     latency: LatencyModel
     heuristic: Heuristic
     params: Mapping[str, object]
+    policy: ExactPolicy | None = None
 
 
 def resolve(settings: SchedulerSettings, *, reserve_full_prompt: bool | None = None) -> Resolved:
@@ -141,7 +149,7 @@ def resolve(settings: SchedulerSettings, *, reserve_full_prompt: bool | None = N
         if given:
             raise InputError(field, "the exact rule takes no parameters", settings.heuristic)
         policy = ExactPolicy(solver or "auto", settings.time_limit_ms / 1000, settings.fallback)
-        return Resolved(settings, latency, lambda problem: policy.decide(problem)[0], {})
+        return Resolved(settings, latency, lambda problem: policy.decide(problem)[0], {}, policy)
     fn = get_heuristic(head)
     params = coerce_params(fn, given, field)
     if reserve_full_prompt is not None and "reserve_full_prompt" not in params:
