@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("vllm", reason="needs the optional vLLM package: pip install 'stepopt[vllm]'")
 
+from vllm.v1.request import RequestStatus
+
 from stepopt.integrations import vllm as adapter
 from stepopt.integrations.vllm_settings import SchedulerSettings
 from stepopt.integrations.vllm_testing import (
@@ -65,28 +67,31 @@ def test_planning_ahead_gives_the_same_decisions_step_for_step(seed, objective, 
         assert ahead.steered_ahead >= 0.25 * ahead.stepopt.steered
 
 
-def _mixed(**kw):
+def _mixed(plan_ahead=True, short=4):
+    """4 long prefills that use the whole budget, and ``short`` requests left waiting."""
     s = make_scheduler(
         adapter.OptimizedScheduler,
         max_num_seqs=64,
         max_num_batched_tokens=2048,
         long_prefill_token_threshold=512,
-        stepopt_settings=SchedulerSettings(target_ms=1000.0, objective="goodput", **kw),
+        stepopt_settings=SchedulerSettings(
+            target_ms=1000.0, objective="goodput", log_interval=0, plan_ahead=plan_ahead
+        ),
     )
-    for n in range(8):
+    for n in range(4 + short):
         s.add_request(make_request(f"p{n}", 3000 if n < 4 else 300, max_tokens=500))
     step(s)
     return s
 
 
-def test_a_change_after_the_update_drops_the_plan():
-    s = _mixed(log_interval=0)
+def test_a_change_the_plan_may_see_drops_it():
+    s = _mixed(short=0)
     assert s.stepopt._ahead is not None  # planned after update_from_output
-    s.add_request(make_request("late", 100))
+    s.add_request(make_request("late", 100))  # the plan read the whole (empty) queue
     assert s.stepopt._ahead is None
     step(s)
     assert s.stepopt.ahead_used == 0
-    s.finish_requests(["late"], adapter_status("FINISHED_ABORTED"))
+    s.finish_requests(["late"], RequestStatus.FINISHED_ABORTED)
     assert s.stepopt._ahead is None
     step(s)
     assert s.stepopt.ahead_used == 0
@@ -94,8 +99,19 @@ def test_a_change_after_the_update_drops_the_plan():
     assert s.stepopt.ahead_used == 1
 
 
+def test_an_arrival_past_the_plans_reach_keeps_it():
+    outs = []
+    for plan_ahead in (True, False):
+        s = _mixed(plan_ahead)
+        s.add_request(make_request("late", 100))  # behind 4 waiting the budget cannot reach
+        outs.append(dict(step(s).num_scheduled_tokens))
+        assert s.stepopt.ahead_used == s.stepopt.kept == int(plan_ahead)
+        assert s.stepopt.steered == 2  # both steps steered: the budget binds
+    assert outs[0] == outs[1]
+
+
 def test_a_change_past_the_hooks_fails_the_fingerprint():
-    s = _mixed(log_interval=0)
+    s = _mixed()
     assert s.stepopt._ahead is not None
     budget = s.max_num_scheduled_tokens
     s.max_num_scheduled_tokens = 1000  # changed without any scheduler method
@@ -103,9 +119,3 @@ def test_a_change_past_the_hooks_fails_the_fingerprint():
     assert s.stepopt.ahead_used == 0
     assert out.total_num_scheduled_tokens <= 1000  # planned for the state as it is
     s.max_num_scheduled_tokens = budget
-
-
-def adapter_status(name):
-    from vllm.v1.request import RequestStatus
-
-    return getattr(RequestStatus, name)

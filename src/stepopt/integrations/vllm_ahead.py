@@ -3,7 +3,8 @@ next ``schedule()`` will see is already there, so the plan for it (the whole-ste
 read, decide, plan) can be made then and kept until ``schedule()``.
 
 A kept plan is used only if nothing changed in between: the scheduler's hooks drop it on
-every change they see (a new request, an abort, a prefix-cache reset, draft tokens), and
+every change they see (an abort, a prefix-cache reset, draft tokens, a new request unless it
+provably cannot change the plan: see ``_Controller.arrived``), and
 ``schedule()`` compares a fingerprint of the state (queue lengths, the ends of the running
 queue, free KV blocks, vLLM's limits) as a second guard against changes made some other way.
 Planning is a function of that state and of the decode-only fast path's counters, which are
@@ -24,6 +25,12 @@ class Ahead:
     plan: Any
     fast: tuple[int, int, int] | None  # the fast path's counters once planned
     fast_bound: int
+    short: bool = False  # a steered plan whose reading stopped before the queue's end
+
+
+def queued(sched: Any) -> int:
+    """Waiting requests in both of vLLM's queues."""
+    return len(sched.kv_holding_waiting) + len(sched.waiting)
 
 
 def state_key(sched: Any) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ from stepopt.integrations.vllm import (
     problem_from_scheduler,
     restore_steering,
 )
-from stepopt.integrations.vllm_ahead import Ahead, state_key
+from stepopt.integrations.vllm_ahead import Ahead, queued, state_key
 from stepopt.integrations.vllm_fastpath import monotone, whole_step_bound_ns
 from stepopt.integrations.vllm_settings import SchedulerSettings, load_settings, resolve
 from stepopt.model import NS_PER_MS, Decision
@@ -69,6 +69,8 @@ class _Controller:
         self._monotone = monotone(self.latency)
         self._ahead: Ahead | None = None
         self.ahead_used = 0  # steps whose plan was made after the previous update_from_output
+        self.kept = 0  # arrivals that left the plan made ahead as it was
+        self._view: Any = None  # the last steered plan's SchedulerView
         self._plan_ahead = settings.plan_ahead and self.policy is None
         self._log_file = None
         if settings.step_log:
@@ -137,12 +139,45 @@ class _Controller:
             return
         fast, bound = self._fast, self._fast_bound
         try:
+            self._view = None
             plan = self._plan(sched, False)
-            self._ahead = Ahead(state_key(sched), plan, self._fast, self._fast_bound)
+            view = self._view if isinstance(plan, tuple) else None
+            short = view is not None and view.waiting_seen < queued(sched)
+            self._ahead = Ahead(state_key(sched), plan, self._fast, self._fast_bound, short)
         except Exception:
             self._ahead = None
         finally:
             self._fast, self._fast_bound = fast, bound
+
+    def take(self) -> Ahead | None:
+        ahead, self._ahead = self._ahead, None
+        return ahead
+
+    def arrived(self, sched: Scheduler, request: Any, ahead: Ahead | None) -> None:
+        """After ``add_request()``: keep the plan made ahead when the new request cannot
+        change it: it went to the tail of an FCFS queue that the plan's reading stopped short
+        of (the budget or the slots ran out before it: the same problem with or without it),
+        and this step's prefill threshold is the same. Never raises."""
+        try:
+            if ahead is None or not ahead.short or not self._monotone:
+                return  # (a monotone model: the whole-step bound only grows with a request)
+            waiting = sched.waiting
+            if (
+                getattr(sched.policy, "value", None) != "fcfs"
+                or getattr(sched, "connector", None) is not None
+                or not waiting
+                or waiting[-1] is not request
+                or sched.requests.get(request.request_id) is not request
+            ):
+                return
+            nr, nw = sched.get_request_counts()
+            problem = ahead.plan[0]
+            if _effective_threshold(sched, nr + nw) != problem.config.long_prefill_token_threshold:
+                return
+            self._ahead = replace(ahead, key=state_key(sched))
+            self.kept += 1
+        except Exception:
+            self._ahead = None
 
     def _plan(self, sched: Scheduler, throttle_prefills: bool) -> Any:
         """What to do this step: None (nothing to schedule), ``_Leave`` (vLLM's own step is
@@ -183,6 +218,7 @@ class _Controller:
             # without progress: take the smallest step that makes some.
             steering = plan_steering(view, _minimal_decision(problem))
             steering = replace(steering, reason="empty decision: smallest step instead")
+        self._view = view
         return problem, steering
 
     def _guard(self, stage: str, fn: Any, *args: Any) -> None:
@@ -437,6 +473,11 @@ class _OptimizedMixin:
         self.stepopt.prepare(self)
         return out
 
+    def add_request(self, request: Any) -> None:
+        ahead = self.stepopt.take()
+        super().add_request(request)  # type: ignore[misc]
+        self.stepopt.arrived(self, request, ahead)
+
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):
             self.stepopt.close()
@@ -445,7 +486,6 @@ class _OptimizedMixin:
 
 # Every other scheduler method that changes what the next step sees drops the plan first.
 _CHANGES = (
-    "add_request",
     "finish_requests",
     "reset_prefix_cache",
     "reset_encoder_cache",
