@@ -50,12 +50,36 @@ class StepRecorder:
         self.errors: dict[str, int] = {}  # failures after vLLM's step (restore, record, log)
         self.within = 0
         self.predicted_sum_ms = 0.0
-        self.last: dict[str, Any] | None = None
+        self._last: dict[str, Any] | None = None
+        self._pending: tuple[Any, tuple[Any, ...]] | None = None
         self.fast = 0  # decode-only steps left to vLLM within a bound (no reading at all)
         self.whole = 0  # steps left to vLLM because its own step provably fits the target
         self._log_file = None
         if settings.step_log:
             self._log_file = open(settings.step_log, "a", encoding="utf-8")  # noqa: SIM115
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        """The last step's record (the step log's line, without the decision)."""
+        self.flush()
+        return self._last
+
+    @last.setter
+    def last(self, rec: dict[str, Any] | None) -> None:
+        self._last = rec
+
+    def defer(self, record: Any, *args: Any) -> None:
+        """Record a step once vLLM's ``schedule()`` has returned: at the next
+        ``update_from_output()`` or ``schedule()`` (or read of the counters through ``last``,
+        ``summary()``, ``close()``), so that ``schedule()`` itself does not pay for it."""
+        self.flush()
+        self._pending = (record, args)
+
+    def flush(self) -> None:
+        """Record the deferred step now (a failure is counted in ``errors``, never raised)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._guard("record", pending[0], *pending[1])
 
     def _arm_fast_after(self, decodes: int, latency_ns: int) -> None:
         """Overridden by the controller: a decode-only step within the target was taken."""
@@ -161,6 +185,7 @@ class StepRecorder:
 
     def summary(self) -> dict[str, Any]:
         """The counters so far (also the step log's last line at shutdown)."""
+        self.flush()
         return {
             "steps": self.steps,
             "steered": self.steered,
@@ -194,6 +219,7 @@ class StepRecorder:
         self._log_file.flush()
 
     def close(self) -> None:
+        self.flush()
         if self._log_file is not None:
             with contextlib.suppress(Exception):
                 self._write({"summary": self.summary()})

@@ -69,6 +69,7 @@ class _Controller(StepRecorder):
         )
 
     def schedule(self, sched: Scheduler, base: Any, throttle_prefills: bool) -> Any:
+        self.flush()  # the previous step's record, if no update_from_output() came between
         self.steps += 1
         ahead, self._ahead = self._ahead, None
         try:
@@ -87,7 +88,7 @@ class _Controller(StepRecorder):
             return base(throttle_prefills)
         if isinstance(plan, _Leave):
             out = base(throttle_prefills)
-            self._guard("record", self._record_left, plan, out)
+            self.defer(self._record_left, plan, out)
             return out
         problem, steering = plan
         before = None
@@ -102,7 +103,7 @@ class _Controller(StepRecorder):
             out = base(throttle_prefills)  # vLLM's own errors propagate, after the restore
         finally:
             self._guard("restore", _restore, sched, saved)
-        self._guard("record", self._record, problem, steering, out)
+        self.defer(self._record, problem, steering, out)
         return out
 
     def forget(self) -> None:
@@ -114,6 +115,7 @@ class _Controller(StepRecorder):
         counters as they were: they move on only when the plan is used. Never raises; a
         failure leaves the planning to ``schedule()`` (where it is handled as ever)."""
         self._ahead = None
+        self.flush()
         if not self._plan_ahead:
             return
         fast, bound = self._fast, self._fast_bound
@@ -295,6 +297,7 @@ class _OptimizedMixin:
     # Planning ahead: plan after each model output, drop the plan on any other change.
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         self.stepopt.forget()
+        self.stepopt.flush()  # the step's record, before vLLM moves on from its output
         out = super().update_from_output(scheduler_output, model_runner_output)  # type: ignore[misc]
         self.stepopt.prepare(self)
         return out
