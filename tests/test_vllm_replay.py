@@ -121,3 +121,32 @@ def test_e_an_admission_hits_blocks_allocated_earlier_in_the_same_step():
     out = s.schedule()
     assert predicted.tokens == {"r0": 29, "r1": 34}
     assert dict(out.num_scheduled_tokens) == {"r0": 29, "r1": 18}
+
+
+def test_f_reused_cached_blocks_leave_the_free_pool_so_admission_is_refused():
+    """(f) Prefix caching, scarce KV (5 usable blocks): r1 shares r0's first block. r1 is
+    preempted (it needed a block, none was free); its 3 own blocks go back to the free pool
+    but stay cached. Back in the queue it hits 64 of its 65 tokens: the problem counts 3 free
+    blocks against the 1 new block it needs and the replay admits it; vLLM takes the 3 cached
+    blocks it reuses out of the free pool first, has none left for the new one, and refuses.
+    Documented, not fixed. (Found by a search over small scenarios.)"""
+    s = make_scheduler(
+        num_blocks=6, max_num_batched_tokens=512, enable_prefix_caching=True, async_scheduling=False
+    )
+    s.add_request(make_request("r0", 18, max_tokens=17, token=3))
+    step(s)
+    s.add_request(make_request("r1", 63, max_tokens=8, token=3, arrival_time=1.0))
+    step(s)
+    step(s)
+    assert set(step(s).preempted_req_ids) == {"r1"}
+    view = read(s)
+    (r1,) = view.problem.waiting
+    assert (r1.prompt_tokens, r1.computed_tokens, view.problem.config.num_free_blocks) == (
+        65,
+        64,
+        3,
+    )
+    predicted = vllm_v1(view.problem, "fcfs", lone_request_rule=False)
+    out = s.schedule()
+    assert predicted.tokens == {"r0": 1, "r1": 1}
+    assert dict(out.num_scheduled_tokens) == {"r0": 1}
