@@ -67,6 +67,15 @@ def test_planning_ahead_gives_the_same_decisions_step_for_step(seed, objective, 
         assert ahead.steered_ahead >= 0.25 * ahead.stepopt.steered
 
 
+@pytest.mark.parametrize("seed", [5, 7, 12, 16])  # FCFS under KV pressure, many arrivals kept
+def test_arrivals_that_keep_the_plan_change_no_decision(seed):
+    sc = random_scenario(seed)
+    _, a = _run(sc, False, "goodput", 30.0)
+    ahead, b = _run(sc, True, "goodput", 30.0)
+    assert a == b
+    assert ahead.stepopt.kept >= 5
+
+
 def _mixed(plan_ahead=True, short=4):
     """4 long prefills that use the whole budget, and ``short`` requests left waiting."""
     s = make_scheduler(

@@ -135,30 +135,33 @@ class _Controller(StepRecorder):
         return ahead
 
     def arrived(self, sched: Scheduler, request: Any, ahead: Ahead | None) -> None:
-        """After ``add_request()``: keep the plan made ahead when the new request cannot
-        change it: it went to the tail of an FCFS queue that the plan's reading stopped short
-        of (the budget or the slots ran out before it: the same problem with or without it),
-        and this step's prefill threshold is the same. Never raises."""
+        """After ``add_request()``: keep the plan made ahead if ``request`` cannot change it
+        (:meth:`_keeps`). Never raises: a failure drops the plan."""
         try:
-            if ahead is None or not ahead.short or not self._monotone:
-                return  # (a monotone model: the whole-step bound only grows with a request)
-            waiting = sched.waiting
-            if (
-                getattr(sched.policy, "value", None) != "fcfs"
-                or getattr(sched, "connector", None) is not None
-                or not waiting
-                or waiting[-1] is not request
-                or sched.requests.get(request.request_id) is not request
-            ):
-                return
-            nr, nw = sched.get_request_counts()
-            problem = ahead.plan[0]
-            if _effective_threshold(sched, nr + nw) != problem.config.long_prefill_token_threshold:
-                return
-            self._ahead = replace(ahead, key=state_key(sched))
-            self.kept += 1
+            if ahead is not None and self._keeps(sched, request, ahead):
+                self._ahead = replace(ahead, key=state_key(sched))
+                self.kept += 1
         except Exception:
             self._ahead = None
+
+    def _keeps(self, sched: Scheduler, request: Any, ahead: Ahead) -> bool:
+        """The new request went to the tail of an FCFS queue that the plan's reading stopped
+        short of (the budget or the slots ran out before it: the same problem with or without
+        it), and this step's prefill threshold is the same."""
+        if not ahead.short or not self._monotone:
+            return False  # (a monotone model: the whole-step bound only grows with a request)
+        waiting = sched.waiting
+        if (
+            getattr(sched.policy, "value", None) != "fcfs"
+            or getattr(sched, "connector", None) is not None
+            or not waiting
+            or waiting[-1] is not request
+            or sched.requests.get(request.request_id) is not request
+        ):
+            return False
+        nr, nw = sched.get_request_counts()
+        threshold = ahead.plan[0].config.long_prefill_token_threshold
+        return _effective_threshold(sched, nr + nw) == threshold
 
     def _plan(self, sched: Scheduler, throttle_prefills: bool) -> Any:
         """What to do this step: None (nothing to schedule), ``_Leave`` (vLLM's own step is
