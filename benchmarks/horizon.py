@@ -127,7 +127,7 @@ def main() -> None:
         f"max_running {a.max_running}, SLO TTFT {a.slo_ttft_ms:g} ms / TBT {a.slo_tbt_ms:g} ms"
     )
     print(f"machine: 2 shared cores (noisy); {a.workers} CP-SAT worker(s)")
-    head = f"{'size':>6} {'kind':>9} {'step':>5} {'run':>4} {'wait':>4} {'arr':>4} {'hint':>5}"
+    head = f"{'size':>6} {'kind':>9} {'step':>5} {'run':>4} {'wait':>4} {'arr':>4} {'3s':>5}"
     head += f" {'out':>4} {'slo':>7} {'proven':>7}"
     head += "".join(f" {'gap@' + format(lim, 'g') + 's':>9}" for lim in limits) + "  met/bound"
     print(head)
