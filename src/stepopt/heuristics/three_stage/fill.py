@@ -164,7 +164,7 @@ class Fill:
                 more = 1  # cut by the budget
             tail.append((r.id, n))
             left -= n
-            kv_left -= (c + n + bs - 1) // bs - (c + bs - 1) // bs  # new_blocks, inlined
+            kv_left -= new_blocks(c, n, bs)
             toks += n
             att += attn(n, c, rem)
             w += (1 + top - r.priority if weighted else 1) * n

@@ -169,6 +169,8 @@ class Planner(Search, Fill, Walk):
         self.kv_on, self.gate = kv_on, gate
         if not kv_on:
             self.kv_free = UNLIMITED
+        # new_blocks(c, 1, bs) summed over the decodes, in C: a decode needs a block when its
+        # context fills its last one (tests/test_heuristics_kv.py checks it)
         self.dec_kv = n_dec - sum(map(bool, map(bs.__rmod__, dec_comp))) if kv_on else 0
         top = self.top
         self.dec_w = sum(1 + top - r.priority for r in self.decodes) if self.weighted else n_dec

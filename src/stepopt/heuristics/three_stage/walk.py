@@ -107,7 +107,7 @@ class Walk:
                     continue
             taken.append((rid, n))
             left -= n
-            kv_left -= (c + n + bs - 1) // bs - (c + bs - 1) // bs  # new_blocks, inlined
+            kv_left -= new_blocks(c, n, bs)
             toks += n
             att += attn(n, c, rem)
             w += wt * n
