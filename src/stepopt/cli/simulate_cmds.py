@@ -168,6 +168,8 @@ def cmd_simulate(
     Prints throughput, TTFT/TBT percentiles, SLO attainment and goodput per policy; writes
     plans (-o), a figure (--plot) and snapshots (--snapshot-dir). See docs/simulate.md.
     """
+    # long: the command's wiring (flag checks, latency model, config, trace, runs, report), one
+    # call each; the work is in simulate/ and cli/sim_report.py
     from functools import partial
 
     from stepopt.cli.progress import SimProgress, progress_mode
