@@ -16,27 +16,14 @@ stages as methods in :mod:`.search` (stage 1), :mod:`.fill` (stages 2 and 3) and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 from stepopt.errors import InputError
 from stepopt.heuristics.base import register_heuristic
 from stepopt.heuristics.decode_choice import check_decode_params
-from stepopt.heuristics.three_stage.planner import Planner
+from stepopt.heuristics.three_stage.planner import FAIR_SHARE, Knobs, Planner
 from stepopt.model import Decision, StepProblem
 
-FAIR_SHARE = 0.0  # default age guard of the decode choice (docs/heuristics.md, choice 6)
-
-
-@dataclass(frozen=True, slots=True)
-class Knobs:
-    """The keyword parameters (docs/heuristics.md); ``fair_share`` as an exact fraction."""
-
-    full_scan: bool = False
-    reserve_full_prompt: bool = False
-    decode_order: str = "cheapest"
-    fair_share: Fraction = Fraction(FAIR_SHARE)
-    prefill_fallback: bool = True
-
+__all__ = ["FAIR_SHARE", "Knobs", "ThreeStagePlan", "plan", "three_stage"]
 
 _DEFAULT = Knobs()
 

@@ -9,6 +9,8 @@ method calls do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
 from itertools import compress
 from operator import attrgetter, ge
 
@@ -26,6 +28,19 @@ _PRIORITY = attrgetter("priority")
 _COMPUTED = attrgetter("computed_tokens")
 _ID = attrgetter("id")
 _PROMPT = attrgetter("prompt_tokens")
+
+FAIR_SHARE = 0.0  # default age guard of the decode choice (docs/heuristics.md, choice 6)
+
+
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    """The keyword parameters (docs/heuristics.md); ``fair_share`` as an exact fraction."""
+
+    full_scan: bool = False
+    reserve_full_prompt: bool = False
+    decode_order: str = "cheapest"
+    fair_share: Fraction = Fraction(FAIR_SHARE)
+    prefill_fallback: bool = True
 
 
 class Planner(Search, Fill, Walk):
@@ -96,7 +111,7 @@ class Planner(Search, Fill, Walk):
         "winfo",
     )
 
-    def __init__(self, problem: StepProblem, knobs: object, cheap: bool) -> None:
+    def __init__(self, problem: StepProblem, knobs: Knobs, cheap: bool) -> None:
         self.knobs, self.cheap = knobs, cheap
         cfg = problem.config
         lat = self.lat = problem.latency
@@ -124,7 +139,7 @@ class Planner(Search, Fill, Walk):
         self._prefill_sums()
         self._waiting_inputs(problem)
         self.partial_cache: dict[int, StepCandidate] = {}
-        self.seed_grow = not knobs.prefill_fallback  # type: ignore[attr-defined]
+        self.seed_grow = not knobs.prefill_fallback
         self.choice: DecodeChoice | None = None  # built on first use (overloaded steps)
         self.winfo: list[tuple] = []  # weighted mode: walk.walk_entry
         self.rem_suffix: list[int] = []
@@ -160,7 +175,7 @@ class Planner(Search, Fill, Walk):
         kv_on = kv_free < bound
         # The gate can bind only if some waiting request's whole remaining prompt needs more
         # blocks than are free.
-        gate = self.knobs.reserve_full_prompt and limited and bool(waiting)  # type: ignore[attr-defined]
+        gate = self.knobs.reserve_full_prompt and limited and bool(waiting)
         if gate:
             c_of, p_of = _COMPUTED, _PROMPT
             need = max(new_blocks(c_of(r), p_of(r) - c_of(r), bs) for r in waiting)
@@ -231,7 +246,7 @@ class Planner(Search, Fill, Walk):
         # The prefill fallback: the winner gave a running prefill less than its full chunk.
         detail = res.detail
         retry = (
-            self.knobs.prefill_fallback  # type: ignore[attr-defined]
+            self.knobs.prefill_fallback
             and not self.cheap
             and self.n_pre > 1
             and (detail[0] == "r" or (detail[0] == "x" and detail[1] < self.n_pre))
