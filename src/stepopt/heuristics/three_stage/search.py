@@ -3,7 +3,7 @@
 
 For each number of admission slots the budget is estimated, then re-inverted with the
 candidate's own non-token latency; the prefill fallback bisects when the re-inversions jump
-over the target. Every candidate is scored by :meth:`Search.score`, which keeps the best by
+over the target. Every candidate is scored by :meth:`Search.consider`, which keeps the best by
 the active objective. An overloaded step (not every decode fits) gets its decode sets last.
 """
 
@@ -22,28 +22,32 @@ _REFINEMENTS = 2  # re-inversions per batch size with the measured non-token lat
 class Search:
     __slots__ = ()
 
-    def consider(self, budget: int, slots: int) -> tuple:
-        """(candidate, latency, non-token latency, reused from slots - 1), memoised."""
+    def consider(self, budget: int, slots: int, given: StepCandidate | None = None) -> tuple:
+        """(candidate, latency, non-token latency, reused from slots - 1), memoised; ranks the
+        candidate against the best so far. ``given``: a candidate built elsewhere (an
+        overloaded step's decode sets), ranked but not memoised."""
         seen = self.seen
-        key = (budget, slots)
-        hit = seen.get(key)
-        if hit is not None:
-            return hit
-        if slots:
-            # More slots change nothing when the last ones went unused or the budget is spent.
-            hit = seen.get((budget, slots - 1))
-            if hit is not None and (hit[0].admitted < slots - 1 or hit[0].tokens == budget):
-                hit = seen[key] = (hit[0], hit[1], hit[2], True)
+        if given is None:
+            key = (budget, slots)
+            hit = seen.get(key)
+            if hit is not None:
                 return hit
-        self.sims += 1
-        hit = seen[key] = self.score(self.simulate(budget, slots), budget, slots)
-        return hit
-
-    def score(self, res: StepCandidate, budget: int, slots: int) -> tuple:
-        """Rank ``res`` (built at ``budget``, ``slots``) against the best so far; returns
-        (candidate, latency, non-token latency, False)."""
+            if slots:
+                # More slots change nothing when the last ones went unused or the budget is
+                # spent.
+                hit = seen.get((budget, slots - 1))
+                if hit is not None and (hit[0].admitted < slots - 1 or hit[0].tokens == budget):
+                    hit = seen[key] = (hit[0], hit[1], hit[2], True)
+                    return hit
+            self.sims += 1
+            res = self.simulate(budget, slots)
+        else:
+            res = given
         other = self.seq_curve(res.batch) + self.dec_ns(res.context) + res.attention
         lat_ns = self.tok_curve(res.tokens) + other
+        hit = (res, lat_ns, other, False)
+        if given is None:
+            seen[key] = hit
         target = self.target
         if lat_ns <= target and res.tokens >= self.n_dec:
             self.all_fit = True
@@ -56,7 +60,7 @@ class Search:
         best = self.best
         if best is None or rk < best[0]:
             self.best = (rk, budget, slots, res, lat_ns)
-        return (res, lat_ns, other, False)
+        return hit
 
     def search(self) -> None:
         """Every batch size that can matter, then an overloaded step's decode sets."""
@@ -164,7 +168,7 @@ class Search:
             choices, self.lat, self.tok_curve, self.seq_curve, self.target, self.goodput,
             self.budget_cap, kv_on, self.bs,
         ):  # fmt: skip
-            self.score(res, res.tokens, 0)
+            self.consider(res.tokens, 0, res)
 
     def seed_overloaded(self) -> None:
         """The seed's (``decode_order="queue"``): below the running count (not every decode
