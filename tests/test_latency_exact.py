@@ -117,7 +117,7 @@ def test_first_negative_matches_a_scan():
 
 def test_loading_a_model_rejects_a_negative_curve_naming_it():
     from stepopt.errors import InputError
-    from stepopt.latency.serialize import model_from_dict
+    from stepopt.latency.documents import model_from_dict
 
     ok = {"tokens": {"x": [0, 10], "y_ns": [5, 50]}}
     model_from_dict(ok)

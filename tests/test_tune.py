@@ -8,7 +8,7 @@ import pytest
 
 from stepopt.cli import main
 from stepopt.errors import InputError
-from stepopt.latency.serialize import model_from_dict
+from stepopt.latency.documents import model_from_dict
 from stepopt.simulate.tune import TuneSpec, choose, pareto_front, vllm_flags
 
 
