@@ -157,7 +157,10 @@ def b_layer(
     )
     items = [
         item_curve(
-            lat.prefill.curve(r.computed_tokens, r.remaining_prompt), p.lo(r), p.hi(r), optional
+            lat.prefill.curve(r.computed_tokens, r.remaining_prompt),
+            p.lo(r),
+            kv_hi(cx, r, p.lo(r), p.hi(r), kv0),
+            optional,
         )
         for r in free
     ]
@@ -212,6 +215,17 @@ def b_layer(
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
     window = cx.fseq[b_fixed : b_fixed + n + 1]
     return Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window)
+
+
+def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:
+    """``hi`` capped by the KV blocks left: a chunk ``c`` needs at least ``(c - slack) / bs``
+    new blocks, ``slack`` the free room in the request's last block. Valid for every decision
+    of the layer, so both latency bounds may use it; the cap is dropped below ``lo`` (the
+    bounds then stay as loose as before rather than change the item's domain)."""
+    if cx.kv is None:
+        return hi
+    cap = (-r.computed_tokens) % cx.bs + (cx.kv - kv0) * cx.bs
+    return hi if cap < lo else min(hi, cap)
 
 
 def _fill_blocks(items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int) -> np.ndarray:
