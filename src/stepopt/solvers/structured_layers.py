@@ -63,6 +63,7 @@ class Layer:
     optional: bool = False
     b_fixed: int = 0  # requests in the batch besides the free items
     fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
+    high: Fill | None = None  # the greedy fill of the upper envelope (``target`` only)
 
 
 def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
@@ -200,6 +201,7 @@ def b_layer(
     ftok = cx.ftok[np.minimum(tok, cx.budget)]
     # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
+    high = None
     if cx.target_objective:  # the latency's upper bound matters to |L - T| only
         high = greedy_fill(items, lower=False)
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
@@ -214,7 +216,9 @@ def b_layer(
     ub = np.where(room, ub, -BIG)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
     window = cx.fseq[b_fixed : b_fixed + n + 1]
-    return Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window)
+    layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window)
+    layer.high = high
+    return layer
 
 
 def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:

@@ -131,19 +131,15 @@ def _search(problem, layers, dev_lb, bmax, tok, bound_ns, tol, best) -> Found | 
         return None
     window = bound_ns + max(tol, MIN_WINDOW_NS)
     cx = Ctx(problem)
-    cands, highs = _candidates(cx, layers, dev_lb, window)
+    cands = _candidates(cx, layers, dev_lb, window)
     out = None
     for li, pos, d, b, s in cands:
         top = out if out is not None else best
         if top is not None and (d, -b, -s) >= top.key():
             continue  # cannot beat what is in hand
         ly = layers[li]
-        if ly.decode_pick is not None:
-            f = _a_search(cx, pos)
-        else:
-            if li not in highs:
-                highs[li] = greedy_fill(ly.items, lower=False)
-            f = _b_search(cx, ly, pos, highs[li])
+        a_layer = ly.decode_pick is not None
+        f = _a_search(cx, pos) if a_layer else _b_search(cx, ly, pos, _high(ly))
         if f is not None and (out is None or f.key() < out.key()):
             out = f
             if f.dev <= goal:
@@ -160,7 +156,7 @@ def _candidates(cx, layers, dev_lb, window) -> list[tuple[int, int, int, int, in
     cheapest and dearest greedy splits (a filter on where to search, not a proof)."""
     starts = np.cumsum([0, *(ly.arrays.tok.size for ly in layers)])
     b0 = next((k for k, ly in enumerate(layers) if ly.name == "B0"), None)
-    rows, highs = [], {}
+    rows = []
     for li, ly in enumerate(layers):
         a = ly.arrays
         if ly.name.startswith("B0/") and b0 is not None:
@@ -174,8 +170,7 @@ def _candidates(cx, layers, dev_lb, window) -> list[tuple[int, int, int, int, in
             dev = dev_lb[starts[li] : starts[li + 1]]
         keep = dev <= window
         if ly.items and not ly.optional and keep.any():
-            highs[li] = greedy_fill(ly.items, lower=False)
-            att, _ = exact_attention(ly.items, highs[li])
+            att, _ = exact_attention(ly.items, _high(ly))
             dear = a.fixed_part + cx.fseq[a.bmax] + att
             slack = len(ly.items) + window
             low, high = np.minimum(a.cand, dear), np.maximum(a.cand, dear)
@@ -183,10 +178,17 @@ def _candidates(cx, layers, dev_lb, window) -> list[tuple[int, int, int, int, in
         pos = np.flatnonzero(keep)
         rows.append(np.stack([np.full(pos.size, li), pos, dev[pos], a.bmax[pos], a.tok[pos]]))
     if not rows:
-        return [], highs
+        return []
     m = np.concatenate(rows, axis=1)
     order = np.lexsort((m[2], -m[4], -m[3]))[:MAX_TRIES]
-    return [tuple(int(v) for v in m[:, k]) for k in order], highs
+    return [tuple(int(v) for v in m[:, k]) for k in order]
+
+
+def _high(ly: Layer):
+    """The layer's upper-envelope fill (built with the layer for ``target``)."""
+    if ly.high is None:
+        ly.high = greedy_fill(ly.items, lower=False)
+    return ly.high
 
 
 def _a_search(cx: Ctx, k: int) -> Found | None:
@@ -365,43 +367,55 @@ def _point(x, y, donors, recv, j: int) -> np.ndarray:
     return c
 
 
-def _pair_moves(cx, it: _Items, ly: Layer, c, const, kv_left) -> np.ndarray:
-    """Greedy rounds of the best single move of ``u <= MOVE`` tokens from one non-zero chunk to
-    another (every pair and ``u`` at once): the batch size and the tokens stay the same."""
+def _moves(it: _Items, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate moves (receiver, donor, tokens): up to ``MOVE`` tokens between any two
+    chunks; where chunks may be 0 (``B0``), also starting a chunk at ``lo..lo + MOVE`` and
+    emptying one."""
     n = c.size
-    if n < 2:
-        return c
+    r, d = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    keep = r != d
+    r, d = r[keep], d[keep]
     u = np.arange(1, MOVE + 1, dtype=np.int64)
-    idx = np.repeat(np.arange(n), u.size)
+    rs, ds, vs = [np.repeat(r, u.size)], [np.repeat(d, u.size)], [np.tile(u, r.size)]
+    if it.opt.any():
+        rs.append(np.repeat(r, u.size))
+        ds.append(np.repeat(d, u.size))
+        vs.append(np.repeat(it.lo[r], u.size) + np.tile(u - 1, r.size))
+        rs.append(r)
+        ds.append(d)
+        vs.append(c[d])
+    return np.concatenate(rs), np.concatenate(ds), np.concatenate(vs)
+
+
+def _pair_moves(cx, it: _Items, ly: Layer, c, const, kv_left) -> np.ndarray:
+    """Greedy rounds of the single move that brings L nearest T (every candidate move at
+    once); the tokens stay the same."""
+    if c.size < 2:
+        return c
+    ar = np.arange(c.size)
     for _ in range(ROUNDS):
         err = _latency(cx, it, ly, c, const) - cx.target
         if err == 0:
             break
-        live = c > 0
-        cur_att = it.att(np.arange(n), c)
-        cur_blk = it.blocks(np.arange(n), c)
-        gain = np.tile(u, n)  # receiver i gets +u
-        up = c[idx] + gain
-        down = c[idx] - gain
-        ok_up = live[idx] & (up <= it.hi[idx])
-        ok_dn = live[idx] & (down >= it.lo[idx])
-        d_up = np.where(ok_up, it.att(idx, np.minimum(up, it.hi[idx])) - cur_att[idx], BIG)
-        d_dn = np.where(ok_dn, it.att(idx, np.maximum(down, it.lo[idx])) - cur_att[idx], BIG)
-        d_up, d_dn = d_up.reshape(n, u.size), d_dn.reshape(n, u.size)
-        delta = d_up[:, None, :] + d_dn[None, :, :]  # [receiver, donor, u]
-        bad = (d_up[:, None, :] >= BIG) | (d_dn[None, :, :] >= BIG)
-        bad |= np.eye(n, dtype=bool)[:, :, None]
-        if kv_left is not None:
-            b_up = it.blocks(idx, np.minimum(up, it.hi[idx])) - cur_blk[idx]
-            b_dn = it.blocks(idx, np.maximum(down, it.lo[idx])) - cur_blk[idx]
-            blk = cur_blk.sum() + b_up.reshape(n, u.size)[:, None, :]
-            bad |= blk + b_dn.reshape(n, u.size)[None, :, :] > kv_left
-        score = np.where(bad, BIG, np.abs(err + delta))
-        best = int(np.argmin(score))
-        if score.flat[best] >= abs(err):
+        r, d, v = _moves(it, c)
+        up, down = c[r] + v, c[d] - v
+        ok = (v > 0) & (it.bad(r, up) == 0) & (it.bad(d, down) == 0)
+        r, d, up, down = r[ok], d[ok], up[ok], down[ok]
+        if r.size == 0:
             break
-        r, d, k = np.unravel_index(best, score.shape)
+        att, blk = it.att(ar, c), it.blocks(ar, c)
+        nz = int((c > 0).sum())
+        dnz = (up > 0).astype(np.int64) - (c[r] > 0) + (down > 0) - (c[d] > 0)
+        b_now = ly.b_fixed + nz
+        dseq = cx.fseq[b_now + dnz] - cx.fseq[b_now]
+        delta = it.att(r, up) - att[r] + it.att(d, down) - att[d] + dseq
+        score = np.abs(err + delta)
+        if kv_left is not None:
+            new_blk = blk.sum() + it.blocks(r, up) - blk[r] + it.blocks(d, down) - blk[d]
+            score = np.where(new_blk <= kv_left, score, BIG)
+        k = int(np.argmin(score))
+        if score[k] >= abs(err):
+            break
         c = c.copy()
-        c[r] += u[k]
-        c[d] -= u[k]
+        c[r[k]], c[d[k]] = up[k], down[k]
     return c
