@@ -62,10 +62,11 @@ class Found:
 def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) -> SolveResult:
     t = problem.target_ns
     tol = int(info.get(TOLERANCE_PARAM, 0))
-    tok, bmax, lb, ub, cand, cand_b, ok = (
+    tok, bmax, cand, cand_b, ok = (
         np.concatenate([getattr(ly.arrays, a) for ly in layers])
-        for a in ("tok", "bmax", "lb", "ub", "cand", "cand_b", "ok")
+        for a in ("tok", "bmax", "cand", "cand_b", "ok")
     )
+    lb, ub = _exact_bounds(layers)
     reach = lb < BIG
     dev_lb = np.where(reach, np.maximum(np.maximum(lb - t, t - ub), 0), BIG)
     best = _greedy_best(problem, layers, tok, cand, cand_b, ok)
@@ -107,6 +108,22 @@ def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) 
     )
 
 
+def _exact_bounds(layers: list[Layer]) -> tuple[np.ndarray, np.ndarray]:
+    """The layers' latency bounds, exact where a layer has one free chunk: its position fixes
+    the chunk, so the candidate is the only decision there (``ok`` checks budget, chunk rules
+    and KV exactly). The envelopes are loose there (a convex chunk cost under its chord)."""
+    lbs, ubs = [], []
+    for ly in layers:
+        a = ly.arrays
+        if len(ly.items) == 1 and not (a.lb >= BIG).all():
+            lbs.append(np.where(a.ok, a.cand, BIG))
+            ubs.append(np.where(a.ok, a.cand, -BIG))
+        else:
+            lbs.append(a.lb)
+            ubs.append(a.ub)
+    return np.concatenate(lbs), np.concatenate(ubs)
+
+
 def _greedy_best(problem, layers, tok, cand, cand_b, ok) -> Found | None:
     """The best of the layers' own candidates (greedy fills and the A layer's cheapest
     subsets)."""
@@ -139,7 +156,7 @@ def _search(problem, layers, dev_lb, bmax, tok, bound_ns, tol, best) -> Found | 
             continue  # cannot beat what is in hand
         ly = layers[li]
         a_layer = ly.decode_pick is not None
-        f = _a_search(cx, pos) if a_layer else _b_search(cx, ly, pos, _high(ly))
+        f = _a_search(cx, ly, pos) if a_layer else _b_search(cx, ly, pos, _high(ly))
         if f is not None and (out is None or f.key() < out.key()):
             out = f
             if f.dev <= goal:
@@ -191,21 +208,53 @@ def _high(ly: Layer):
     return ly.high
 
 
-def _a_search(cx: Ctx, k: int) -> Found | None:
-    """``k`` decodes whose summed context puts L nearest T, along the sliding path."""
-    n = cx.ctx.size
-    if k == 0 or k > n or cx.dps <= 0 or (cx.kv is not None and int(cx.need.sum()) > cx.kv):
+def _a_search(cx: Ctx, ly: Layer, k: int) -> Found | None:
+    """``k`` decodes whose summed context puts L nearest T. Without a binding KV limit, along
+    the sliding path over every decode; with one, ``a`` decodes that need a block (the
+    cheapest and the dearest layer's counts) and ``k - a`` that do not, one group fixed at its
+    smallest or largest members while the other slides."""
+    if k == 0 or cx.dps <= 0:
         return None
-    order = np.argsort(cx.ctx, kind="stable")
-    a = cx.ctx[order]
-    pre = np.concatenate([[0], np.cumsum(a)])
     base = int(cx.ftok[min(k, cx.budget)] + cx.fseq[k])
     want = (cx.target - base) * 1000 // cx.dps  # decode_ns(want) <= T - base < decode_ns(+1)
-    m = np.arange(k)  # elements parked at the top
-    q = k - 1 - m  # the element that slides, from index q to n - 1 - m
+    need_up, free_up, a_lo, a_hi = ly.decode_pick
+    picks: list[np.ndarray] = []
+    if cx.kv is None or need_up.size <= cx.kv:
+        order = np.argsort(cx.ctx, kind="stable")
+        picks = [order[p] for p in _slide(cx.ctx[order], k, want)]
+    else:
+        for a in {int(a_lo[k]), int(a_hi[k])}:
+            if a > need_up.size or k - a > free_up.size:
+                continue
+            groups = ((need_up, a), (free_up, k - a))
+            for (fix, m), (move, q) in (groups, groups[::-1]):
+                for part in (fix[:m], fix[fix.size - m :]):
+                    rest = want - int(cx.ctx[part].sum())
+                    vals = cx.ctx[move]
+                    picks += [np.concatenate([part, move[p]]) for p in _slide(vals, q, rest)]
+    out = None
+    for pick in picks:
+        lat = base + int(cx.decode_ns(np.int64(cx.ctx[pick].sum())))
+        tokens = {cx.decodes[int(i)].id: 1 for i in pick}
+        f = Found(abs(lat - cx.target), k, k, lat, tokens, "A")
+        if out is None or f.key() < out.key():
+            out = f
+    return out
+
+
+def _slide(a: np.ndarray, k: int, want: int) -> list[np.ndarray]:
+    """Index sets of ``k`` members of the sorted ``a`` whose sums bracket ``want`` (and
+    ``want + 1``): the path that slides the k smallest, top member first, one step at a time
+    to the k largest has non-decreasing sums."""
+    n = a.size
+    if k == 0 or k > n:
+        return [np.zeros(0, dtype=np.int64)] if k == 0 else []
+    pre = np.concatenate([[0], np.cumsum(a)])
+    m = np.arange(k)  # members parked at the top
+    q = k - 1 - m  # the member that slides, from index q to n - 1 - m
     top = pre[n] - pre[n - m]
     first = pre[q] + a[q] + top
-    picks = []
+    out = []
     for goal in (want, want + 1):
         st = int(np.clip(np.searchsorted(first, goal, side="right") - 1, 0, k - 1))
         qq, mm = int(q[st]), int(m[st])
@@ -213,14 +262,7 @@ def _a_search(cx: Ctx, k: int) -> Found | None:
         hi_p = n - 1 - mm
         p = int(np.searchsorted(a[qq : hi_p + 1], goal - rest, side="right")) + qq - 1
         for pp in {max(p, qq), min(p + 1, hi_p)}:
-            picks.append([*range(qq), pp, *range(n - mm, n)])
-    out = None
-    for pick in picks:
-        lat = base + int(cx.decode_ns(np.int64(a[pick].sum())))
-        tokens = {cx.decodes[int(order[i])].id: 1 for i in pick}
-        f = Found(abs(lat - cx.target), k, k, lat, tokens, "A")
-        if out is None or f.key() < out.key():
-            out = f
+            out.append(np.asarray([*range(qq), pp, *range(n - mm, n)], dtype=np.int64))
     return out
 
 
