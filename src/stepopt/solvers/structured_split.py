@@ -259,3 +259,18 @@ def exact_two(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
     b = ly.b_fixed + int(nz[k])
     found = Found(int(dev[k]), b, int(ly.arrays.tok[pos]), int(lat[k]), tokens, ly.name)
     return int(dev[k]), found
+
+
+def fill_attention(cx: Ctx, ly: Layer, fill, s: np.ndarray) -> np.ndarray:
+    """Exact summed attention of a greedy fill's allocation at the positions ``s`` (as
+    :func:`stepopt.solvers.structured_curves.exact_attention`, at those positions only)."""
+    it = Items(cx, ly)
+    starts = np.asarray([i.start for i in ly.items], dtype=np.int64)
+    base = int(it.att(np.arange(starts.size), starts).sum())
+    if fill.item.size == 0:
+        return np.full(s.size, base, dtype=np.int64)
+    edge = fill.edge[s]
+    e = np.maximum(edge, 0)
+    c = fill.x0[e] + fill.into[s]
+    part = it.att(fill.item[e], c) - fill.y0[e]
+    return np.where(edge >= 0, base + fill.cum_val[e] + part, base)

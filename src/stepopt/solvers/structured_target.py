@@ -33,7 +33,7 @@ from stepopt.model import NS_PER_MS, Decision, StepProblem
 from stepopt.solvers import structured_split
 from stepopt.solvers.base import SolveResult, SolveStatus, finish
 from stepopt.solvers.common import TOLERANCE_PARAM
-from stepopt.solvers.structured_curves import exact_attention, greedy_fill
+from stepopt.solvers.structured_curves import greedy_fill
 from stepopt.solvers.structured_layers import BIG, Ctx, Layer
 from stepopt.solvers.structured_split import Found
 
@@ -43,28 +43,52 @@ MIN_WINDOW_NS = 1000  # positions this close to T are searched even with no tole
 MAX_ENUMERATED = 200_000  # splits of two-chunk layers enumerated for an exact distance
 
 
+class Flat:
+    """The layers' positions as flat arrays, cut where the tokens pass the budget (no decision
+    lies beyond: the layers mark those positions unreachable and invalid)."""
+
+    def __init__(self, layers: list[Layer], budget: int) -> None:
+        self.layers = layers
+        live = [int(np.searchsorted(ly.arrays.tok, budget, side="right")) for ly in layers]
+        self.starts = np.cumsum([0, *live])
+
+    def cat(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([a[: self.size(li)] for li, a in enumerate(arrays)])
+
+    def get(self, attr: str) -> np.ndarray:
+        return self.cat([getattr(ly.arrays, attr) for ly in self.layers])
+
+    def size(self, li: int) -> int:
+        return int(self.starts[li + 1] - self.starts[li])
+
+    def part(self, x: np.ndarray, li: int) -> np.ndarray:
+        return x[self.starts[li] : self.starts[li + 1]]
+
+    def locate(self, flat: int) -> tuple[int, int]:
+        li = int(np.searchsorted(self.starts, flat, side="right") - 1)
+        return li, int(flat - self.starts[li])
+
+
 def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) -> SolveResult:
     t = problem.target_ns
     tol = int(info.get(TOLERANCE_PARAM, 0))
-    tok, bmax, cand, cand_b, ok = (
-        np.concatenate([getattr(ly.arrays, a) for ly in layers])
-        for a in ("tok", "bmax", "cand", "cand_b", "ok")
-    )
-    lb, ub = _exact_bounds(layers)
+    fl = Flat(layers, problem.config.max_num_scheduled_tokens)
+    tok, bmax, cand, cand_b, ok = (fl.get(a) for a in ("tok", "bmax", "cand", "cand_b", "ok"))
+    lb, ub = _exact_bounds(fl)
     reach = lb < BIG
     dev_lb = np.where(reach, np.maximum(np.maximum(lb - t, t - ub), 0), BIG)
-    best = _greedy_best(problem, layers, tok, cand, cand_b, ok)
+    best = _greedy_best(problem, fl, tok, cand, cand_b, ok)
     if best is None and not reach.any():
         return finish(
             problem, NAME, SolveStatus.INFEASIBLE, None, started, time_limit=time_limit, params=info
         )
     bound_ns = int(dev_lb.min())
     cx = Ctx(problem)
-    found = _search(cx, layers, dev_lb, bound_ns, tol, best)
+    found = _search(cx, fl, dev_lb, bound_ns, tol, best)
     if found is not None and (best is None or found.key() < best.key()):
         best = found
     if best is not None and best.dev - bound_ns > tol:
-        best = _enumerate_pairs(cx, layers, dev_lb, best, tol)
+        best = _enumerate_pairs(cx, fl, dev_lb, best, tol)
         bound_ns = int(dev_lb.min())
     if best is None:
         from stepopt.solvers.structured import _refuse
@@ -96,52 +120,57 @@ def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) 
     )
 
 
-def _exact_bounds(layers: list[Layer]) -> tuple[np.ndarray, np.ndarray]:
+def _exact_bounds(fl: Flat) -> tuple[np.ndarray, np.ndarray]:
     """The layers' latency bounds, exact where a layer has one free chunk: its position fixes
     the chunk, so the candidate is the only decision there (``ok`` checks budget, chunk rules
     and KV exactly). The envelopes are loose there (a convex chunk cost under its chord)."""
     lbs, ubs = [], []
-    for ly in layers:
+    for ly in fl.layers:
         a = ly.arrays
-        if len(ly.items) == 1 and not (a.lb >= BIG).all():
+        if len(ly.items) == 1 and not _borrowed(ly):
             lbs.append(np.where(a.ok, a.cand, BIG))
             ubs.append(np.where(a.ok, a.cand, -BIG))
         else:
             lbs.append(a.lb)
             ubs.append(a.ub)
-    return np.concatenate(lbs), np.concatenate(ubs)
+    return fl.cat(lbs), fl.cat(ubs)
 
 
-def _greedy_best(problem, layers, tok, cand, cand_b, ok) -> Found | None:
+def _borrowed(ly: Layer) -> bool:
+    """A candidate layer (``B0/m``) whose positions B0's bounds cover: none of its own."""
+    return ly.name.startswith("B0/")
+
+
+def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok) -> Found | None:
     """The best of the layers' own candidates (greedy fills and the A layer's cheapest
     subsets)."""
     if not ok.any():
         return None
-    from stepopt.solvers.structured import _decision, _locate
+    from stepopt.solvers.structured import _decision
 
     t = problem.target_ns
     dev = np.where(ok, np.abs(cand - t), BIG)
-    idx = np.flatnonzero(ok)
-    i = int(idx[np.lexsort((-tok[idx], -cand_b[idx], dev[idx]))[0]])
-    layer, pos = _locate(layers, i)
+    idx = np.flatnonzero(dev == dev.min())
+    i = int(idx[np.lexsort((-tok[idx], -cand_b[idx]))[0]])
+    li, pos = fl.locate(i)
+    layer = fl.layers[li]
     tokens = dict(_decision(problem, layer, pos).scheduled())
     return Found(int(dev[i]), int(cand_b[i]), int(tok[i]), int(cand[i]), tokens, layer.name)
 
 
-def _search(cx, layers, dev_lb, bound_ns, tol, best) -> Found | None:
+def _search(cx, fl: Flat, dev_lb, bound_ns, tol, best) -> Found | None:
     """Positions within the window of the bound, most requests then most tokens first; stop
     at the first decision within the tolerance of the bound."""
     goal = bound_ns + tol
     if best is not None and best.dev <= goal and tol > 0:
         return None
     window = bound_ns + max(tol, MIN_WINDOW_NS)
-    cands = _candidates(cx, layers, dev_lb, window)
     out = None
-    for li, pos, d, b, s in cands:
+    for li, pos, d, b, s in _candidates(cx, fl, dev_lb, window):
         top = out if out is not None else best
         if top is not None and (d, -b, -s) >= top.key():
             continue  # cannot beat what is in hand
-        ly = layers[li]
+        ly = fl.layers[li]
         a_layer = ly.decode_pick is not None
         f = _a_search(cx, ly, pos) if a_layer else structured_split.search(cx, ly, pos, _high(ly))
         if f is not None and (out is None or f.key() < out.key()):
@@ -151,20 +180,19 @@ def _search(cx, layers, dev_lb, bound_ns, tol, best) -> Found | None:
     return out
 
 
-def _enumerate_pairs(cx, layers, dev_lb, best: Found, tol: int) -> Found:
+def _enumerate_pairs(cx, fl: Flat, dev_lb, best: Found, tol: int) -> Found:
     """Exact distances (in place in ``dev_lb``) at the positions of two-chunk layers that keep
     the bound below the best decision minus the tolerance, nearest first, within
     ``MAX_ENUMERATED`` splits in all; the best decision met on the way."""
-    starts = np.cumsum([0, *(ly.arrays.tok.size for ly in layers)])
     two = np.zeros(dev_lb.size, dtype=bool)
-    for li, ly in enumerate(layers):
-        if len(ly.items) == 2 and not (ly.arrays.lb >= BIG).all():
-            two[starts[li] : starts[li + 1]] = True
+    for li, ly in enumerate(fl.layers):
+        if len(ly.items) == 2 and not _borrowed(ly):
+            fl.part(two, li)[:] = True
     todo = np.flatnonzero(two & (dev_lb < best.dev - tol))
     left = MAX_ENUMERATED
     for flat in todo[np.argsort(dev_lb[todo], kind="stable")]:
-        li = int(np.searchsorted(starts, flat, side="right") - 1)
-        ly, pos = layers[li], int(flat - starts[li])
+        li, pos = fl.locate(int(flat))
+        ly = fl.layers[li]
         left -= int(ly.arrays.tok[pos]) + 1
         if left < 0:
             break
@@ -174,35 +202,34 @@ def _enumerate_pairs(cx, layers, dev_lb, best: Found, tol: int) -> Found:
     return best
 
 
-def _candidates(cx, layers, dev_lb, window) -> list[tuple[int, int, int, int, int]]:
+def _candidates(cx, fl: Flat, dev_lb, window) -> list[tuple[int, int, int, int, int]]:
     """(layer, position, distance bound, batch size bound, tokens) to search, best first.
 
     Layers ``B0/m`` (``B0`` with its first ``m`` prefills started, see
     ``structured._started_prefixes``) have no bounds of their own: they take B0's at the same
     token count. B layers keep the positions where T lies near the exact latencies of their
     cheapest and dearest greedy splits (a filter on where to search, not a proof)."""
-    starts = np.cumsum([0, *(ly.arrays.tok.size for ly in layers)])
-    b0 = next((k for k, ly in enumerate(layers) if ly.name == "B0"), None)
+    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
     rows = []
-    for li, ly in enumerate(layers):
+    for li, ly in enumerate(fl.layers):
+        n = fl.size(li)
         a = ly.arrays
-        if ly.name.startswith("B0/") and b0 is not None:
-            parent = layers[b0].arrays
-            at = a.tok - parent.tok[0]
-            inside = (at >= 0) & (at < parent.tok.size)
-            dev = np.where(inside, dev_lb[starts[b0] + np.clip(at, 0, parent.tok.size - 1)], BIG)
+        if _borrowed(ly) and b0 is not None:
+            parent = fl.part(dev_lb, b0)
+            at = a.tok[:n] - int(fl.layers[b0].arrays.tok[0])
+            inside = (at >= 0) & (at < parent.size)
+            dev = np.where(inside, parent[np.clip(at, 0, max(parent.size - 1, 0))], BIG)
         elif ly.decode_pick is None and not ly.items:
             continue  # nothing to split
         else:
-            dev = dev_lb[starts[li] : starts[li + 1]]
-        keep = dev <= window
-        if ly.items and not ly.optional and keep.any():
-            att, _ = exact_attention(ly.items, _high(ly))
-            dear = a.fixed_part + cx.fseq[a.bmax] + att
+            dev = fl.part(dev_lb, li)
+        pos = np.flatnonzero(dev <= window)
+        if ly.items and not ly.optional and pos.size:
+            att = structured_split.fill_attention(cx, ly, _high(ly), pos)
+            dear = a.fixed_part[pos] + cx.fseq[a.bmax[pos]] + att
             slack = len(ly.items) + window
-            low, high = np.minimum(a.cand, dear), np.maximum(a.cand, dear)
-            keep &= (low - slack <= cx.target) & (cx.target <= high + slack)
-        pos = np.flatnonzero(keep)
+            low, high = np.minimum(a.cand[pos], dear), np.maximum(a.cand[pos], dear)
+            pos = pos[(low - slack <= cx.target) & (cx.target <= high + slack)]
         rows.append(np.stack([np.full(pos.size, li), pos, dev[pos], a.bmax[pos], a.tok[pos]]))
     if not rows:
         return []
