@@ -184,19 +184,14 @@ def test_weighted_target_is_refused():
 
 
 def test_open_bounds_are_reported_not_claimed():
-    """Where the envelopes leave T inside an interval no split reaches, the answer is FEASIBLE
-    with a valid bound and says how far it is proven, never OPTIMAL."""
-    seen = Counter()
-
-    @sample(120)
-    @given(problems(max_requests=24, objective="target", priority_mode="strict", preset="demo"))
-    def run(p):
-        res = solve(p, "structured")
-        if res.status == SolveStatus.FEASIBLE and res.bound is not None:
-            ref = solve(p, "cpsat", time_limit=10)
-            check_against(p, res, ref)
-            assert "not proven" in res.message
-            seen["open"] += 1
-
-    run()
-    assert seen["open"] >= 1
+    """Three running prefills whose envelopes leave T inside intervals no split reaches (the
+    optimum is about 20 us from T): FEASIBLE with a valid bound, saying how far it is proven,
+    never OPTIMAL; the decision itself is CP-SAT's optimum."""
+    p = _engine_state(random.Random(200), 96, 200)
+    res = solve(p, "structured", target_tolerance_ns=TOL)
+    ref = solve(p, "cpsat", time_limit=20)
+    assert ref.status == SolveStatus.OPTIMAL
+    check_against(p, res, ref)
+    assert res.status == SolveStatus.FEASIBLE and res.proven_within_ns > TOL
+    assert "proven within" in res.message and "tie-break not proven" in res.message
+    assert res.evaluation.deviation_ns == ref.evaluation.deviation_ns
