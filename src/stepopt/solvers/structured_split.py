@@ -5,8 +5,8 @@ chunks split the tokens. :func:`search` walks the token-by-token path from the c
 (greedy fill of the lower envelope) to the dearest (the upper one) and reads off the point
 nearest T (vectorised; each step moves the latency by one difference of two slopes), then
 applies pair moves (up to ``MOVE`` tokens from one chunk to another, or starting or emptying
-an optional chunk) while they bring L nearer T. :func:`exact_two` enumerates every split of a
-two-chunk layer at one position: an exact distance, so a proof. Latencies are the model's
+an optional chunk) while they bring L nearer T. :func:`exact_split` enumerates every split of
+a layer with few chunks at one position: an exact distance, so a proof. Latencies are the model's
 exact integers (the evaluator's floor interpolation); validity covers chunk rules and KV.
 """
 
@@ -235,27 +235,43 @@ def _pair_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
     return c
 
 
-def exact_two(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
-    """Every split of a two-chunk layer's tokens at ``pos``: the exact least |L - T| there
-    (``BIG`` when no split is valid) and the split that attains it (most requests first)."""
-    it = Items(cx, ly)
+def split_count(cx: Ctx, ly: Layer, pos: int) -> int:
+    """How many splits :func:`exact_split` enumerates at ``pos`` (chunk choices of every item
+    but the last, which takes the rest)."""
     total = int(ly.arrays.tok[pos]) - sum(ly.fixed.values())
-    c1 = np.arange(total + 1, dtype=np.int64)
-    c2 = total - c1
-    i0, i1 = np.zeros_like(c1), np.ones_like(c1)
-    ok = (it.bad(i0, c1) == 0) & (it.bad(i1, c2) == 0)
+    out = 1
+    for it in ly.items[:-1]:
+        out *= max(min(it.hi, total) - it.lo + 1, 0) + it.optional
+    return out
+
+
+def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
+    """Every split of the layer's tokens at ``pos`` (a few chunks: see :func:`split_count`):
+    the exact least |L - T| there (``BIG`` when no split is valid) and a split that attains
+    it (most requests first)."""
+    it = Items(cx, ly)
+    n = len(ly.items)
+    total = int(ly.arrays.tok[pos]) - sum(ly.fixed.values())
+    axes = []
+    for item in ly.items[:-1]:
+        vals = np.arange(item.lo, min(item.hi, total) + 1, dtype=np.int64)
+        axes.append(np.concatenate([[0], vals]) if item.optional else vals)
+    grid = [g.ravel() for g in np.meshgrid(*axes, indexing="ij")] if axes else []
+    rest = total - (np.sum(grid, axis=0) if grid else np.zeros(1, dtype=np.int64))
+    c = np.stack([*grid, rest]) if grid else rest[None, :]
+    idx = np.repeat(np.arange(n, dtype=np.int64)[:, None], c.shape[1], axis=1)
+    ok = (it.bad(idx, c) == 0).all(axis=0)
     if cx.kv is not None:
-        ok &= it.blocks(i0, c1) + it.blocks(i1, c2) <= cx.kv - fixed_blocks(cx, ly)
-    c1, c2, i0, i1 = c1[ok], c2[ok], i0[ok], i1[ok]
-    if c1.size == 0:
+        ok &= it.blocks(idx, c).sum(axis=0) <= cx.kv - fixed_blocks(cx, ly)
+    c, idx = c[:, ok], idx[:, ok]
+    if c.shape[1] == 0:
         return int(BIG), None
-    nz = (c1 > 0).astype(np.int64) + (c2 > 0)
-    lat = int(ly.arrays.fixed_part[pos]) + cx.fseq[ly.b_fixed + nz]
-    lat = lat + it.att(i0, c1) + it.att(i1, c2)
+    nz = (c > 0).sum(axis=0)
+    lat = int(ly.arrays.fixed_part[pos]) + cx.fseq[ly.b_fixed + nz] + it.att(idx, c).sum(axis=0)
     dev = np.abs(lat - cx.target)
     k = int(np.lexsort((-nz, dev))[0])
     tokens = dict(ly.fixed)
-    tokens.update({r.id: int(c) for r, c in zip(ly.reqs, (c1[k], c2[k]), strict=True) if c > 0})
+    tokens.update({r.id: int(v) for r, v in zip(ly.reqs, c[:, k], strict=True) if v > 0})
     b = ly.b_fixed + int(nz[k])
     found = Found(int(dev[k]), b, int(ly.arrays.tok[pos]), int(lat[k]), tokens, ly.name)
     return int(dev[k]), found

@@ -40,7 +40,7 @@ from stepopt.solvers.structured_split import Found
 NAME = "structured"
 MAX_TRIES = 48  # positions searched, in tie-break order
 MIN_WINDOW_NS = 1000  # positions this close to T are searched even with no tolerance
-MAX_ENUMERATED = 200_000  # splits of two-chunk layers enumerated for an exact distance
+MAX_ENUMERATED = 200_000  # splits enumerated for exact distances
 
 
 class Flat:
@@ -88,7 +88,7 @@ def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) 
     if found is not None and (best is None or found.key() < best.key()):
         best = found
     if best is not None and best.dev - bound_ns > tol:
-        best = _enumerate_pairs(cx, fl, dev_lb, best, tol)
+        best = _enumerate_splits(cx, fl, dev_lb, best, tol)
         bound_ns = int(dev_lb.min())
     if best is None:
         from stepopt.solvers.structured import _refuse
@@ -180,23 +180,22 @@ def _search(cx, fl: Flat, dev_lb, bound_ns, tol, best) -> Found | None:
     return out
 
 
-def _enumerate_pairs(cx, fl: Flat, dev_lb, best: Found, tol: int) -> Found:
-    """Exact distances (in place in ``dev_lb``) at the positions of two-chunk layers that keep
-    the bound below the best decision minus the tolerance, nearest first, within
-    ``MAX_ENUMERATED`` splits in all; the best decision met on the way."""
-    two = np.zeros(dev_lb.size, dtype=bool)
-    for li, ly in enumerate(fl.layers):
-        if len(ly.items) == 2 and not _borrowed(ly):
-            fl.part(two, li)[:] = True
-    todo = np.flatnonzero(two & (dev_lb < best.dev - tol))
+def _enumerate_splits(cx, fl: Flat, dev_lb, best: Found, tol: int) -> Found:
+    """Exact distances (in place in ``dev_lb``) at the positions that keep the bound below the
+    best decision minus the tolerance, nearest first, where every split can be enumerated
+    (``MAX_ENUMERATED`` splits in all); the best decision met on the way."""
+    todo = np.flatnonzero(dev_lb < best.dev - tol)
     left = MAX_ENUMERATED
-    for flat in todo[np.argsort(dev_lb[todo], kind="stable")]:
+    for flat in todo[np.argsort(dev_lb[todo], kind="stable")][:MAX_TRIES]:
         li, pos = fl.locate(int(flat))
         ly = fl.layers[li]
-        left -= int(ly.arrays.tok[pos]) + 1
-        if left < 0:
-            break
-        dev_lb[flat], f = structured_split.exact_two(cx, ly, pos)
+        if not ly.items or _borrowed(ly) or ly.decode_pick is not None:
+            continue
+        cost = structured_split.split_count(cx, ly, pos)
+        if cost > left:
+            continue
+        left -= cost
+        dev_lb[flat], f = structured_split.exact_split(cx, ly, pos)
         if f is not None and f.key() < best.key():
             best = f
     return best
