@@ -27,6 +27,8 @@ tie-break is not proven.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from stepopt.model import NS_PER_MS, Decision, StepProblem
@@ -34,13 +36,14 @@ from stepopt.solvers import structured_split
 from stepopt.solvers.base import SolveResult, SolveStatus, finish
 from stepopt.solvers.common import TOLERANCE_PARAM
 from stepopt.solvers.structured_curves import greedy_fill
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer
 from stepopt.solvers.structured_split import Found
 
 NAME = "structured"
 MAX_TRIES = 48  # positions searched, in tie-break order
 MIN_WINDOW_NS = 1000  # positions this close to T are searched even with no tolerance
-MAX_ENUMERATED = 200_000  # splits enumerated for exact distances
+MAX_SUBSET_ITEMS = 4  # B0 with at most this many prefills: every started set is searched
+MAX_ENUMERATED = 1_000_000  # splits enumerated for exact distances (about 35 ms)
 
 
 class Flat:
@@ -176,7 +179,46 @@ def _search(cx, fl: Flat, dev_lb, bound_ns, tol, best) -> Found | None:
         if f is not None and (out is None or f.key() < out.key()):
             out = f
             if f.dev <= goal:
-                break
+                return out
+    top = out if out is not None else best
+    if top is None or top.dev > goal:
+        f = _subsets(cx, fl, dev_lb, window, top)
+        out = f if f is not None and (out is None or f.key() < out.key()) else out
+    return out
+
+
+def _subsets(cx, fl: Flat, dev_lb, window, top: Found | None) -> Found | None:
+    """``B0`` with few running prefills: search every set of started prefills that is not a
+    candidate layer already, at B0's positions near T (the greedy moves keep the set)."""
+    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
+    if b0 is None or len(fl.layers[b0].items) > MAX_SUBSET_ITEMS:
+        return None
+    ly0 = fl.layers[b0]
+    known = {frozenset(r.id for r in ly.reqs) for ly in fl.layers if _borrowed(ly)}
+    dev = fl.part(dev_lb, b0)
+    pos = np.flatnonzero(dev <= window)
+    toks = ly0.arrays.tok[pos[np.lexsort((dev[pos], -ly0.arrays.tok[pos]))]][:MAX_TRIES]
+    out, tries = None, 0
+    for q in range(len(ly0.reqs), 0, -1):
+        for reqs in itertools.combinations(ly0.reqs, q):
+            if frozenset(r.id for r in reqs) in known:
+                continue
+            ly = b_layer(cx, "B0/" + "+".join(r.id for r in reqs), {}, [], list(reqs), False)
+            if ly is None:
+                continue
+            at = toks - ly.arrays.tok[0]
+            for p in at[(at >= 0) & (at < ly.arrays.tok.size)]:
+                tries += 1
+                f = structured_split.search(cx, ly, int(p), _high(ly))
+                if f is not None and (out is None or f.key() < out.key()):
+                    out = f
+                if tries >= MAX_TRIES or (
+                    out is not None
+                    and top is not None
+                    and out.key() < top.key()
+                    and out.dev <= window
+                ):
+                    return out
     return out
 
 
