@@ -83,10 +83,18 @@ class Items:
         return (self.att, self.nonzero, self.bad, self.blocks)
 
 
+def items_of(cx: Ctx, ly: Layer) -> Items:
+    """The layer's :class:`Items`, built once per solve (kept on the problem's context)."""
+    cache = cx.__dict__.setdefault("split_items", {})
+    if id(ly) not in cache:
+        cache[id(ly)] = (ly, Items(cx, ly))  # the layer is kept so its id stays unique
+    return cache[id(ly)][1]
+
+
 def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
     """A split of the position's tokens with L nearest T: the path from the cheapest split to
     the dearest, then pair moves."""
-    it = Items(cx, ly)
+    it = items_of(cx, ly)
     x = np.asarray(allocation(ly.items, ly.fill, s), dtype=np.int64)
     y = np.asarray(allocation(ly.items, high, s), dtype=np.int64)
     a = ly.arrays
@@ -249,7 +257,7 @@ def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
     """Every split of the layer's tokens at ``pos`` (a few chunks: see :func:`split_count`):
     the exact least |L - T| there (``BIG`` when no split is valid) and a split that attains
     it (most requests first)."""
-    it = Items(cx, ly)
+    it = items_of(cx, ly)
     n = len(ly.items)
     total = int(ly.arrays.tok[pos]) - sum(ly.fixed.values())
     axes = []
@@ -280,7 +288,7 @@ def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
 def fill_attention(cx: Ctx, ly: Layer, fill, s: np.ndarray) -> np.ndarray:
     """Exact summed attention of a greedy fill's allocation at the positions ``s`` (as
     :func:`stepopt.solvers.structured_curves.exact_attention`, at those positions only)."""
-    it = Items(cx, ly)
+    it = items_of(cx, ly)
     starts = np.asarray([i.start for i in ly.items], dtype=np.int64)
     base = int(it.att(np.arange(starts.size), starts).sum())
     if fill.item.size == 0:

@@ -43,6 +43,7 @@ NAME = "structured"
 MAX_TRIES = 48  # positions searched, in tie-break order
 MIN_WINDOW_NS = 1000  # positions this close to T are searched even with no tolerance
 MAX_SUBSET_ITEMS = 4  # B0 with at most this many prefills: every started set is searched
+MAX_EXACT_POSITIONS = 512  # positions whose splits are enumerated
 MAX_ENUMERATED = 1_000_000  # splits enumerated for exact distances (about 35 ms)
 
 
@@ -228,7 +229,7 @@ def _enumerate_splits(cx, fl: Flat, dev_lb, best: Found, tol: int) -> Found:
     (``MAX_ENUMERATED`` splits in all); the best decision met on the way."""
     todo = np.flatnonzero(dev_lb < best.dev - tol)
     left = MAX_ENUMERATED
-    for flat in todo[np.argsort(dev_lb[todo], kind="stable")][:MAX_TRIES]:
+    for flat in todo[np.argsort(dev_lb[todo], kind="stable")][:MAX_EXACT_POSITIONS]:
         li, pos = fl.locate(int(flat))
         ly = fl.layers[li]
         if not ly.items or _borrowed(ly) or ly.decode_pick is not None:
