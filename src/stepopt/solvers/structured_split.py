@@ -57,6 +57,7 @@ class Items:
         self.span = np.int64(int(self.xs.max()) + 2 if self.xs.size else 2)
         owner = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
         self.keys = owner * self.span + self.xs
+        self.static_moves: tuple | None = None  # see _moves
 
     def att(self, i: np.ndarray, c: np.ndarray) -> np.ndarray:
         first, last = self.first[i], self.last[i]
@@ -112,9 +113,13 @@ def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
 
 
 def fixed_blocks(cx: Ctx, ly: Layer) -> int:
+    """New KV blocks of the layer's fixed part: every decode (one token: a block exactly when
+    its context fills its last block) and the prefills at a fixed chunk."""
     by_id = cx.problem.by_id
-    out = 0
+    out = int(cx.need.sum()) if ly.decode_pick is None else 0
     for rid, c in ly.fixed.items():
+        if rid in cx.decode_tokens:
+            continue
         cached = by_id[rid].computed_tokens
         out += -((-(cached + c)) // cx.bs) + ((-cached) // cx.bs)
     return out
@@ -192,21 +197,23 @@ def _point(x, y, donors, recv, j: int) -> np.ndarray:
 def _moves(it: Items, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate moves (receiver, donor, tokens): up to ``MOVE`` tokens between any two
     chunks; where chunks may be 0 (``B0``), also starting a chunk at ``lo..lo + MOVE`` and
-    emptying one."""
-    n = c.size
-    r, d = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-    keep = r != d
-    r, d = r[keep], d[keep]
-    u = np.arange(1, MOVE + 1, dtype=np.int64)
-    rs, ds, vs = [np.repeat(r, u.size)], [np.repeat(d, u.size)], [np.tile(u, r.size)]
-    if it.opt.any():
-        rs.append(np.repeat(r, u.size))
-        ds.append(np.repeat(d, u.size))
-        vs.append(np.repeat(it.lo[r], u.size) + np.tile(u - 1, r.size))
-        rs.append(r)
-        ds.append(d)
-        vs.append(c[d])
-    return np.concatenate(rs), np.concatenate(ds), np.concatenate(vs)
+    emptying one. The fixed part is built once per layer."""
+    if it.static_moves is None:
+        n = c.size
+        r, d = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+        keep = r != d
+        r, d = r[keep], d[keep]
+        u = np.arange(1, MOVE + 1, dtype=np.int64)
+        rs, ds, vs = [np.repeat(r, u.size)], [np.repeat(d, u.size)], [np.tile(u, r.size)]
+        if it.opt.any():
+            rs.append(np.repeat(r, u.size))
+            ds.append(np.repeat(d, u.size))
+            vs.append(np.repeat(it.lo[r], u.size) + np.tile(u - 1, r.size))
+        it.static_moves = (np.concatenate(rs), np.concatenate(ds), np.concatenate(vs), r, d)
+    r_all, d_all, v_all, r, d = it.static_moves
+    if not it.opt.any():
+        return r_all, d_all, v_all
+    return np.concatenate([r_all, r]), np.concatenate([d_all, d]), np.concatenate([v_all, c[d]])
 
 
 def _pair_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
