@@ -9,29 +9,19 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
 
 from stepopt.evaluate import evaluate
 from stepopt.latency.presets import load_preset, preset_names
 from stepopt.model import NS_PER_MS, EngineConfig, Request, StepProblem
 from stepopt.solvers import SolveStatus, solve
 from stepopt.solvers.structured_target import _slide
+from stepopt.testing.assertions import draw_examples
 from stepopt.testing.edge_cases import BRUTE_FAMILIES, draw
 from stepopt.testing.factories import decode, linear_latency, make_problem, prefill, waiting
 from stepopt.testing.strategies import problems
 from stepopt.testing.structured_check import check_against
 
 TOL = 1000
-
-
-def sample(n: int) -> settings:
-    return settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
 
 
 def _within(res, tol: int) -> bool:
@@ -45,10 +35,7 @@ def test_target_claims_hold_against_brute_force(tol):
     """Small strict problems (non-convex curves, KV limits, thresholds, min chunks): OPTIMAL
     equals brute force on every level, bounds hold, so ``proven_within_ns`` does too."""
     statuses: Counter = Counter()
-
-    @sample(200)
-    @given(problems(objective="target", priority_mode="strict"))
-    def run(p):
+    for p in draw_examples(problems(objective="target", priority_mode="strict"), 200):
         res = solve(p, "structured", target_tolerance_ns=tol)
         ref = solve(p, "brute")
         check_against(p, res, ref)
@@ -56,8 +43,6 @@ def test_target_claims_hold_against_brute_force(tol):
             gap = res.evaluation.deviation_ns - ref.evaluation.deviation_ns
             assert 0 <= gap <= res.proven_within_ns
         statuses[str(res.status)] += 1
-
-    run()
     assert statuses["OPTIMAL"] >= 120, statuses
 
 
@@ -69,13 +54,10 @@ def test_edge_case_families_against_brute_force(family):
 
 
 def test_engine_scale_target_agrees_with_cpsat():
-    @sample(20)
-    @given(problems(max_requests=24, objective="target", priority_mode="strict", preset="demo"))
-    def run(p):
+    strategy = problems(max_requests=24, objective="target", priority_mode="strict", preset="demo")
+    for p in draw_examples(strategy, 20):
         res = solve(p, "structured", target_tolerance_ns=TOL)
         check_against(p, res, solve(p, "cpsat", time_limit=10))
-
-    run()
 
 
 def _engine_state(rng: random.Random, n: int, kv: int | None) -> StepProblem:

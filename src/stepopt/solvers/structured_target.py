@@ -2,25 +2,26 @@
 
 The proof is the layers' bounds (:mod:`stepopt.solvers.structured_layers`): a position's
 distance bound is ``max(0, lb - T, T - ub)`` and the least over all positions bounds |L - T|
-from below. The greedy candidates sit on the lower envelope and rarely land near ``T``, so this
-module searches for a decision close to ``T`` at the positions whose interval comes close to
-it, in tie-break order (most requests, then most tokens):
+from below. It is made exact where that is cheap: a layer with one free chunk has one decision
+per position, and positions with few chunks have their every split enumerated
+(:func:`structured_split.exact_split`) when they keep the bound below the best decision.
+
+The greedy candidates sit on the lower envelope and rarely land near ``T``, so the positions
+whose bound is near the least are searched, in tie-break order (most requests, then most
+tokens), until a decision is within the tolerance of the bound:
 
 - ``A_k`` (k decodes): the latency depends on the subset only through its summed context. The
-  subsets met by sliding one element at a time from the k smallest contexts to the k largest
-  have non-decreasing sums that step by one gap of the sorted contexts, so a binary search
-  finds the sum nearest the one ``T`` asks for.
-- ``B`` layers (tokens fixed at the position): the tokens move one at a time from the
-  cheapest split (greedy fill of the lower envelope) to the dearest (the upper one); the
-  latency along this path steps by one difference of two slopes, and the point nearest ``T``
-  is read off vectorised. Pair moves (``u`` tokens from one chunk to another, every pair at
-  once) then close the rest: with measured attention tables the slope differences are a few
-  hundred ns, far finer than the tokens' step.
+  subsets met by sliding one member at a time from the k smallest contexts to the k largest
+  have non-decreasing sums that step by one gap of the sorted contexts, so binary searches
+  find the sums around the one ``T`` asks for (:func:`_slide`).
+- ``B`` layers: :func:`structured_split.search` (the path from the cheapest split to the
+  dearest, then pair moves). ``B0`` through its candidate layers ``B0/m`` and, with few
+  running prefills, every set of started prefills.
 
-Every latency is the model's exact integer (the same floor interpolation as the evaluator),
-and the evaluator re-judges the answer (:func:`stepopt.solvers.base.finish`). The search only
-finds decisions; what is claimed comes from the bounds: OPTIMAL when |L - T| meets the bound
-and no position that could tie has more requests or tokens; otherwise FEASIBLE with the bound
+Every latency is the model's exact integer (the evaluator's floor interpolation), and the
+evaluator re-judges the answer (:func:`stepopt.solvers.base.finish`). The search only finds
+decisions; the claim comes from the bounds: OPTIMAL when |L - T| meets the bound and no
+position that could tie has more requests or tokens; otherwise FEASIBLE with the bound
 (``proven_within_ns``, compared with ``target_tolerance_ns`` by ``auto``), saying that the
 tie-break is not proven.
 """
