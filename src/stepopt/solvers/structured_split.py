@@ -216,37 +216,73 @@ def _moves(it: Items, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.concatenate([r_all, r]), np.concatenate([d_all, d]), np.concatenate([v_all, c[d]])
 
 
+def _move_table(cx, it: Items, ly: Layer, c: np.ndarray):
+    """Every valid single move from ``c``: receiver, donor, their new chunks, the exact change
+    of L, of the batch size and of the KV blocks."""
+    r, d, v = _moves(it, c)
+    up, down = c[r] + v, c[d] - v
+    ok = (v > 0) & (it.bad(r, up) == 0) & (it.bad(d, down) == 0)
+    r, d, up, down = r[ok], d[ok], up[ok], down[ok]
+    ar = np.arange(c.size)
+    att, blk = it.att(ar, c), it.blocks(ar, c)
+    dnz = (up > 0).astype(np.int64) - (c[r] > 0) + (down > 0) - (c[d] > 0)
+    b_now = ly.b_fixed + int((c > 0).sum())
+    dseq = cx.fseq[b_now + dnz] - cx.fseq[b_now]
+    delta = it.att(r, up) - att[r] + it.att(d, down) - att[d] + dseq
+    dblk = it.blocks(r, up) - blk[r] + it.blocks(d, down) - blk[d]
+    return r, d, up, down, delta, dnz, dblk, int(blk.sum())
+
+
 def _pair_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
     """Greedy rounds of the single move that brings L nearest T (every candidate move at
-    once); the tokens stay the same."""
+    once), then two moves that land on T exactly if there are such; the tokens stay the
+    same."""
     if c.size < 2:
         return c
-    ar = np.arange(c.size)
     for _ in range(ROUNDS):
         err = _latency(cx, it, ly, c, const) - cx.target
         if err == 0:
-            break
-        r, d, v = _moves(it, c)
-        up, down = c[r] + v, c[d] - v
-        ok = (v > 0) & (it.bad(r, up) == 0) & (it.bad(d, down) == 0)
-        r, d, up, down = r[ok], d[ok], up[ok], down[ok]
+            return c
+        r, d, up, down, delta, _, dblk, blk = _move_table(cx, it, ly, c)
         if r.size == 0:
-            break
-        att, blk = it.att(ar, c), it.blocks(ar, c)
-        nz = int((c > 0).sum())
-        dnz = (up > 0).astype(np.int64) - (c[r] > 0) + (down > 0) - (c[d] > 0)
-        b_now = ly.b_fixed + nz
-        dseq = cx.fseq[b_now + dnz] - cx.fseq[b_now]
-        delta = it.att(r, up) - att[r] + it.att(d, down) - att[d] + dseq
+            return c
         score = np.abs(err + delta)
         if kv_left is not None:
-            new_blk = blk.sum() + it.blocks(r, up) - blk[r] + it.blocks(d, down) - blk[d]
-            score = np.where(new_blk <= kv_left, score, BIG)
+            score = np.where(blk + dblk <= kv_left, score, BIG)
         k = int(np.argmin(score))
         if score[k] >= abs(err):
             break
         c = c.copy()
         c[r[k]], c[d[k]] = up[k], down[k]
+    return _two_moves(cx, it, ly, c, const, kv_left)
+
+
+def _two_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
+    """Two single moves on four different chunks that keep the batch size and together
+    change L by exactly T - L (their changes add up exactly then): a sorted search."""
+    err = _latency(cx, it, ly, c, const) - cx.target
+    if err == 0 or c.size < 4:
+        return c
+    r, d, up, down, delta, dnz, dblk, blk = _move_table(cx, it, ly, c)
+    keep = dnz == 0
+    r, d, up, down, delta, dblk = r[keep], d[keep], up[keep], down[keep], delta[keep], dblk[keep]
+    order = np.argsort(delta, kind="stable")
+    sd = delta[order]
+    want = -err - delta
+    for shift in range(3):  # a few equal values in a row, for four distinct chunks
+        p = np.searchsorted(sd, want) + shift
+        inside = p < sd.size
+        j = order[np.minimum(p, sd.size - 1)]
+        hit = inside & (sd[np.minimum(p, sd.size - 1)] == want)
+        hit &= (r != r[j]) & (r != d[j]) & (d != r[j]) & (d != d[j])
+        if kv_left is not None:
+            hit &= blk + dblk + dblk[j] <= kv_left
+        if hit.any():
+            i = int(np.flatnonzero(hit)[0])
+            k = int(j[i])
+            c = c.copy()
+            c[r[i]], c[d[i]], c[r[k]], c[d[k]] = up[i], down[i], up[k], down[k]
+            return c
     return c
 
 
@@ -263,30 +299,34 @@ def split_count(cx: Ctx, ly: Layer, pos: int) -> int:
 def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
     """Every split of the layer's tokens at ``pos`` (a few chunks: see :func:`split_count`):
     the exact least |L - T| there (``BIG`` when no split is valid) and a split that attains
-    it (most requests first)."""
+    it (most requests first). Each chunk's values are tabulated once over ``0..tokens``."""
     it = items_of(cx, ly)
-    n = len(ly.items)
     total = int(ly.arrays.tok[pos]) - sum(ly.fixed.values())
-    axes = []
-    for item in ly.items[:-1]:
-        vals = np.arange(item.lo, min(item.hi, total) + 1, dtype=np.int64)
-        axes.append(np.concatenate([[0], vals]) if item.optional else vals)
+    span = np.arange(total + 1, dtype=np.int64)
+    tabs = []
+    for k in range(len(ly.items)):
+        ks = np.full(span.size, k, dtype=np.int64)
+        tabs.append((it.att(ks, span), it.bad(ks, span) == 0, it.blocks(ks, span)))
+    axes = [np.flatnonzero(valid) for _, valid, _ in tabs[:-1]]
     grid = [g.ravel() for g in np.meshgrid(*axes, indexing="ij")] if axes else []
     rest = total - (np.sum(grid, axis=0) if grid else np.zeros(1, dtype=np.int64))
-    c = np.stack([*grid, rest]) if grid else rest[None, :]
-    idx = np.repeat(np.arange(n, dtype=np.int64)[:, None], c.shape[1], axis=1)
-    ok = (it.bad(idx, c) == 0).all(axis=0)
+    ok = rest >= 0
+    grid, rest = [g[ok] for g in grid], rest[ok]
+    c = [*grid, rest]
+    ok = tabs[-1][1][rest]
     if cx.kv is not None:
-        ok &= it.blocks(idx, c).sum(axis=0) <= cx.kv - fixed_blocks(cx, ly)
-    c, idx = c[:, ok], idx[:, ok]
-    if c.shape[1] == 0:
+        blocks = sum(tab[2][ck] for tab, ck in zip(tabs, c, strict=True))
+        ok &= blocks <= cx.kv - fixed_blocks(cx, ly)
+    c = [ck[ok] for ck in c]
+    if c[0].size == 0:
         return int(BIG), None
-    nz = (c > 0).sum(axis=0)
-    lat = int(ly.arrays.fixed_part[pos]) + cx.fseq[ly.b_fixed + nz] + it.att(idx, c).sum(axis=0)
+    nz = sum((ck > 0).astype(np.int64) for ck in c)
+    att = sum(tab[0][ck] for tab, ck in zip(tabs, c, strict=True))
+    lat = int(ly.arrays.fixed_part[pos]) + cx.fseq[ly.b_fixed + nz] + att
     dev = np.abs(lat - cx.target)
     k = int(np.lexsort((-nz, dev))[0])
     tokens = dict(ly.fixed)
-    tokens.update({r.id: int(v) for r, v in zip(ly.reqs, c[:, k], strict=True) if v > 0})
+    tokens.update({r.id: int(ck[k]) for r, ck in zip(ly.reqs, c, strict=True) if ck[k] > 0})
     b = ly.b_fixed + int(nz[k])
     found = Found(int(dev[k]), b, int(ly.arrays.tok[pos]), int(lat[k]), tokens, ly.name)
     return int(dev[k]), found

@@ -45,7 +45,7 @@ MAX_TRIES = 48  # positions searched, in tie-break order
 MIN_WINDOW_NS = 1000  # positions this close to T are searched even with no tolerance
 MAX_SUBSET_ITEMS = 4  # B0 with at most this many prefills: every started set is searched
 MAX_EXACT_POSITIONS = 512  # positions whose splits are enumerated
-MAX_ENUMERATED = 1_000_000  # splits enumerated for exact distances (about 35 ms)
+MAX_ENUMERATED = 3_000_000  # chunk values (splits x chunks) enumerated: 0.1 s at most
 
 
 class Flat:
@@ -235,7 +235,7 @@ def _enumerate_splits(cx, fl: Flat, dev_lb, best: Found, tol: int) -> Found:
         ly = fl.layers[li]
         if not ly.items or _borrowed(ly) or ly.decode_pick is not None:
             continue
-        cost = structured_split.split_count(cx, ly, pos)
+        cost = structured_split.split_count(cx, ly, pos) * len(ly.items)
         if cost > left:
             continue
         left -= cost
