@@ -44,6 +44,7 @@ NAME = "structured"
 MAX_TRIES = 48  # positions searched, in tie-break order
 MIN_WINDOW_NS = 1000  # positions this close to T are searched even with no tolerance
 MAX_SUBSET_ITEMS = 4  # B0 with at most this many prefills: every started set is searched
+MAX_SPLIT_ITEMS = 6  # chunks of a position whose splits may be enumerated
 MAX_EXACT_POSITIONS = 512  # positions whose splits are enumerated
 MAX_ENUMERATED = 3_000_000  # chunk values (splits x chunks) enumerated: 0.1 s at most
 
@@ -92,16 +93,21 @@ def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) 
     found = _search(cx, fl, dev_lb, bound_ns, tol, best)
     if found is not None and (best is None or found.key() < best.key()):
         best = found
+    exact = Exact(cx, fl, dev_lb)
     if best is not None and best.dev - bound_ns > tol:
-        best = _enumerate_splits(cx, fl, dev_lb, best, tol)
+        best = exact.run(np.flatnonzero(dev_lb < best.dev - tol), best)
         bound_ns = int(dev_lb.min())
     if best is None:
         from stepopt.solvers.structured import _refuse
 
         return _refuse(problem, started, time_limit, info, "no candidate decision")
+    rivals = _rivals(dev_lb, bmax, tok, best) & ~exact.cleared
+    if best.dev == bound_ns and rivals.any():  # the tie-break: enumerate the rivals too
+        best = exact.run(np.flatnonzero(rivals), best)
+        bound_ns = int(dev_lb.min())
+        rivals = _rivals(dev_lb, bmax, tok, best) & ~exact.cleared
     dec = Decision.of(best.tokens)
     info.update(model_latency_ns=best.latency, layer=best.layer)
-    rivals = (dev_lb <= best.dev) & ((bmax > best.b) | ((bmax == best.b) & (tok > best.tok)))
     if best.dev == bound_ns and not rivals.any():
         return finish(
             problem, NAME, SolveStatus.OPTIMAL, dec, started, time_limit=time_limit, params=info
@@ -123,6 +129,12 @@ def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) 
         params=info,
         message=msg,
     )
+
+
+def _rivals(dev_lb, bmax, tok, best: Found) -> np.ndarray:
+    """Positions that might hold a decision as close to T with more requests, or as many and
+    more tokens."""
+    return (dev_lb <= best.dev) & ((bmax > best.b) | ((bmax == best.b) & (tok > best.tok)))
 
 
 def _exact_bounds(fl: Flat) -> tuple[np.ndarray, np.ndarray]:
@@ -224,25 +236,36 @@ def _subsets(cx, fl: Flat, dev_lb, window, top: Found | None) -> Found | None:
     return out
 
 
-def _enumerate_splits(cx, fl: Flat, dev_lb, best: Found, tol: int) -> Found:
-    """Exact distances (in place in ``dev_lb``) at the positions that keep the bound below the
-    best decision minus the tolerance, nearest first, where every split can be enumerated
-    (``MAX_ENUMERATED`` splits in all); the best decision met on the way."""
-    todo = np.flatnonzero(dev_lb < best.dev - tol)
-    left = MAX_ENUMERATED
-    for flat in todo[np.argsort(dev_lb[todo], kind="stable")][:MAX_EXACT_POSITIONS]:
-        li, pos = fl.locate(int(flat))
-        ly = fl.layers[li]
-        if not ly.items or _borrowed(ly) or ly.decode_pick is not None:
-            continue
-        cost = structured_split.split_count(cx, ly, pos) * len(ly.items)
-        if cost > left:
-            continue
-        left -= cost
-        dev_lb[flat], f = structured_split.exact_split(cx, ly, pos)
-        if f is not None and f.key() < best.key():
-            best = f
-    return best
+class Exact:
+    """Positions whose every split is enumerated (:func:`structured_split.exact_split`),
+    within one budget per solve: their exact least distance replaces their bound in
+    ``dev_lb``, and ``cleared`` marks those where no split beats the best decision on
+    (|L - T|, requests) (tokens are the position's)."""
+
+    def __init__(self, cx, fl: Flat, dev_lb: np.ndarray) -> None:
+        self.cx, self.fl, self.dev_lb = cx, fl, dev_lb
+        self.left = MAX_ENUMERATED
+        self.cleared = np.zeros(dev_lb.size, dtype=bool)
+
+    def run(self, todo: np.ndarray, best: Found) -> Found:
+        """``todo`` (flat positions) nearest first; the best decision met on the way."""
+        seen = []
+        for flat in todo[np.argsort(self.dev_lb[todo], kind="stable")][:MAX_EXACT_POSITIONS]:
+            li, pos = self.fl.locate(int(flat))
+            ly = self.fl.layers[li]
+            if not 0 < len(ly.items) <= MAX_SPLIT_ITEMS or _borrowed(ly):
+                continue
+            cost = structured_split.split_count(self.cx, ly, pos) * len(ly.items)
+            if cost > self.left:
+                continue
+            self.left -= cost
+            self.dev_lb[flat], f = structured_split.exact_split(self.cx, ly, pos)
+            if f is not None and f.key() < best.key():
+                best = f
+            seen.append((int(flat), f))
+        for flat, f in seen:  # against the final best: it only got better
+            self.cleared[flat] = f is None or f.key() >= best.key()
+        return best
 
 
 def _candidates(cx, fl: Flat, dev_lb, window) -> list[tuple[int, int, int, int, int]]:
