@@ -4,10 +4,11 @@ At a fixed position (tokens, and so ``F_tok``, fixed) the latency depends on how
 chunks split the tokens. :func:`search` walks the token-by-token path from the cheapest split
 (greedy fill of the lower envelope) to the dearest (the upper one) and reads off the point
 nearest T (vectorised; each step moves the latency by one difference of two slopes), then
-applies pair moves (up to ``MOVE`` tokens from one chunk to another, or starting or emptying
-an optional chunk) while they bring L nearer T. :func:`exact_split` enumerates every split of
-a layer with few chunks at one position: an exact distance, so a proof. Latencies are the model's
-exact integers (the evaluator's floor interpolation); validity covers chunk rules and KV.
+applies single moves (up to ``MOVE`` tokens from one chunk to another, or starting or
+emptying an optional chunk) while they bring L nearer T, and last two moves whose changes add
+up to exactly T - L. :func:`exact_split` enumerates every split of a position with few
+chunks: an exact distance, so a proof. Latencies are the model's exact integers (the
+evaluator's floor interpolation); validity covers chunk rules and KV.
 """
 
 from __future__ import annotations
