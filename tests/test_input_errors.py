@@ -67,7 +67,7 @@ CASES = {
     "non-positive target": (with_change(["target_latency_ms"], 0), ["target_latency_ms", "0"]),
     "unknown preset": (
         with_change(["latency_model"], {"preset": "b200/llama-9/tp3"}),
-        ["preset", "b200/llama-9/tp3", "valid:", "demo"],
+        ["latency_model.preset: unknown preset", "b200/llama-9/tp3", "valid:", "demo"],
     ),
     "non-monotone breakpoints": (
         with_change(["latency_model"], {"tokens": {"x": [0, 100, 50], "y_ns": [1, 2, 3]}}),

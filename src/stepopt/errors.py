@@ -27,9 +27,9 @@ class InputError(StepoptError, ValueError):
 class UnknownNameError(InputError):
     """A name looked up in a registry (solver, heuristic, preset) that does not exist."""
 
-    def __init__(self, kind: str, name: str, valid: list[str]):
+    def __init__(self, kind: str, name: str, valid: list[str], field: str | None = None):
         super().__init__(
-            kind,
+            field or kind,
             f"unknown {kind} {name!r}; valid: {', '.join(valid) or '(none)'}",
             show_value=False,
         )

@@ -1,15 +1,17 @@
-"""``stepopt tune``: SLOs in, vLLM scheduler flags out (trace replay, Pareto front)."""
+"""``stepopt tune``: SLOs in, vLLM scheduler flags out (trace or synthetic load replay, Pareto
+front)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from stepopt.cli.common import command, console, figure_file, output_file, print_json
 from stepopt.errors import InputError
+from stepopt.limits import MAX_REQUESTS
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -22,12 +24,75 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+SYNTHETIC_REQUESTS = 300
+
+
+def _synthetic(
+    load: str | None, prompt_len: str | None, output_len: str | None, rate: float | None
+) -> tuple[Any, Any, float]:
+    """Length distributions and rate of a synthetic load (a named profile, overridden by
+    ``--prompt-len``/``--output-len``)."""
+    from stepopt.scenarios.lengths import load_profile, parse_length
+
+    prof = load_profile(load) if load else None
+    prompts = parse_length(prompt_len, "--prompt-len") if prompt_len else prof and prof.prompt
+    outputs = parse_length(output_len, "--output-len") if output_len else prof and prof.output
+    if prompts is None or outputs is None:
+        missing = "--prompt-len" if prompts is None else "--output-len"
+        raise InputError(missing, "a synthetic load needs both lengths (or --load PROFILE)")
+    if rate is None:
+        raise InputError("--rate", "a synthetic load needs an arrival rate (requests/s)")
+    if not rate > 0:
+        raise InputError("--rate", "must be > 0 requests per second", rate)
+    return prompts, outputs, rate
+
+
+def _requests(
+    trace: Path | None,
+    load: str | None,
+    prompt_len: str | None,
+    output_len: str | None,
+    rate: float | None,
+    seed: int,
+    max_requests: int | None,
+) -> Any:
+    """The trace to replay: a CSV, or a synthetic load of ``max_requests`` requests."""
+    from stepopt.simulate.trace import load_trace, synthetic_trace
+
+    synthetic = [
+        o
+        for o, v in (("--load", load), ("--prompt-len", prompt_len), ("--output-len", output_len))
+        if v is not None
+    ]
+    if trace is not None:
+        if synthetic:
+            raise InputError(synthetic[0], "give a trace or a synthetic load, not both")
+        return load_trace(trace, rate=rate, seed=seed).cut(max_requests, None)
+    if not synthetic:
+        raise InputError("trace", "give a trace CSV or a synthetic load (--load, --prompt-len)")
+    prompts, outputs, r = _synthetic(load, prompt_len, output_len, rate)
+    n = SYNTHETIC_REQUESTS if max_requests is None else max_requests
+    if not 1 <= n <= MAX_REQUESTS:
+        raise InputError("--max-requests", f"must be in [1, {MAX_REQUESTS}]", n)
+    return synthetic_trace(n, r, prompts, outputs, seed)
+
+
 def cmd_tune(
-    trace: Annotated[Path, typer.Argument(help="Trace CSV (as for stepopt simulate).")],
+    trace: Annotated[
+        Path | None,
+        typer.Argument(help="Trace CSV (as for stepopt simulate); none: a synthetic load."),
+    ] = None,
     preset: Annotated[str, typer.Option("--preset", "-P", help="Latency preset.")] = (
         "a100/llama-2-7b/tp1"
     ),
     engine: Annotated[str, typer.Option("--engine", help="Engine overhead profile.")] = "none",
+    kernel: Annotated[
+        str | None,
+        typer.Option(
+            "--kernel",
+            help="Prefill attention kernel: measured, fa2, fa3 (default: the preset's own).",
+        ),
+    ] = None,
     slo_tbt_ms: Annotated[
         float | None, typer.Option("--slo-tbt-ms", help="TBT SLO (per-request p99).")
     ] = None,
@@ -44,17 +109,49 @@ def cmd_tune(
     thresholds: Annotated[
         str, typer.Option("--thresholds", help="long_prefill_token_threshold values (0 = off).")
     ] = "0",
+    load: Annotated[
+        str | None,
+        typer.Option("--load", help="Synthetic load profile: splitwise-conv, splitwise-code."),
+    ] = None,
+    prompt_len: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt-len",
+            help="Synthetic prompt lengths: fixed:N, uniform:LO,HI, lognormal:MEDIAN,SIGMA[,MAX]"
+            " or zipf:A[,MAX] (overrides --load's).",
+        ),
+    ] = None,
+    output_len: Annotated[
+        str | None,
+        typer.Option("--output-len", help="Synthetic output lengths, same forms."),
+    ] = None,
     rate: Annotated[
-        float | None, typer.Option("--rate", help="Poisson arrivals at R req/s (replaces times).")
+        float | None,
+        typer.Option(
+            "--rate",
+            help="Poisson arrivals at R req/s (replaces a trace's times; synthetic: required).",
+        ),
     ] = None,
     max_requests: Annotated[
-        int | None, typer.Option("--max-requests", help="Replay the first N requests.")
+        int | None,
+        typer.Option(
+            "--max-requests",
+            help=f"Replay the first N requests (synthetic: N requests, {SYNTHETIC_REQUESTS}).",
+        ),
     ] = None,
     memory_share: Annotated[
         float, typer.Option("--gpu-memory-share", help="GPU memory share for weights + KV.")
     ] = 0.9,
+    kv_blocks: Annotated[
+        int | None,
+        typer.Option(
+            "--kv-blocks",
+            help="Total KV blocks, e.g. vLLM's logged '# GPU blocks' (default: from the preset "
+            "at --gpu-memory-share, an upper bound).",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Parallel replays.")] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the arrivals.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of arrivals and lengths.")] = 0,
     plot: Annotated[Path | None, typer.Option("--plot", help="Pareto front figure.")] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the stepopt config (JSON).")
@@ -63,11 +160,11 @@ def cmd_tune(
 ) -> None:
     """Recommend max_num_batched_tokens, max_num_seqs and the long-prefill threshold for SLOs.
 
-    Replays the trace for every combination under vLLM's scheduling rule (policy vllm-v1) with
-    the preset and engine profile, prints the throughput / SLO-attainment Pareto front and the
-    chosen values as vLLM flags and as a stepopt config. See docs/latency.md.
+    Replays the trace (or a synthetic load: Poisson arrivals at --rate, lengths from --load or
+    --prompt-len/--output-len) for every combination under vLLM's scheduling rule (policy
+    vllm-v1) with the preset and engine profile, prints the throughput / SLO-attainment Pareto
+    front and the chosen values as vLLM flags and as a stepopt config. See docs/latency.md.
     """
-    from stepopt.simulate import load_trace
     from stepopt.simulate.tune import (
         TuneSpec,
         choose,
@@ -85,6 +182,7 @@ def cmd_tune(
     spec = TuneSpec(
         preset=preset,
         engine=engine,
+        kernel=kernel,
         slo_tbt_ms=slo_tbt_ms,
         slo_ttft_ms=slo_ttft_ms,
         budgets=_ints(budgets, "--budgets"),
@@ -92,13 +190,10 @@ def cmd_tune(
         thresholds=_ints(thresholds, "--thresholds"),
         attainment_goal=attainment,
         memory_share=memory_share,
+        kv_blocks=kv_blocks,
     )
-    from stepopt.latency.engine import load_engine
-    from stepopt.latency.presets import load_preset
-
-    load_preset(preset)  # unknown names fail before any replay
-    load_engine(engine, "--engine")
-    tr = load_trace(trace, rate=rate, seed=seed).cut(max_requests, None)
+    spec.latency()  # unknown names fail before any replay
+    tr = _requests(trace, load, prompt_len, output_len, rate, seed, max_requests)
     rows = sweep(spec, tr, workers)
     front = pareto_front(rows)
     chosen, met = choose(rows, spec.attainment_goal)
@@ -108,7 +203,7 @@ def cmd_tune(
     if plot is not None:
         plot_front(rows, chosen, plot, spec.attainment_goal)
     doc = {
-        "trace": str(trace),
+        "trace": str(trace) if trace is not None else tr.source,
         "requests": len(tr),
         "runs": len(rows),
         "pareto_front": front,
@@ -137,6 +232,12 @@ def cmd_tune(
             "-" if r["tbt_p99_ms"] is None else f"{r['tbt_p99_ms']:.1f}",
         )
     console.print(t)
+    if chosen.get("rejected"):
+        console.print(
+            f"warning: {chosen['rejected']} request(s) can never fit the KV cache "
+            "(rejected; see --kv-blocks, --gpu-memory-share)",
+            markup=False,
+        )
     verdict = "meets" if met else "does NOT meet (best attainment shown)"
     console.print(f"chosen ({verdict} the {spec.attainment_goal:g} goal):")
     console.print(f"  vllm serve ... {vllm_flags(chosen)}", markup=False)

@@ -229,10 +229,11 @@ KERNEL_EFFICIENCY: dict[str, dict[str, float]] = {
     "fa2": {"a100": 0.50, "h100": 0.35},
     "fa3": {"h100": 0.75},
 }
-# The default per GPU. On A100 the measured kernel: Sarathi-Serve's own measurement of
-# attention on A100 (table 2: 13.7 ms for a 1,024-token prefill of Yi-34B at TP2) matches it,
-# while FA2's paper efficiency (reached on long sequences) would predict a third of that. On
-# H100 FlashAttention-3, which vLLM's FlashAttention backend runs on Hopper; the measured A100
+# The default per GPU. On A100 the measured kernel: Sarathi-Serve's long prefills (8K-16K
+# tokens) match it within 9 % and would be 21-28 % fast with FA2 (its two table-2 attention
+# timings disagree 3.4x; docs/latency.md); engines with a FlashAttention-2 context kernel
+# (TensorRT-LLM) match fa2 (stepopt.latency.kernels.with_prefill_kernel). On H100
+# FlashAttention-3, which vLLM's FlashAttention backend runs on Hopper; the measured A100
 # kernel scaled by the datasheet peak would be 4x slower.
 DEFAULT_KERNEL: dict[str, str] = {"a100": "measured", "h100": "fa3"}
 KERNELS = ("default", "measured", *KERNEL_EFFICIENCY)

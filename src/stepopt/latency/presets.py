@@ -53,3 +53,15 @@ def load_preset(name: str) -> LatencyModel:
     doc = dict(preset_document(name))
     doc.setdefault("name", name)
     return model_from_dict(doc, field="latency_model")
+
+
+REFERENCE_PRESET = "a100/codellama-34b/tp2"  # the measured attention shape, measured kernel
+
+
+def with_kernel(model: LatencyModel, kernel: str, field: str = "kernel") -> LatencyModel:
+    """A fitted preset's model with another prefill attention kernel (``measured``, ``fa2``,
+    ``fa3``; see :mod:`stepopt.latency.kernels`)."""
+    from stepopt.latency.kernels import prefill_efficiency, with_prefill_kernel
+
+    measured = prefill_efficiency(load_preset(REFERENCE_PRESET))
+    return with_prefill_kernel(model, kernel, measured, field)

@@ -96,6 +96,9 @@ class SarathiRow:
     predicted_ms: float
     steps: int = 1  # engine steps the measurement spans
     requests: int = 1  # requests summed over those steps (the engine's per-request part)
+    # The first iteration of its run (no inter-batch delay recorded): a warm-up, not a steady
+    # state step (figure-2's 256-token prefill, slower than the 512-token one).
+    warmup: bool = False
 
     @property
     def error_pct(self) -> float:
@@ -109,6 +112,10 @@ SARATHI_DECODE_CONTEXT = 1024
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def _first_batch(row: dict[str, str]) -> bool:
+    return not (row.get("inter_batch_delay") or "").strip()
 
 
 def sarathi_rows(model: LatencyModel, root: Path) -> list[SarathiRow]:
@@ -132,6 +139,7 @@ def sarathi_rows(model: LatencyModel, root: Path) -> list[SarathiRow]:
                 prefill_ns(t) / 1e6,
                 1,
                 1,
+                _first_batch(r),
             )
         )
     for r in _rows(exp / "figure-2" / "decode.csv"):
@@ -145,6 +153,7 @@ def sarathi_rows(model: LatencyModel, root: Path) -> list[SarathiRow]:
                 pred / 1e6,
                 1,
                 b,
+                _first_batch(r),
             )
         )
     for r in _rows(exp / "table-2" / "results.csv"):

@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from stepopt.errors import InputError, validation_error
+from stepopt.errors import InputError, UnknownNameError, validation_error
 from stepopt.latency.engine import NONE, EngineOverhead, load_engine
 from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention, exact_coefficient
 from stepopt.latency.pwl import PiecewiseLinear, first_negative
@@ -138,6 +138,10 @@ class PresetRef(_Strict):
 
     preset: str
     engine: EngineRef = EngineField
+    kernel: str | None = Field(
+        default=None,
+        description="Prefill attention kernel (measured, fa2, fa3); default: the preset's own.",
+    )
 
 
 def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyModel:
@@ -162,9 +166,16 @@ def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
             ref = PresetRef.model_validate(doc)
         except ValidationError as exc:
             raise validation_error(exc, prefix=field) from None
-        from stepopt.latency.presets import load_preset  # presets parse through this module
+        # presets parse through this module
+        from stepopt.latency.presets import load_preset, preset_names
 
+        if ref.preset not in preset_names():
+            raise UnknownNameError("preset", ref.preset, list(preset_names()), f"{field}.preset")
         model = load_preset(ref.preset)
+        if ref.kernel is not None:
+            from stepopt.latency.presets import with_kernel
+
+            model = with_kernel(model, ref.kernel, f"{field}.kernel")
         return model if ref.engine is None else model.with_engine(ref.engine)
     try:
         spec = LatencySpec.model_validate(doc)

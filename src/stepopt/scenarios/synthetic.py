@@ -23,6 +23,7 @@ from stepopt.scenarios.common import (
     queue_lengths,
     rng_for,
 )
+from stepopt.scenarios.lengths import LengthDist
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,7 @@ class SyntheticKnobs:
 
 
 def _lognormal(rng: np.random.Generator, k: SyntheticKnobs, n: int) -> np.ndarray:
-    x = rng.lognormal(np.log(k.prompt_median), k.prompt_sigma, size=n)
-    return np.clip(np.rint(x), 16, k.prompt_max).astype(int)
+    return LengthDist("lognormal", k.prompt_median, k.prompt_sigma, 16, k.prompt_max).draw(rng, n)
 
 
 def generate_one(

@@ -1,4 +1,4 @@
-"""Request traces for the simulator: read a CSV, or draw Poisson arrivals, then cut.
+"""Request traces for the simulator: read a CSV, draw Poisson arrivals or a synthetic load, cut.
 
 The CSV format is Vidur's processed traces (``arrived_at`` in seconds, ``num_prefill_tokens``,
 ``num_decode_tokens``); ``arrival_time``/``prompt_tokens``/``output_tokens`` are accepted as
@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from stepopt.errors import InputError
+from stepopt.limits import MAX_REQUESTS
+from stepopt.scenarios.lengths import LengthDist
 from stepopt.tracefile import read_trace_csv
 
 NS_PER_S = 1_000_000_000
@@ -128,3 +130,17 @@ def load_trace(path: str | Path, *, rate: float | None = None, seed: int = 0) ->
         seed=seed,
         source=cols.name,
     )
+
+
+def synthetic_trace(
+    n: int, rate: float, prompts: LengthDist, outputs: LengthDist, seed: int = 0
+) -> Trace:
+    """``n`` requests arriving as a Poisson process at ``rate`` req/s, lengths drawn from the
+    two distributions (output lengths of at least 1: the first token ends the prefill)."""
+    if not 1 <= n <= MAX_REQUESTS:
+        raise InputError("requests", f"must be in [1, {MAX_REQUESTS}]", n)
+    rng = np.random.default_rng([int(seed), 11])  # arrivals draw from [seed, 7]
+    p = prompts.draw(rng, n)
+    o = np.maximum(outputs.draw(rng, n), 1)
+    source = f"synthetic {rate:g} req/s, prompts {prompts.spec()}, outputs {outputs.spec()}"
+    return make_trace(p, o, rate=rate, seed=seed, source=source)

@@ -15,13 +15,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from stepopt.errors import InputError
+from stepopt.errors import InputError, UnknownNameError
 
 
 @dataclass(frozen=True)
 class TuneSpec:
     preset: str
     engine: str = "none"
+    kernel: str | None = None  # prefill attention kernel; None: the preset's own
     slo_tbt_ms: float | None = None
     slo_ttft_ms: float | None = None
     budgets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192)
@@ -29,6 +30,7 @@ class TuneSpec:
     thresholds: tuple[int, ...] = (0,)
     attainment_goal: float = 0.9
     memory_share: float = 0.9
+    kv_blocks: int | None = None  # total KV blocks; None: sized from the preset at memory_share
     block_size: int = 16
     policy: str = "vllm-v1"
 
@@ -47,6 +49,22 @@ class TuneSpec:
                 raise InputError(name, "needs positive integers", list(values))
         if any(t < 0 for t in self.thresholds):
             raise InputError("thresholds", "must be >= 0", list(self.thresholds))
+        if not 0 < self.memory_share <= 1:
+            raise InputError("gpu_memory_share", "must be in (0, 1]", self.memory_share)
+        if self.kv_blocks is not None and self.kv_blocks < 1:
+            raise InputError("kv_blocks", "must be >= 1", self.kv_blocks)
+
+    def latency(self) -> Any:
+        """The preset with the kernel and engine profile (unknown names fail here)."""
+        from stepopt.latency.engine import load_engine
+        from stepopt.latency.presets import load_preset, preset_names, with_kernel
+
+        if self.preset not in preset_names():
+            raise UnknownNameError("preset", self.preset, list(preset_names()), "--preset")
+        model = load_preset(self.preset)
+        if self.kernel is not None:
+            model = with_kernel(model, self.kernel, "--kernel")
+        return model.with_engine(load_engine(self.engine, "--engine"))
 
     def grid(self) -> list[tuple[int, int, int]]:
         return [
@@ -59,22 +77,23 @@ class TuneSpec:
 def run_point(spec: TuneSpec, trace: Any, point: tuple[int, int, int]) -> dict[str, Any]:
     """Replay ``trace`` with one (budget, max_num_seqs, threshold); the run's metrics."""
     from stepopt.latency.capacity import default_num_free_blocks
-    from stepopt.latency.engine import load_engine
-    from stepopt.latency.presets import load_preset
     from stepopt.model import EngineConfig
     from stepopt.simulate import FixedTarget, SimConfig, make_policy, simulate, summarize
 
     budget, seqs, thr = point
-    latency = load_preset(spec.preset).with_engine(load_engine(spec.engine, "engine"))
+    latency = spec.latency()
     config = SimConfig(
         engine=EngineConfig(budget, seqs, thr, 1, spec.block_size, None),
-        kv_blocks=default_num_free_blocks(latency, spec.memory_share, spec.block_size),
+        kv_blocks=spec.kv_blocks
+        if spec.kv_blocks is not None
+        else default_num_free_blocks(latency, spec.memory_share, spec.block_size),
         validate=False,
     )
     target = FixedTarget(spec.slo_tbt_ms or 50.0)
     res = simulate(trace, make_policy(spec.policy), latency, target, config)
     s = summarize(res, spec.slo_ttft_ms, spec.slo_tbt_ms)
     keep = ("output_tokens_per_s", "slo_attainment", "ttft_p90_ms", "tbt_p99_ms", "finished")
+    keep += ("rejected",)  # requests whose KV cache could never fit, even alone
     return {
         "max_num_batched_tokens": budget,
         "max_num_seqs": seqs,
@@ -142,9 +161,13 @@ def stepopt_config(spec: TuneSpec, row: dict[str, Any]) -> dict[str, Any]:
             "long_prefill_token_threshold": row["long_prefill_token_threshold"],
             "block_size": spec.block_size,
         },
-        "latency_model": {"preset": spec.preset, "engine": spec.engine},
+        "latency_model": {
+            "preset": spec.preset,
+            "engine": spec.engine,
+            **({"kernel": spec.kernel} if spec.kernel is not None else {}),
+        },
         "slo": {"tbt_p99_ms": spec.slo_tbt_ms, "ttft_ms": spec.slo_ttft_ms},
-        "tune": {k: v for k, v in asdict(spec).items() if k not in ("preset", "engine")},
+        "tune": {k: v for k, v in asdict(spec).items() if k not in ("preset", "engine", "kernel")},
     }
 
 
