@@ -278,7 +278,10 @@ def _lagrangian_lb(ly: Layer, pos: int) -> float:
 def _target(problem, layers, started, time_limit, info) -> SolveResult:
     from stepopt.solvers import structured_target
 
-    return structured_target.solve(problem, layers, started, time_limit, info)
+    res = structured_target.solve(problem, layers, started, time_limit, info, _decision)
+    if res is None:
+        return _refuse(problem, started, time_limit, info, "no candidate decision")
+    return res
 
 
 @register_solver(NAME, params=(TOLERANCE_PARAM,))

@@ -75,7 +75,11 @@ class Flat:
         return li, int(flat - self.starts[li])
 
 
-def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) -> SolveResult:
+def solve(
+    problem: StepProblem, layers: list[Layer], started, time_limit, info, decision
+) -> SolveResult | None:
+    """The ``target`` answer from the layers; None when there is no decision and no proof
+    (the caller refuses). ``decision(problem, layer, pos)`` builds a layer's candidate."""
     t = problem.target_ns
     tol = int(info.get(TOLERANCE_PARAM, 0))
     fl = Flat(layers, problem.config.max_num_scheduled_tokens)
@@ -83,7 +87,7 @@ def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) 
     lb, ub = _exact_bounds(fl)
     reach = lb < BIG
     dev_lb = np.where(reach, np.maximum(np.maximum(lb - t, t - ub), 0), BIG)
-    best = _greedy_best(problem, fl, tok, cand, cand_b, ok)
+    best = _greedy_best(problem, fl, tok, cand, cand_b, ok, decision)
     if best is None and not reach.any():
         return finish(
             problem, NAME, SolveStatus.INFEASIBLE, None, started, time_limit=time_limit, params=info
@@ -98,9 +102,7 @@ def solve(problem: StepProblem, layers: list[Layer], started, time_limit, info) 
         best = exact.run(np.flatnonzero(dev_lb < best.dev - tol), best)
         bound_ns = int(dev_lb.min())
     if best is None:
-        from stepopt.solvers.structured import _refuse
-
-        return _refuse(problem, started, time_limit, info, "no candidate decision")
+        return None  # not proven infeasible, no decision: the caller refuses
     rivals = _rivals(dev_lb, bmax, tok, best) & ~exact.cleared
     if best.dev == bound_ns and rivals.any():  # the tie-break: enumerate the rivals too
         best = exact.run(np.flatnonzero(rivals), best)
@@ -158,20 +160,18 @@ def _borrowed(ly: Layer) -> bool:
     return ly.name.startswith("B0/")
 
 
-def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok) -> Found | None:
+def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | None:
     """The best of the layers' own candidates (greedy fills and the A layer's cheapest
     subsets)."""
     if not ok.any():
         return None
-    from stepopt.solvers.structured import _decision
-
     t = problem.target_ns
     dev = np.where(ok, np.abs(cand - t), BIG)
     idx = np.flatnonzero(dev == dev.min())
     i = int(idx[np.lexsort((-tok[idx], -cand_b[idx]))[0]])
     li, pos = fl.locate(i)
     layer = fl.layers[li]
-    tokens = dict(_decision(problem, layer, pos).scheduled())
+    tokens = dict(decision(problem, layer, pos).scheduled())
     return Found(int(dev[i]), int(cand_b[i]), int(tok[i]), int(cand[i]), tokens, layer.name)
 
 
