@@ -179,3 +179,19 @@ def test_open_bounds_are_reported_not_claimed():
     assert "proven within" in res.message and "tie-break not proven" in res.message
     assert round(res.bound * NS_PER_MS) <= ref.evaluation.deviation_ns
     assert res.evaluation.deviation_ns <= ref.evaluation.deviation_ns
+
+
+def test_no_decision_between_a_one_token_chunk_and_the_minimum_chunk():
+    """Nine running prefills, one with a single prompt token left: between 1 and 64 tokens no
+    split exists, though the envelopes say otherwise. T sits in that gap; the positions there
+    are enumerated over the chunks that fit (one), so the nearest decision is proven."""
+    running = [decode(f"d{k}", 300 + k) for k in range(4)]
+    running += [prefill(f"p{k}", prompt=900 + 10 * k, computed=256) for k in range(8)]
+    running.append(prefill("last", prompt=257, computed=256))
+    lat = linear_latency(alpha_ns=0.5, beta_ns=0.2)
+    base = lat.predict_ns(make_problem(running, [], latency=lat), {f"d{k}": 1 for k in range(4)})
+    p = make_problem(running, [], latency=lat, target_ms=(base + 1_000_000) / NS_PER_MS)
+    res = solve(p, "structured")
+    assert res.status == SolveStatus.OPTIMAL, res.message
+    assert res.decision.scheduled() == {"d0": 1, "d1": 1, "d2": 1, "d3": 1, "last": 1}
+    check_against(p, res, solve(p, "cpsat", time_limit=10))

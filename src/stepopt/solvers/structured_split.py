@@ -103,7 +103,9 @@ def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
     const = int(a.fixed_part[s])  # F_tok + decodes + fixed prefills
     kv_left = None if cx.kv is None else cx.kv - fixed_blocks(cx, ly)
     c = _path(cx, it, ly, x, y, const, kv_left)
-    if c is None:
+    if c is None and ly.optional:
+        c = _started(it, int(x.sum()))
+    if c is None or (kv_left is not None and int(it.blocks(np.arange(c.size), c).sum()) > kv_left):
         return None
     c = _pair_moves(cx, it, ly, c, const, kv_left)
     lat = _latency(cx, it, ly, c, const)
@@ -111,6 +113,26 @@ def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
     tokens.update({r.id: int(v) for r, v in zip(ly.reqs, c, strict=True) if v > 0})
     b = ly.b_fixed + int((c > 0).sum())
     return Found(abs(lat - cx.target), b, int(a.tok[s]), lat, tokens, ly.name)
+
+
+def _started(it: Items, total: int) -> np.ndarray | None:
+    """A valid split of ``total`` tokens over optional chunks when the envelope path has none
+    (every point leaves a chunk between 0 and ``lo``): the chunks with the smallest ``lo``
+    started, at ``lo``, then filled up to ``hi`` in that order."""
+    order = np.argsort(it.lo, kind="stable")
+    los, his = np.cumsum(it.lo[order]), np.cumsum(it.hi[order])
+    m = int(np.searchsorted(his, total, side="left"))  # fewest chunks that can hold it
+    if m >= order.size or los[m] > total:
+        return None
+    c = np.zeros(it.lo.size, dtype=np.int64)
+    take = order[: m + 1]
+    c[take] = it.lo[take]
+    left = total - int(c.sum())
+    for i in take:
+        add = min(left, int(it.hi[i] - c[i]))
+        c[i] += add
+        left -= add
+    return c
 
 
 def fixed_blocks(cx: Ctx, ly: Layer) -> int:
@@ -287,25 +309,45 @@ def _two_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
     return c
 
 
-def split_count(cx: Ctx, ly: Layer, pos: int) -> int:
-    """How many splits :func:`exact_split` enumerates at ``pos`` (chunk choices of every item
-    but the last, which takes the rest)."""
-    total = int(ly.arrays.tok[pos]) - sum(ly.fixed.values())
-    out = 1
-    for it in ly.items[:-1]:
-        out *= max(min(it.hi, total) - it.lo + 1, 0) + it.optional
+def _active(ly: Layer, total: int) -> list[int] | None:
+    """The chunks that can take part in a split of ``total`` tokens (an optional chunk whose
+    ``lo`` is larger stays at 0); None when a compulsory one cannot."""
+    out = []
+    for k, item in enumerate(ly.items):
+        if item.lo <= total:
+            out.append(k)
+        elif not item.optional:
+            return None
     return out
 
 
+def split_count(cx: Ctx, ly: Layer, pos: int) -> tuple[int, int]:
+    """How many splits :func:`exact_split` enumerates at ``pos`` (chunk choices of every
+    active chunk but the last, which takes the rest), and how many chunks are active."""
+    total = int(ly.arrays.tok[pos]) - sum(ly.fixed.values())
+    act = _active(ly, total)
+    if act is None:
+        return 0, 0
+    out = 1
+    for k in act[:-1]:
+        item = ly.items[k]
+        out *= max(min(item.hi, total) - item.lo + 1, 0) + item.optional
+    return out, len(act)
+
+
 def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
-    """Every split of the layer's tokens at ``pos`` (a few chunks: see :func:`split_count`):
-    the exact least |L - T| there (``BIG`` when no split is valid) and a split that attains
-    it (most requests first). Each chunk's values are tabulated once over ``0..tokens``."""
+    """Every split of the layer's tokens at ``pos`` (a few active chunks: see
+    :func:`split_count`): the exact least |L - T| there (``BIG`` when no split is valid) and
+    a split that attains it (most requests first). Each chunk's values are tabulated once
+    over ``0..tokens``."""
     it = items_of(cx, ly)
     total = int(ly.arrays.tok[pos]) - sum(ly.fixed.values())
+    act = _active(ly, total)
+    if act is None or (not act and total > 0):
+        return int(BIG), None
     span = np.arange(total + 1, dtype=np.int64)
     tabs = []
-    for k in range(len(ly.items)):
+    for k in act:
         ks = np.full(span.size, k, dtype=np.int64)
         tabs.append((it.att(ks, span), it.bad(ks, span) == 0, it.blocks(ks, span)))
     axes = [np.flatnonzero(valid) for _, valid, _ in tabs[:-1]]
@@ -313,21 +355,22 @@ def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
     rest = total - (np.sum(grid, axis=0) if grid else np.zeros(1, dtype=np.int64))
     ok = rest >= 0
     grid, rest = [g[ok] for g in grid], rest[ok]
-    c = [*grid, rest]
-    ok = tabs[-1][1][rest]
+    c = [*grid, rest] if act else []
+    ok = tabs[-1][1][rest] if act else np.ones(1, dtype=bool)
+    blocks = sum((tab[2][ck] for tab, ck in zip(tabs, c, strict=True)), np.zeros(1, np.int64))
     if cx.kv is not None:
-        blocks = sum(tab[2][ck] for tab, ck in zip(tabs, c, strict=True))
         ok &= blocks <= cx.kv - fixed_blocks(cx, ly)
     c = [ck[ok] for ck in c]
-    if c[0].size == 0:
+    if not ok.any():
         return int(BIG), None
-    nz = sum((ck > 0).astype(np.int64) for ck in c)
-    att = sum(tab[0][ck] for tab, ck in zip(tabs, c, strict=True))
+    nz = sum(((ck > 0).astype(np.int64) for ck in c), np.zeros(int(ok.sum()), np.int64))
+    att = sum((tab[0][ck] for tab, ck in zip(tabs, c, strict=True)), np.zeros(1, np.int64))
     lat = int(ly.arrays.fixed_part[pos]) + cx.fseq[ly.b_fixed + nz] + att
     dev = np.abs(lat - cx.target)
     k = int(np.lexsort((-nz, dev))[0])
     tokens = dict(ly.fixed)
-    tokens.update({r.id: int(ck[k]) for r, ck in zip(ly.reqs, c, strict=True) if ck[k] > 0})
+    reqs = [ly.reqs[a] for a in act]
+    tokens.update({r.id: int(ck[k]) for r, ck in zip(reqs, c, strict=True) if ck[k] > 0})
     b = ly.b_fixed + int(nz[k])
     found = Found(int(dev[k]), b, int(ly.arrays.tok[pos]), int(lat[k]), tokens, ly.name)
     return int(dev[k]), found

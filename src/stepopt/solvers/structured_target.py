@@ -44,7 +44,7 @@ NAME = "structured"
 MAX_TRIES = 48  # positions searched, in tie-break order
 MIN_WINDOW_NS = 1000  # positions this close to T are searched even with no tolerance
 MAX_SUBSET_ITEMS = 4  # B0 with at most this many prefills: every started set is searched
-MAX_SPLIT_ITEMS = 6  # chunks of a position whose splits may be enumerated
+MAX_SPLIT_ITEMS = 6  # active chunks of a position whose splits may be enumerated
 MAX_EXACT_POSITIONS = 512  # positions whose splits are enumerated
 MAX_ENUMERATED = 3_000_000  # chunk values (splits x chunks) enumerated: 0.1 s at most
 
@@ -253,10 +253,11 @@ class Exact:
         for flat in todo[np.argsort(self.dev_lb[todo], kind="stable")][:MAX_EXACT_POSITIONS]:
             li, pos = self.fl.locate(int(flat))
             ly = self.fl.layers[li]
-            if not 0 < len(ly.items) <= MAX_SPLIT_ITEMS or _borrowed(ly):
+            if not ly.items or _borrowed(ly):
                 continue
-            cost = structured_split.split_count(self.cx, ly, pos) * len(ly.items)
-            if cost > self.left:
+            splits, active = structured_split.split_count(self.cx, ly, pos)
+            cost = splits * max(active, 1)
+            if active > MAX_SPLIT_ITEMS or cost > self.left:
                 continue
             self.left -= cost
             self.dev_lb[flat], f = structured_split.exact_split(self.cx, ly, pos)
