@@ -59,8 +59,12 @@ STATES: dict[str, tuple[dict[str, Any], list[tuple[int, int]], list[int]]] = {
 }
 
 
-def build(cls: type | None, state: str, settings: SchedulerSettings | None, lean: bool) -> Any:
-    """A scheduler driven (by vLLM's own steps, whatever its class) to ``state``."""
+def build(
+    cls: type | None, state: str, settings: SchedulerSettings | None, lean: bool
+) -> tuple[Any, int]:
+    """A scheduler driven (by vLLM's own steps, whatever its class) to ``state``, and the
+    thread CPU time of its last ``update_from_output()`` (where the optimized one plans the
+    next step ahead)."""
     config, running, waiting = STATES[state]
     kwargs = {"max_num_batched_tokens": 8192, "num_blocks": 10000, **config}
     # `vllm serve` defaults: prefix caching and stats on.
@@ -76,31 +80,39 @@ def build(cls: type | None, state: str, settings: SchedulerSettings | None, lean
     while s.waiting or any(r.is_prefill_chunk for r in s.running):
         vllm_step(s)
     gc.collect()
-    vllm_step(s)  # every running request is decoding, just touched by vLLM as in an engine
+    upd = vllm_step(s)  # every running request is decoding, just touched by vLLM as in an engine
     for prompt in waiting:
         s.add_request(make_request(f"w{n}", prompt, max_tokens=4096, arrival_time=n * 1e-3))
         n += 1
-    return s
+    return s, upd
 
 
-def vllm_step(s: Any) -> None:
+def vllm_step(s: Any) -> int:
     out = AsyncScheduler.schedule(s)  # vLLM's own step even for the optimized class
-    s.update_from_output(out, fake_output(s, out))
+    mro = fake_output(s, out)
+    t = time.thread_time_ns()
+    s.update_from_output(out, mro)
+    return time.thread_time_ns() - t
 
 
-def run(s: Any, steps: int) -> tuple[int, int, Any]:
-    """Cold ``schedule()`` time, then the summed time of ``steps`` more rounds."""
+def run(s: Any, steps: int) -> tuple[int, int, int, Any]:
+    """Cold ``schedule()`` time, then the summed times of ``steps`` more rounds: of the
+    ``schedule()`` calls, and of the ``update_from_output()`` calls before them."""
     t = time.thread_time_ns()
     out = s.schedule()
     cold = time.thread_time_ns() - t
     first = out
-    total = 0
+    total = upd = 0
     for _ in range(steps):
-        s.update_from_output(out, fake_output(s, out))
+        mro = fake_output(s, out)
         t = time.thread_time_ns()
+        s.update_from_output(out, mro)
+        t1 = time.thread_time_ns()
         out = s.schedule()
-        total += time.thread_time_ns() - t
-    return cold, total, first
+        t2 = time.thread_time_ns()
+        upd += t1 - t
+        total += t2 - t1
+    return cold, total, upd, first
 
 
 def _path(rec: dict[str, Any] | None) -> str:
@@ -112,42 +124,67 @@ def _path(rec: dict[str, Any] | None) -> str:
 
 
 def measure(state: str, settings: SchedulerSettings, args: argparse.Namespace) -> dict[str, Any]:
-    cold: dict[str, list[int]] = {"plain": [], "opt": []}
-    steady: dict[str, list[int]] = {"plain": [], "opt": []}
+    kinds = ("plain", "opt")
+    cold: dict[str, list[int]] = {k: [] for k in kinds}
+    cold_u: dict[str, list[int]] = {k: [] for k in kinds}  # + the update before it
+    steady: dict[str, list[int]] = {k: [] for k in kinds}
+    steady_u: dict[str, list[int]] = {k: [] for k in kinds}
     tokens = {"plain": 0, "opt": 0}
+    stats: dict[str, int] = {}
     for rep in range(args.reps):
-        for kind in ("plain", "opt") if rep % 2 else ("opt", "plain"):
+        for kind in kinds if rep % 2 else kinds[::-1]:
             if kind == "plain":
-                s = build(None, state, None, args.lean)
+                s, u0 = build(None, state, None, args.lean)
             else:
-                s = build(adapter.OptimizedScheduler, state, settings, args.lean)
-            c, t, first = run(s, args.steps)
+                s, u0 = build(adapter.OptimizedScheduler, state, settings, args.lean)
+            c, t, u, first = run(s, args.steps)
             cold[kind].append(c)
+            cold_u[kind].append(c + u0)
             steady[kind].append(t)
+            steady_u[kind].append(t + u)
             tokens[kind] = first.total_num_scheduled_tokens
-    med = {k: statistics.median(v) for k, v in cold.items()}
-    st = {k: statistics.median(v) for k, v in steady.items()}
+            if kind == "opt":
+                for key, value in _counts(s.stepopt).items():
+                    stats[key] = stats.get(key, 0) + value
+    n = max(args.steps, 1)
+
+    def over(d: dict[str, list[int]]) -> float:
+        a, b = statistics.median(d["plain"]), statistics.median(d["opt"])
+        return 100 * (b - a) / a if a else 0.0
+
     return {
-        "cold_vllm_ms": med["plain"] / 1e6,
-        "cold_opt_ms": med["opt"] / 1e6,
-        "cold_over": 100 * (med["opt"] - med["plain"]) / med["plain"],
-        "steady_vllm_ms": st["plain"] / 1e6 / max(args.steps, 1),
-        "steady_opt_ms": st["opt"] / 1e6 / max(args.steps, 1),
-        "steady_over": 100 * (st["opt"] - st["plain"]) / st["plain"] if args.steps else 0.0,
+        "cold_vllm_ms": statistics.median(cold["plain"]) / 1e6,
+        "cold_opt_ms": statistics.median(cold["opt"]) / 1e6,
+        "cold_over": over(cold),
+        "cold_over_u": over(cold_u),
+        "steady_vllm_ms": statistics.median(steady["plain"]) / 1e6 / n,
+        "steady_opt_ms": statistics.median(steady["opt"]) / 1e6 / n,
+        "steady_over": over(steady) if args.steps else 0.0,
+        "steady_over_u": over(steady_u) if args.steps else 0.0,
         "tok_vllm": tokens["plain"],
         "tok_opt": tokens["opt"],
+        "stats": stats,
     }
 
 
+def _counts(ctl: Any) -> dict[str, int]:
+    """The optimized scheduler's counters (the exact rule's solver counts too)."""
+    out = {"steps": ctl.steps, "steered": ctl.steered, "exact": ctl.exact, "ahead": ctl.ahead_used}
+    if ctl.policy is not None:
+        st = ctl.policy.stats
+        out |= {"solved": st.decisions, "solver_fallbacks": st.fallbacks, "solve_ns": st.decide_ns}
+    return out
+
+
 def first_path(state: str, settings: SchedulerSettings, lean: bool) -> str:
-    s = build(adapter.OptimizedScheduler, state, settings, lean)
+    s, _ = build(adapter.OptimizedScheduler, state, settings, lean)
     s.schedule()
     return _path(s.stepopt.last)
 
 
 def predicted_vllm_ms(state: str, lean: bool) -> float:
     """The demo model's prediction for vLLM's own step in ``state``."""
-    s = build(None, state, None, lean)
+    s, _ = build(None, state, None, lean)
     view = adapter.problem_from_scheduler(s, latency=load_preset("demo"), target_latency_ms=1.0)
     out = s.schedule()
     return load_preset("demo").predict_ns(view.problem, out.num_scheduled_tokens) / 1e6
@@ -170,35 +207,31 @@ def exact_share(seeds: int) -> tuple[int, int, int]:
     return steps, steered, exact
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=21)
-    ap.add_argument("--steps", type=int, default=20, help="steady-state rounds per repetition")
-    ap.add_argument("--heuristic", default="three-stage")
-    ap.add_argument("--lean", action="store_true", help="prefix caching and stats off")
-    ap.add_argument("--states", nargs="*", default=list(STATES), choices=list(STATES))
-    ap.add_argument("--exact-seeds", type=int, default=30)
-    args = ap.parse_args()
-    # vLLM and torch leave a huge object graph: freeze it so that the collector's passes over
-    # it do not land at random in the timed calls (vLLM's engine freezes it too).
-    build(None, "64 decodes", None, args.lean)
-    gc.collect()
-    gc.freeze()
+def table(args: argparse.Namespace, rule: str, reps: int) -> None:
+    """One row per state and mode for ``rule``."""
 
     def mode(target_ms: float, objective: str) -> SchedulerSettings:
         return SchedulerSettings(
-            target_ms=target_ms, objective=objective, heuristic=args.heuristic, log_interval=0
+            target_ms=target_ms,
+            objective=objective,
+            heuristic=rule,
+            time_limit_ms=args.time_limit_ms,
+            log_interval=0,
         )
 
     config = "lean (no prefix caching, no stats)" if args.lean else "serving defaults"
+    limit = f" (time limit {args.time_limit_ms:g} ms per step)" if rule.startswith("exact") else ""
     print(
-        f"rule {args.heuristic}; vLLM {config}; {args.reps} repetitions, {args.steps} steady "
-        "rounds each; medians of thread CPU time"
+        f"\nrule {rule}{limit}; vLLM {config}; {reps} repetitions, {args.steps} steady rounds "
+        "each; medians of thread CPU time; over+u: schedule() plus the update_from_output() "
+        "before it"
     )
     print(
         f"{'state':<46} {'mode':<16} {'path':<8} {'cold vLLM':>9} {'opt':>7} {'over':>6} "
-        f"{'steady vLLM':>11} {'opt':>7} {'over':>6} {'tok vLLM':>8} {'tok opt':>7}"
+        f"{'over+u':>6} {'steady vLLM':>11} {'opt':>7} {'over':>6} {'over+u':>6} "
+        f"{'tok vLLM':>8} {'tok opt':>7}  counts (opt, all repetitions)"
     )
+    args.reps, saved = reps, args.reps
     for state in args.states:
         same = round(predicted_vllm_ms(state, args.lean) * 1.1, 3)
         modes = {
@@ -209,12 +242,47 @@ def main() -> None:
         for name, settings in modes.items():
             m = measure(state, settings, args)
             m["path"] = first_path(state, settings, args.lean)
+            c = m["stats"]
+            counts = f"steps {c['steps']} steered {c['steered']} exact {c['exact']}"
+            counts += f" planned ahead {c['ahead']}"
+            if "solved" in c:
+                mean = c["solve_ns"] / 1e6 / max(c["solved"], 1)
+                counts += (
+                    f"; solver {c['solved']} steps, {mean:.2f} ms mean, "
+                    f"{c['solver_fallbacks']} to the fallback"
+                )
             print(
                 f"{state:<46} {name:<16} {m['path']:<8} {m['cold_vllm_ms']:9.3f} "
-                f"{m['cold_opt_ms']:7.3f} {m['cold_over']:5.1f}% {m['steady_vllm_ms']:11.3f} "
-                f"{m['steady_opt_ms']:7.3f} {m['steady_over']:5.1f}% {m['tok_vllm']:8d} "
-                f"{m['tok_opt']:7d}"
+                f"{m['cold_opt_ms']:7.3f} {m['cold_over']:5.1f}% {m['cold_over_u']:5.1f}% "
+                f"{m['steady_vllm_ms']:11.3f} {m['steady_opt_ms']:7.3f} "
+                f"{m['steady_over']:5.1f}% {m['steady_over_u']:5.1f}% {m['tok_vllm']:8d} "
+                f"{m['tok_opt']:7d}  {counts}"
             )
+    args.reps = saved
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=21)
+    ap.add_argument("--steps", type=int, default=20, help="steady-state rounds per repetition")
+    ap.add_argument("--heuristic", default="three-stage")
+    ap.add_argument(
+        "--exact-rule", default="exact", help="also measured ('' to skip): exact[:SOLVER]"
+    )
+    ap.add_argument("--exact-reps", type=int, default=5, help="repetitions for --exact-rule")
+    ap.add_argument("--time-limit-ms", type=float, default=20.0, help="the exact rule's limit")
+    ap.add_argument("--lean", action="store_true", help="prefix caching and stats off")
+    ap.add_argument("--states", nargs="*", default=list(STATES), choices=list(STATES))
+    ap.add_argument("--exact-seeds", type=int, default=30)
+    args = ap.parse_args()
+    # vLLM and torch leave a huge object graph: freeze it so that the collector's passes over
+    # it do not land at random in the timed calls (vLLM's engine freezes it too).
+    build(None, "64 decodes", None, args.lean)
+    gc.collect()
+    gc.freeze()
+    table(args, args.heuristic, args.reps)
+    if args.exact_rule:
+        table(args, args.exact_rule, args.exact_reps)
     if args.exact_seeds:
         steps, steered, exact = exact_share(args.exact_seeds)
         print(

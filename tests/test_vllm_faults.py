@@ -108,3 +108,31 @@ def test_a_full_disk_under_the_step_log_loses_no_step():
     assert got == clean
     assert any("No space left" in k for k in opt.stepopt.errors)
     opt.shutdown()  # closing the log fails too, quietly
+
+
+# Planning ahead (after update_from_output) and keeping the plan on an arrival: a fault there
+# drops the plan, so schedule() plans inline and the run is step for step the fault-free one.
+AHEAD = {
+    "fingerprint": "state_key",  # planning ahead fails at its end
+    "planning ahead": "Ahead",  # the plan is made, then keeping it fails
+    "keeping on arrival": "_keeps",  # an arrival that would keep the plan fails to
+}
+
+
+@pytest.mark.parametrize("seed", [7, 12])  # FCFS: some arrivals keep the plan
+@pytest.mark.parametrize("stage", list(AHEAD))
+def test_a_fault_while_planning_ahead_moves_the_planning_to_schedule(stage, seed, monkeypatch):
+    sc = random_scenario(seed)
+    _, clean = _run(sc, adapter.OptimizedScheduler, _settings())
+    opt, got = _run(sc, adapter.OptimizedScheduler, _settings(), (AHEAD[stage], _boom), monkeypatch)
+    assert got == clean
+    assert not opt.stepopt.fallbacks and not opt.stepopt.errors and opt.stepopt.kept == 0
+    if stage != "keeping on arrival":
+        assert opt.stepopt.ahead_used == 0
+
+
+@pytest.mark.parametrize("seed", [7, 12])
+def test_those_scenarios_keep_plans_on_arrivals_without_faults(seed):
+    """(So that the fault above is reached.)"""
+    opt, _ = _run(random_scenario(seed), adapter.OptimizedScheduler, _settings())
+    assert opt.stepopt.kept > 0 and opt.stepopt.ahead_used > 0

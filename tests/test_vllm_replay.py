@@ -8,7 +8,7 @@ pytest.importorskip("vllm", reason="needs the optional vLLM package: pip install
 
 from stepopt.heuristics.vllm_v1 import vllm_v1
 from stepopt.integrations import vllm as adapter
-from stepopt.integrations.vllm_testing import fake_output, make_request, make_scheduler
+from stepopt.integrations.vllm_testing import fake_output, make_request, make_scheduler, step
 from stepopt.latency.presets import load_preset
 
 pytestmark = pytest.mark.vllm
@@ -76,3 +76,77 @@ def test_b_a_request_whose_last_token_is_in_flight_can_be_the_victim(policy):
     out = s.schedule()
     assert set(out.preempted_req_ids) == {"x"} and dict(out.num_scheduled_tokens) == {"a": 1}
     assert predicted.preempted == ("a",) and predicted.tokens == {}
+
+
+def test_c_a_victim_sharing_prefix_blocks_frees_only_its_own():
+    """(c) Prefix caching, KV full: r0, r1 and r3 share their prompt's blocks (one token for
+    all). r0 and r1 each need a new block; vLLM preempts the tail r3, which holds 5 blocks of
+    which 4 are shared, so it frees 1: r0 gets it and r1 is preempted too. The replay assumes
+    r3 frees ceil(76/16) = 5 and serves r0 and r1. Documented, not fixed: the step problem
+    has no per-request count of unshared blocks. (Found by a search over small scenarios.)"""
+    s = make_scheduler(
+        num_blocks=8, max_num_batched_tokens=512, enable_prefix_caching=True, async_scheduling=False
+    )
+    for rid, prompt, max_tokens in [("r0", 75, 10), ("r1", 43, 9), ("r3", 71, 10)]:
+        s.add_request(make_request(rid, prompt, max_tokens=max_tokens, token=3))
+    for k in range(6):
+        if k == 3:
+            s.add_request(make_request("r2", 19, max_tokens=14, token=3, arrival_time=3.0))
+        step(s)
+    manager = s.kv_cache_manager.coordinator.single_type_managers[0]
+    held = manager.req_to_blocks["r3"]
+    assert len(held) == 5 and sum(b.ref_cnt == 1 for b in held) == 1
+    view = read(s)
+    assert view.problem.config.num_free_blocks == 0
+    predicted = vllm_v1(view.problem, "fcfs", lone_request_rule=False)
+    out = s.schedule()
+    assert predicted.preempted == ("r3",) and predicted.tokens == {"r0": 1, "r1": 1}
+    assert set(out.preempted_req_ids) == {"r1", "r3"}
+    assert dict(out.num_scheduled_tokens) == {"r0": 1}
+
+
+def test_e_an_admission_hits_blocks_allocated_earlier_in_the_same_step():
+    """(e) Prefix caching: r0 and r1 arrive together with the same prompt token, nothing is
+    cached, so the problem reads no hit for either. vLLM admits r0 and registers its first
+    (full) block in the prefix cache at allocation; r1, admitted next in the same step, hits
+    it and needs 16 tokens fewer than the problem says. Documented, not fixed."""
+    s = make_scheduler(
+        num_blocks=10, max_num_batched_tokens=64, enable_prefix_caching=True, async_scheduling=False
+    )
+    s.add_request(make_request("r0", 29, max_tokens=8, token=3))
+    s.add_request(make_request("r1", 34, max_tokens=8, token=3))
+    view = read(s)
+    assert [r.computed_tokens for r in view.problem.waiting] == [0, 0]
+    predicted = vllm_v1(view.problem, "fcfs", lone_request_rule=False)
+    out = s.schedule()
+    assert predicted.tokens == {"r0": 29, "r1": 34}
+    assert dict(out.num_scheduled_tokens) == {"r0": 29, "r1": 18}
+
+
+def test_f_reused_cached_blocks_leave_the_free_pool_so_admission_is_refused():
+    """(f) Prefix caching, scarce KV (5 usable blocks): r1 shares r0's first block. r1 is
+    preempted (it needed a block, none was free); its 3 own blocks go back to the free pool
+    but stay cached. Back in the queue it hits 64 of its 65 tokens: the problem counts 3 free
+    blocks against the 1 new block it needs and the replay admits it; vLLM takes the 3 cached
+    blocks it reuses out of the free pool first, has none left for the new one, and refuses.
+    Documented, not fixed. (Found by a search over small scenarios.)"""
+    s = make_scheduler(
+        num_blocks=6, max_num_batched_tokens=512, enable_prefix_caching=True, async_scheduling=False
+    )
+    s.add_request(make_request("r0", 18, max_tokens=17, token=3))
+    step(s)
+    s.add_request(make_request("r1", 63, max_tokens=8, token=3, arrival_time=1.0))
+    step(s)
+    step(s)
+    assert set(step(s).preempted_req_ids) == {"r1"}
+    view = read(s)
+    (r1,) = view.problem.waiting
+    assert (r1.prompt_tokens, r1.computed_tokens, view.problem.config.num_free_blocks) == (
+        65,
+        64,
+        3,
+    )
+    predicted = vllm_v1(view.problem, "fcfs", lone_request_rule=False)
+    out = s.schedule()
+    assert predicted.tokens == {"r0": 1, "r1": 1}
+    assert dict(out.num_scheduled_tokens) == {"r0": 1}

@@ -115,3 +115,23 @@ def test_exact_rule_decides_within_its_time_limit_and_falls_back():
     ev = evaluate(problem, rule(problem))
     best = solve(problem, "cpsat", time_limit=10)
     assert ev.feasible and rank_key(problem, ev) == rank_key(problem, best.evaluation)
+
+
+def test_exact_rule_warms_every_backend_it_may_use_and_starts_from_zero(monkeypatch):
+    from stepopt.integrations.vllm_settings import resolve
+    from stepopt.solvers import base
+
+    used: list[str] = []
+    real = base.solve
+
+    def spy(problem, solver="auto", **kw):
+        used.append(solver)
+        return real(problem, solver, **kw)
+
+    monkeypatch.setattr(base, "solve", spy)
+    s = load_settings({"STEPOPT_TARGET_MS": "30", "STEPOPT_HEURISTIC": "exact"})
+    policy = resolve(s).policy
+    assert policy is not None and policy.solver == "auto"
+    assert {"auto", "cpsat"} <= set(used)  # auto's first backend runs inside auto
+    assert policy.stats.decisions == policy.stats.fallbacks == 0  # the warm-up is not counted
+    assert resolve(load_settings({"STEPOPT_TARGET_MS": "30"})).policy is None

@@ -11,10 +11,7 @@ the predicted latency, the decision and what vLLM scheduled. Any error before vL
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
@@ -28,16 +25,16 @@ from stepopt.integrations.vllm import (
     problem_from_scheduler,
     restore_steering,
 )
+from stepopt.integrations.vllm_ahead import Ahead, queued, state_key
 from stepopt.integrations.vllm_fastpath import monotone, whole_step_bound_ns
+from stepopt.integrations.vllm_record import StepRecorder, _Declined, _Fallback, _Leave, logger
 from stepopt.integrations.vllm_settings import SchedulerSettings, load_settings, resolve
 from stepopt.model import NS_PER_MS, Decision
 
-# Under vLLM's logger tree, so its handlers and VLLM_LOGGING_LEVEL apply.
-logger = logging.getLogger("vllm.stepopt")
 
-
-class _Controller:
-    """Per-scheduler state: resolved settings, counters, the step log.
+class _Controller(StepRecorder):
+    """Per-scheduler state: resolved settings, the plan made ahead, the fast paths' state
+    (the counters and the step log: :class:`StepRecorder`).
 
     Nothing here may make ``schedule()`` raise or lose a step: every stage of stepopt's own
     (reading, deciding, planning, applying the steering, restoring it, recording, logging) is
@@ -51,23 +48,17 @@ class _Controller:
         self.latency = resolved.latency
         self.heuristic = resolved.heuristic
         self.params = dict(resolved.params)
-        self.steps = 0
-        self.steered = 0
-        self.exact = 0
-        self.fallbacks: dict[str, int] = {}
-        self.errors: dict[str, int] = {}  # failures after vLLM's step (restore, record, log)
-        self.within = 0
-        self.predicted_sum_ms = 0.0
-        self.last: dict[str, Any] | None = None
-        self.fast = 0  # decode-only steps left to vLLM within a bound (no reading at all)
-        self.whole = 0  # steps left to vLLM because its own step provably fits the target
+        self.policy = resolved.policy  # the exact rule's (solver and fallback counts)
         self._fast: tuple[int, int, int] | None = None  # (decodes, latency ns, steps since)
         self._fast_bound = 0
         self.target_ns = round(settings.target_ms * NS_PER_MS)
         self._monotone = monotone(self.latency)
-        self._log_file = None
-        if settings.step_log:
-            self._log_file = open(settings.step_log, "a", encoding="utf-8")  # noqa: SIM115
+        self._ahead: Ahead | None = None
+        self.ahead_used = 0  # steps whose plan was made after the previous update_from_output
+        self.kept = 0  # arrivals that left the plan made ahead as it was
+        self._view: Any = None  # the last steered plan's SchedulerView
+        self._plan_ahead = settings.plan_ahead and self.policy is None
+        StepRecorder.__init__(self, settings, self.latency)
         logger.info(
             "stepopt scheduler: rule=%s params=%s objective=%s target=%.3f ms latency=%s",
             settings.heuristic,
@@ -77,15 +68,17 @@ class _Controller:
             self.latency.name,
         )
 
-    @property
-    def exact_share(self) -> float:
-        """Share of the steered steps vLLM carried out exactly as decided."""
-        return self.exact / self.steered if self.steered else 1.0
-
     def schedule(self, sched: Scheduler, base: Any, throttle_prefills: bool) -> Any:
+        self.flush()  # the previous step's record, if no update_from_output() came between
         self.steps += 1
+        ahead, self._ahead = self._ahead, None
         try:
-            plan = self._plan(sched, throttle_prefills)
+            if ahead is not None and not throttle_prefills and ahead.key == state_key(sched):
+                plan = ahead.plan
+                self._fast, self._fast_bound = ahead.fast, ahead.fast_bound
+                self.ahead_used += 1
+            else:
+                plan = self._plan(sched, throttle_prefills)
         except Exception as exc:
             plan = _Declined(exc)
         if isinstance(plan, _Declined):
@@ -95,7 +88,7 @@ class _Controller:
             return base(throttle_prefills)
         if isinstance(plan, _Leave):
             out = base(throttle_prefills)
-            self._guard("record", self._record_left, plan, out)
+            self.defer(self._record_left, plan, out)
             return out
         problem, steering = plan
         before = None
@@ -110,8 +103,65 @@ class _Controller:
             out = base(throttle_prefills)  # vLLM's own errors propagate, after the restore
         finally:
             self._guard("restore", _restore, sched, saved)
-        self._guard("record", self._record, problem, steering, out)
+        self.defer(self._record, problem, steering, out)
         return out
+
+    def forget(self) -> None:
+        """Drop the plan made ahead (the state is about to change)."""
+        self._ahead = None
+
+    def prepare(self, sched: Scheduler) -> None:
+        """Plan the next step now (after ``update_from_output()``), keeping the fast path's
+        counters as they were: they move on only when the plan is used. Never raises; a
+        failure leaves the planning to ``schedule()`` (where it is handled as ever)."""
+        self._ahead = None
+        self.flush()
+        if not self._plan_ahead:
+            return
+        fast, bound = self._fast, self._fast_bound
+        try:
+            self._view = None
+            plan = self._plan(sched, False)
+            view = self._view if isinstance(plan, tuple) else None
+            short = view is not None and view.waiting_seen < queued(sched)
+            self._ahead = Ahead(state_key(sched), plan, self._fast, self._fast_bound, short)
+        except Exception:
+            self._ahead = None
+        finally:
+            self._fast, self._fast_bound = fast, bound
+
+    def take(self) -> Ahead | None:
+        ahead, self._ahead = self._ahead, None
+        return ahead
+
+    def arrived(self, sched: Scheduler, request: Any, ahead: Ahead | None) -> None:
+        """After ``add_request()``: keep the plan made ahead if ``request`` cannot change it
+        (:meth:`_keeps`). Never raises: a failure drops the plan."""
+        try:
+            if ahead is not None and self._keeps(sched, request, ahead):
+                self._ahead = replace(ahead, key=state_key(sched))
+                self.kept += 1
+        except Exception:
+            self._ahead = None
+
+    def _keeps(self, sched: Scheduler, request: Any, ahead: Ahead) -> bool:
+        """The new request went to the tail of an FCFS queue that the plan's reading stopped
+        short of (the budget or the slots ran out before it: the same problem with or without
+        it), and this step's prefill threshold is the same."""
+        if not ahead.short or not self._monotone:
+            return False  # (a monotone model: the whole-step bound only grows with a request)
+        waiting = sched.waiting
+        if (
+            getattr(sched.policy, "value", None) != "fcfs"
+            or getattr(sched, "connector", None) is not None
+            or not waiting
+            or waiting[-1] is not request
+            or sched.requests.get(request.request_id) is not request
+        ):
+            return False
+        nr, nw = sched.get_request_counts()
+        threshold = ahead.plan[0].config.long_prefill_token_threshold
+        return _effective_threshold(sched, nr + nw) == threshold
 
     def _plan(self, sched: Scheduler, throttle_prefills: bool) -> Any:
         """What to do this step: None (nothing to schedule), ``_Leave`` (vLLM's own step is
@@ -152,22 +202,8 @@ class _Controller:
             # without progress: take the smallest step that makes some.
             steering = plan_steering(view, _minimal_decision(problem))
             steering = replace(steering, reason="empty decision: smallest step instead")
+        self._view = view
         return problem, steering
-
-    def _guard(self, stage: str, fn: Any, *args: Any) -> None:
-        """Run ``fn`` after vLLM's step: a failure is counted and logged once, never raised
-        (vLLM has advanced its state; its output must reach the engine)."""
-        try:
-            fn(*args)
-        except Exception as exc:
-            reason = f"{stage}: {type(exc).__name__}: {exc}"[:120]
-            if reason not in self.errors and len(self.errors) >= 32:
-                reason = "other"
-            count = self.errors.get(reason, 0) + 1
-            self.errors[reason] = count
-            if count == 1:
-                with contextlib.suppress(Exception):
-                    logger.warning("stepopt: step %d: %s (the step stands)", self.steps, reason)
 
     # ---- leaving the step to vLLM --------------------------------------------------------
     # After a step in which only decodes ran, nothing waited and the chosen step (every
@@ -194,25 +230,6 @@ class _Controller:
         self._fast_bound = bound
         return True
 
-    def _record_left(self, plan: _Leave, out: Any) -> None:
-        if plan.fast:
-            self.fast += 1
-        else:
-            self.whole += 1
-        self.within += 1
-        self.predicted_sum_ms += plan.bound_ns / NS_PER_MS
-        self.last = {
-            "step": self.steps,
-            "target_ms": self.settings.target_ms,
-            "fast": True,
-            "path": "decode" if plan.fast else "whole",
-            "predicted_max_ms": plan.bound_ns / NS_PER_MS,
-            "vllm_tokens": out.total_num_scheduled_tokens,
-        }
-        if self._log_file is not None:
-            self._write(self.last)
-        self._maybe_summary()
-
     def _fallback(self, exc: Exception, base: Any, throttle_prefills: bool) -> Any:
         self._fast = None
         self._guard("fallback", self._count_fallback, exc)
@@ -229,111 +246,9 @@ class _Controller:
             )
         return out
 
-    @staticmethod
-    def _reason(exc: Exception) -> str:
-        reason = str(exc) if isinstance(exc, _Fallback) else f"{type(exc).__name__}: {exc}"
-        return reason[:120]
-
-    def _count_fallback(self, exc: Exception) -> None:
-        reason = self._reason(exc)
-        if reason not in self.fallbacks and len(self.fallbacks) >= 32:
-            reason = "other"  # keep the counters bounded whatever the messages
-        count = self.fallbacks.get(reason, 0) + 1
-        self.fallbacks[reason] = count
-        if count == 1 and not isinstance(exc, _Fallback):
-            logger.warning("stepopt: step %d left to vLLM (%s)", self.steps, reason)
-        self.last = {"step": self.steps, "fallback": reason}
-
-    def _record(self, problem: Any, steering: Any, out: Any) -> None:
-        self.steered += 1
-        predicted = steering.predicted_ns
-        scheduled = out.num_scheduled_tokens
-        exact = scheduled == steering.tokens
-        actual = predicted if exact else self.latency.predict_ns(problem, scheduled)
-        self.exact += exact
-        if (
-            exact
-            and not problem.waiting
-            and actual <= problem.target_ns
-            and len(scheduled) == len(problem.running) == len(problem.running_decodes)
-        ):
-            self._arm_fast_after(len(scheduled), actual)
-        self.within += actual <= problem.target_ns
-        self.predicted_sum_ms += actual / NS_PER_MS
-        rec = {
-            "step": self.steps,
-            "target_ms": problem.target_latency_ms,
-            "predicted_ms": predicted / NS_PER_MS,
-            "vllm_predicted_ms": actual / NS_PER_MS,
-            "tokens": steering.token_budget,
-            "batch": len(steering.tokens),
-            "admitted": steering.admit,
-            "vllm_tokens": out.total_num_scheduled_tokens,
-            "exact": exact,
-            "exact_share": round(self.exact_share, 6),
-            "reason": steering.reason,
-        }
-        if not exact:
-            rec["vllm_preempted"] = sorted(out.preempted_req_ids)
-        self.last = rec
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("stepopt step %s", rec)
-        if self._log_file is not None:
-            self._write(
-                rec | {"decision": dict(steering.tokens), "vllm": dict(scheduled), "t": time.time()}
-            )
-        self._maybe_summary()
-
     def _arm_fast_after(self, decodes: int, latency_ns: int) -> None:
         if self._monotone and self.settings.fast_decode_steps:
             self._fast = (decodes, latency_ns, 0)
-
-    def _maybe_summary(self) -> None:
-        every = self.settings.log_interval
-        if every and self.steps % every == 0:
-            self._summary()
-
-    def summary(self) -> dict[str, Any]:
-        """The counters so far (also the step log's last line at shutdown)."""
-        return {
-            "steps": self.steps,
-            "steered": self.steered,
-            "exact": self.exact,
-            "exact_share": round(self.exact_share, 6),
-            "left_to_vllm_decode_only": self.fast,
-            "left_to_vllm_whole_step": self.whole,
-            "fallbacks": sum(self.fallbacks.values()),
-            "errors": sum(self.errors.values()),
-        }
-
-    def _summary(self) -> None:
-        n = max(self.steered + self.fast + self.whole, 1)
-        logger.info(
-            "stepopt: %d steps, %d steered (%.1f%% carried out exactly), %d left to vLLM "
-            "(errors), %d left to vLLM within a predicted bound; "
-            "mean predicted %.3f ms, %.1f%% within the %.3f ms target",
-            self.steps,
-            self.steered,
-            100.0 * self.exact_share,
-            sum(self.fallbacks.values()),
-            self.fast + self.whole,
-            self.predicted_sum_ms / n,
-            100.0 * self.within / n,
-            self.settings.target_ms,
-        )
-
-    def _write(self, rec: dict[str, Any]) -> None:
-        assert self._log_file is not None
-        self._log_file.write(json.dumps(rec) + "\n")
-        self._log_file.flush()
-
-    def close(self) -> None:
-        if self._log_file is not None:
-            with contextlib.suppress(Exception):
-                self._write({"summary": self.summary()})
-            with contextlib.suppress(Exception):
-                self._log_file.close()
-            self._log_file = None
 
 
 def _snapshot(sched: Scheduler, steering: Any) -> tuple[int, int, list[Any] | None]:
@@ -369,23 +284,6 @@ def _minimal_decision(problem: Any) -> Decision:
     return Decision.of({first.id: problem.lo(first)})
 
 
-class _Fallback(Exception):
-    """A step the optimizer declines; vLLM schedules it."""
-
-
-@dataclass(frozen=True)
-class _Declined:
-    exc: Exception
-
-
-@dataclass(frozen=True)
-class _Leave:
-    """vLLM's own step is the decision (``fast``: the decode-only path), within ``bound_ns``."""
-
-    fast: bool
-    bound_ns: int
-
-
 class _OptimizedMixin:
     """``schedule()`` steered by a stepopt heuristic; everything else is vLLM's."""
 
@@ -399,10 +297,48 @@ class _OptimizedMixin:
     def schedule(self, throttle_prefills: bool = False):  # type: ignore[override]
         return self.stepopt.schedule(self, super().schedule, throttle_prefills)
 
+    # Planning ahead: plan after each model output, drop the plan on any other change.
+    def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
+        self.stepopt.forget()
+        self.stepopt.flush()  # the step's record, before vLLM moves on from its output
+        out = super().update_from_output(scheduler_output, model_runner_output)  # type: ignore[misc]
+        self.stepopt.prepare(self)
+        return out
+
+    def add_request(self, request: Any) -> None:
+        ahead = self.stepopt.take()
+        super().add_request(request)  # type: ignore[misc]
+        self.stepopt.arrived(self, request, ahead)
+
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):
             self.stepopt.close()
         super().shutdown()  # type: ignore[misc]
+
+
+# Every other scheduler method that changes what the next step sees drops the plan first.
+_CHANGES = (
+    "finish_requests",
+    "reset_prefix_cache",
+    "reset_encoder_cache",
+    "reset_connector_cache",
+    "set_pause_state",
+    "update_draft_token_ids",
+    "update_draft_token_ids_in_output",
+)
+
+
+def _forgetting(name: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.stepopt.forget()
+        return getattr(super(_OptimizedMixin, self), name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in _CHANGES:
+    setattr(_OptimizedMixin, _name, _forgetting(_name))
 
 
 class OptimizedScheduler(_OptimizedMixin, AsyncScheduler):
