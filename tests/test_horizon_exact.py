@@ -32,16 +32,14 @@ LAT = LatencyModel(
 )
 
 
-def brute(w: WindowProblem) -> tuple[tuple[int, int, int], list]:
+def walk(w: WindowProblem, visit) -> None:
     """Every plan, step by step: each request 0 or any count its phase allows; the window
-    state judges every step (infeasible branches are cut). Returns the best key and plan."""
-    best: list = [None, None]
+    state judges every step (infeasible branches are cut). ``visit(state, plan, lats)`` sees
+    every prefix, the complete plans last on their branch."""
 
     def rec(st: WindowState, plan: list, lats: list) -> None:
+        visit(st, plan, lats)
         if len(plan) == w.steps:
-            ev = judge(w, st, lats, [])
-            if best[0] is None or ev.key > best[0]:
-                best[0], best[1] = ev.key, list(plan)
             return
         problem = st.problem()
         opts = [[0, *range(problem.lo(r), problem.hi(r) + 1)] for r in problem.requests]
@@ -49,11 +47,23 @@ def brute(w: WindowProblem) -> tuple[tuple[int, int, int], list]:
             tokens = {r.id: c for r, c in zip(problem.requests, combo, strict=True) if c}
             nxt = copy.deepcopy(st)
             lat, bad = nxt.apply(problem, tokens)
-            if bad:
-                continue
-            rec(nxt, [*plan, tokens], [*lats, lat])
+            if not bad:
+                rec(nxt, [*plan, tokens], [*lats, lat])
 
     rec(WindowState(w), [], [])
+
+
+def brute(w: WindowProblem) -> tuple[tuple[int, int, int], list]:
+    """The best key over every plan (:func:`walk`) and a plan that has it."""
+    best: list = [None, None]
+
+    def visit(st: WindowState, plan: list, lats: list) -> None:
+        if len(plan) == w.steps:
+            ev = judge(w, st, lats, [])
+            if best[0] is None or ev.key > best[0]:
+                best[0], best[1] = ev.key, list(plan)
+
+    walk(w, visit)
     return best[0], best[1]
 
 
@@ -175,3 +185,99 @@ def test_regression_window_where_presolve_probing_lost_two_tokens():
     assert res.status == "OPTIMAL"
     assert res.evaluation.key >= heur.key
     assert res.evaluation.tokens == 402
+
+
+def every_met_set(w: WindowProblem) -> set[frozenset[str]]:
+    """The sets of ids whose SLOs a feasible plan of ``w`` meets (full enumeration)."""
+    out: set[frozenset[str]] = set()
+
+    def visit(st: WindowState, plan: list, lats: list) -> None:
+        if len(plan) == w.steps:
+            ev = judge(w, st, lats, [])
+            out.add(frozenset(rid for rid, ok in ev.met.items() if ok))
+
+    walk(w, visit)
+    return out
+
+
+def test_requests_ruled_out_alone_are_met_by_no_plan():
+    from stepopt.horizon.bounds import hopeless
+
+    flagged = 0
+    for seed in range(40):
+        w = tiny_window(seed)
+        out = hopeless(w)
+        if not out:
+            continue
+        flagged += len(out)
+        assert not any(out.keys() & m for m in every_met_set(w)), (seed, out)
+        res = solve_window(w, time_limit_s=30)
+        assert res.status == "OPTIMAL" and not any(res.evaluation.met[rid] for rid in out)
+    assert flagged >= 3  # the relaxation does rule requests out on these windows
+
+
+def test_clock_and_progress_ceilings_hold_for_every_plan():
+    # The model's t and X domains come from these ceilings: a ceiling below some plan
+    # would cut feasible plans and could prove a wrong optimum.
+    from stepopt.horizon.bounds import clock_ceiling, latency_ceiling, work_clock_ceiling
+
+    tight = 0
+    for seed in range(12):
+        w = tiny_window(seed)
+        clock, ub = work_clock_ceiling(w)
+        assert clock <= clock_ceiling(w, latency_ceiling(w))
+        top = [-(10**9)] * (w.steps + 1)  # the highest progress - ceiling at each step
+
+        def visit(st: WindowState, plan: list, lats: list, clock=clock, ub=ub, top=top) -> None:
+            k = len(plan)
+            assert st.t <= clock[k]
+            for i, s in enumerate(st.slots):
+                assert s.computed <= ub[i][k], (s.req.id, k)
+                top[k] = max(top[k], s.computed - ub[i][k])
+
+        walk(w, visit)
+        tight += sum(x == 0 for x in top[1:])
+    assert tight > 0  # some plan reaches a progress ceiling: the ceilings are not vacuous
+
+
+def test_pairs_that_the_tbt_capped_clock_rules_out_are_never_both_met():
+    from stepopt.horizon.bounds import tbt_conflicts
+
+    checked = 0
+    for seed in range(200):
+        w = tiny_window(seed)
+        pairs, _, _ = tbt_conflicts(w)
+        if not pairs:
+            continue
+        ids = [r.id for r in w.requests]
+        sets = every_met_set(w)
+        for i, j in pairs:
+            assert not any({ids[i], ids[j]} <= m for m in sets), (seed, ids[i], ids[j])
+        checked += 1
+    assert checked >= 3  # the argument does fire on these windows
+
+
+def test_an_idle_step_lets_a_late_arrival_in():
+    # A decode running and one request arriving at 20 ms: per-step policies keep decoding and
+    # never see it within 3 steps; idling once (the TBT bound allows the jump) meets both.
+    w = WindowProblem(
+        0,
+        (
+            WindowRequest("r0", 2, 10, 0, 2, 1, 0, None, 0, 0, True),
+            WindowRequest("q", 2, 2, 20 * MS, ttft_ms=10.0),
+        ),
+        EngineConfig(6, 2, 0, 2, 2, None),
+        LAT,
+        Slo(ttft_ms=10.0, tbt_ms=25.0),
+        3,
+    )
+    _, heur = replay_policy(w, "three-stage")
+    assert heur.met_count == 1
+    from stepopt.horizon.replay import replay_stretched
+
+    ev = evaluate_window(w, replay_stretched(w, 1, 1))
+    assert ev.feasible and ev.met_count == 2
+    res = solve_window(w, time_limit_s=30)
+    assert res.status == "OPTIMAL" and res.evaluation.met_count == 2
+    assert res.phases[0].get("proof") == "a hint meets every SLO"
+    assert brute(w)[0] == res.evaluation.key

@@ -11,6 +11,10 @@ batch, the next arrival for an empty one. A request meets its SLOs (``met[i]``) 
 first token comes by its deadline and, while it has emitted and is not finished, the time
 since its last token never exceeds the TBT bound at any step's end.
 
+Arguments that hold for every plan (``horizon/bounds.py``) tighten it: requests no plan can
+meet, clock and progress ceilings as domains, pairs of requests no plan meets both, and
+implied constraints (:func:`_redundant`); docs/horizon.md says why each is valid.
+
 The lexicographic objective is solved in three phases (SLOs met, then tokens, then busy
 time), each phase fixing the previous optimum. Prefill attention (``alpha * c * C``) is a
 product of two decisions with a float coefficient: this model does not encode it and refuses
@@ -26,6 +30,13 @@ from ortools.sat.python import cp_model
 from stepopt.errors import InputError
 from stepopt.formulation.cpsat import _term_hull
 from stepopt.formulation.spec import curve_term
+from stepopt.horizon.bounds import (
+    hopeless,
+    latency_ceiling,
+    prefill_cap,
+    tbt_conflicts,
+    work_clock_ceiling,
+)
 from stepopt.horizon.problem import NS_PER_S, WindowProblem
 
 
@@ -50,6 +61,7 @@ class WindowModel:
     busy: list
     slo_obj: cp_model.LinearExprT
     tokens_obj: cp_model.LinearExprT
+    hopeless: dict[str, str] = field(default_factory=dict)  # id -> why no plan meets its SLOs
     hints: dict = field(default_factory=dict)
 
 
@@ -74,14 +86,15 @@ def build(w: WindowProblem) -> WindowModel:
     bat_term = curve_term("batch", lat.batch, 0, max(n, 1))
     ctx_max = sum(r.final_computed for r in reqs)
     dps = lat.decode_context_ps
-    lmax = tok_term.yhi + bat_term.yhi + max(0, dps * ctx_max // 1000)
+    lmax = latency_ceiling(w)
     lmin = min(0, tok_term.ylo + bat_term.ylo)
     if lmin < 0:
         raise InputError("latency_model", "a step latency can be negative", lmin)
     futures = sorted({r.arrival_ns for r in reqs if r.arrival_ns > w.start_ns})
     t_hi = max([w.start_ns, *futures]) + K * lmax
+    clock, ceilings = work_clock_ceiling(w)  # tighter domains (bounds.py)
     t = [m.new_constant(w.start_ns)] + [
-        m.new_int_var(w.start_ns, t_hi, f"t{k}") for k in range(1, K + 1)
+        m.new_int_var(w.start_ns, clock[k], f"t{k}") for k in range(1, K + 1)
     ]
     for k in range(1, K + 1):
         m.add(t[k] >= t[k - 1])
@@ -106,7 +119,8 @@ def build(w: WindowProblem) -> WindowModel:
 
     X, z, D, F, adm, vis = ([] for _ in range(6))
     for r in reqs:
-        xs, zs, ds, fs, ads, vs = _request_vars(m, w, r, seen, fidx, one, zero, mchunk)
+        ub = ceilings[len(X)]
+        xs, zs, ds, fs, ads, vs = _request_vars(m, w, r, seen, fidx, one, zero, mchunk, ub)
         X.append(xs)
         z.append(zs)
         D.append(ds)
@@ -179,17 +193,29 @@ def build(w: WindowProblem) -> WindowModel:
         e_prev, last_prev = e, last
 
     met = _slo(m, w, t, X, z, D, F, t_hi)
+    _redundant(m, w, t, X, z, D, vis, met)
+    pairs, capped, h = tbt_conflicts(w)
+    for i, j in pairs:
+        m.add_bool_or([~met[i], ~met[j]])
+    for i, hi in h.items():
+        for k in range(1, hi + 1):
+            m.add(t[k] <= capped[k]).only_enforce_if(met[i])
+    # the per-request relaxation (horizon/bounds.py): SLOs no plan can meet
+    out = hopeless(w)
+    for i, r in enumerate(reqs):
+        if r.id in out:
+            m.add(met[i] == 0)
     weights = w.slo_weight
     slo_obj = sum(weights[r.id] * met[i] for i, r in enumerate(reqs))
     tokens_obj = sum(X[i][K] for i in range(n)) - sum(r.computed_tokens for r in reqs)
-    return WindowModel(m, X, z, met, busy, slo_obj, tokens_obj)
+    return WindowModel(m, X, z, met, busy, slo_obj, tokens_obj, out)
 
 
-def _request_vars(m, w: WindowProblem, r, seen, fidx, one, zero, mchunk: int) -> tuple:
+def _request_vars(m, w: WindowProblem, r, seen, fidx, one, zero, mchunk: int, ub) -> tuple:
     """One request's progress over the window, its phase booleans and its step rules."""
     K, thr = w.steps, w.config.long_prefill_token_threshold
     P, C0, Fin = r.prompt_tokens, r.computed_tokens, r.final_computed
-    xs = [m.new_constant(C0)] + [m.new_int_var(C0, Fin, "") for _ in range(K)]
+    xs = [m.new_constant(C0)] + [m.new_int_var(C0, ub[k], "") for k in range(1, K + 1)]
     zs, ds, fs, ads, vs = [None], [one if C0 >= P else zero], [zero], [], []
     ads.append(one if r.running else zero)
     vs.append(None)
@@ -299,5 +325,30 @@ def _slo(m, w, t, X, z, D, F, t_hi) -> list:
             m.add(lk == lt[k - 1]).only_enforce_if(~em)
             had = [] if r.emitted_tokens > 0 else [D[i][k - 1]]
             m.add(t[k] - lt[k - 1] <= tbt).only_enforce_if([mi, *had, ~F[i][k - 1]])
+            # implied (lt[k-1] <= t[k-1]): no step of its open stretch lasts longer than tbt
+            m.add(t[k] - t[k - 1] <= tbt).only_enforce_if([mi, *had, ~F[i][k - 1]])
             lt.append(lk)
     return met
+
+
+def _redundant(m, w: WindowProblem, t, X, z, D, vis, met) -> None:
+    """Implied constraints that let the search see deadlines and the window's end sooner: a
+    step's tokens are 0 unless scheduled; a request that meets its SLOs has its prompt done
+    by any step ending after its deadline, and is visible early enough to finish its prompt
+    in the steps left (at most ``cap`` tokens a step)."""
+    K, cap = w.steps, prefill_cap(w)
+    for i, r in enumerate(w.requests):
+        top = min(cap, r.final_computed - r.computed_tokens)
+        for k in range(1, K + 1):
+            m.add(X[i][k] - X[i][k - 1] <= max(top, 1) * z[i][k])
+        rem = r.prompt_tokens - r.computed_tokens
+        if r.emitted_tokens > 0 or rem <= 0 or cap <= 0:
+            continue
+        need = -(-rem // cap)
+        if need > K:
+            continue
+        if vis[i][K - need + 1] is not None:
+            m.add_implication(met[i], vis[i][K - need + 1])
+        dl = r.arrival_ns + w.ttft_ns(r)
+        for k in range(1, K):
+            m.add(t[k] <= dl).only_enforce_if([met[i], ~D[i][k]])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from stepopt.errors import InputError
 from stepopt.horizon.evaluate import Plan, WindowEvaluation, WindowState, judge
-from stepopt.horizon.problem import WindowProblem
+from stepopt.horizon.problem import NS_PER_MS, WindowProblem
 
 
 def replay_policy(
@@ -48,3 +48,37 @@ def replay_policy(
         plan.append(tokens)
         lats.append(lat)
     return plan, judge(w, st, lats, violations)
+
+
+def replay_stretched(
+    w: WindowProblem, idle_from: int, max_idle: int, policy: str = "three-stage"
+) -> Plan:
+    """``policy``'s plan, except that from step ``idle_from`` on it idles (an empty step: the
+    clock jumps to the next arrival), at most ``max_idle`` times, whenever that jump keeps
+    every started, unfinished request within the TBT bound; each step's latency target is
+    what is left of that bound. Per-step policies never idle, so they cannot make a late
+    arrival visible inside the window; this plan is a hint for the exact model, which can."""
+    from stepopt.simulate.policies import make_policy
+
+    pol = make_policy(policy, time_limit=1.0)
+    st = WindowState(w)
+    plan: Plan = []
+    busy = w.tbt_ns  # no idling before a busy step has shown how long one takes
+    for k in range(1, w.steps + 1):
+        nxt = next((a for a in st.arrivals if a > st.t), None)
+        open_ = [s.last for s in st.slots if s.last is not None and not s.finished]
+        left = w.tbt_ns - max((st.t - t for t in open_), default=0)
+        problem = st.problem(max(left, NS_PER_MS) / NS_PER_MS, "goodput")
+        # room after the jump for a step like the last busy one
+        fits = nxt is not None and all(nxt + busy - t <= w.tbt_ns for t in open_)
+        if k >= idle_from and max_idle > 0 and fits:
+            tokens: dict[str, int] = {}
+            max_idle -= 1
+        else:
+            tokens = pol.decide(problem)[0].scheduled()
+        lat, bad = st.apply(problem, tokens, pol.exempt)
+        if bad:
+            raise InputError("policy", f"step {k}: {bad[0]}", policy)
+        busy = lat or busy
+        plan.append(tokens)
+    return plan
