@@ -1,7 +1,7 @@
 """Simulated steps per second: replay the whole Azure conversation trace.
 
     .venv/bin/python benchmarks/simulate.py [--setup a100|h100|all] [--policy NAME]
-        [--max-requests N] [--validate] [--repeat K]
+        [--max-requests N] [--validate] [--repeat K] [--objective target|goodput]
 
 Trace: ../shared/data/vidur/data/processed_traces/splitwise_conv.csv (19,366 requests over
 3,500 s; mean prompt 1,155 tokens, mean output 211). Setups (engine limits as vLLM's defaults
@@ -46,6 +46,7 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=None)
     ap.add_argument("--validate", action="store_true", help="judge every decision (slower)")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--objective", choices=["target", "goodput"], default="target")
     args = ap.parse_args()
 
     root = shared_data_dir()
@@ -57,6 +58,7 @@ def main() -> int:
     names = list(SETUPS) if args.setup == "all" else [args.setup]
     print(
         f"trace {path.name}: {len(trace)} requests; policy {args.policy}; "
+        f"objective {args.objective}; "
         f"validate {'on' if args.validate else 'off'}; repeat {args.repeat}"
     )
     header = (
@@ -73,6 +75,7 @@ def main() -> int:
             engine=EngineConfig(budget, max_run, 0, 64, 16, None),
             kv_blocks=kv,
             validate=args.validate,
+            objective=args.objective,
         )
         walls, res = [], None
         for _ in range(args.repeat):

@@ -41,8 +41,9 @@ def test_every_answer_is_honest_against_brute_force(objective):
 
     run()
     assert statuses["OPTIMAL"] >= 50, statuses  # it proves most of them
-    if objective == "goodput":  # and declines where its bounds do not close (for target:
-        assert statuses["FEASIBLE"] >= 1, statuses  # test_structured_target.py, open bounds)
+    if objective == "goodput":  # the exact program settles every position the bounds leave
+        assert statuses["OPTIMAL"] + statuses["INFEASIBLE"] == 150, statuses
+    # target: test_structured_target.py has a state whose bounds do not close
 
 
 def test_engine_scale_answers_agree_with_cpsat():
@@ -71,8 +72,35 @@ def test_proves_a_strict_goodput_step():
     p = _strict_goodput()
     res = solve(p, "structured")
     assert res.status == SolveStatus.OPTIMAL
-    assert res.decision.scheduled() == {"d0": 1, "d1": 1, "p0": 200, "w0": 98}
+    got = res.decision.scheduled()
+    assert sum(got.values()) == 300 and {k: got[k] for k in ("d0", "d1", "p0")} == {
+        "d0": 1,
+        "d1": 1,
+        "p0": 200,
+    }  # the waiting tokens may split between w0 and w1 at the same latency (a tie)
+    ref = solve(p, "brute")
+    assert (res.objective, res.evaluation.latency_ns) == (ref.objective, ref.evaluation.latency_ns)
     assert res.params["model_latency_ns"] == evaluate(p, res.decision).latency_ns == 20_000_000
+
+
+def test_everything_at_its_most_is_proven_at_once_and_only_when_it_fits():
+    """Light load: every request at ``hi`` within T is the one decision with the most tokens.
+    A KV limit one block short (or a target just below its latency) sends it to the layers."""
+    p = _strict_goodput().with_changes(target_latency_ms=60.0)
+    res = solve(p, "structured")
+    assert res.status == SolveStatus.OPTIMAL and res.params["layer"] == "all"
+    assert res.decision.scheduled() == {"d0": 1, "d1": 1, "p0": 200, "w0": 500, "w1": 100}
+    assert res.objective == solve(p, "brute").objective
+    need = evaluate(p, res.decision).new_blocks
+    lat = res.evaluation.latency_ns
+    for changes in (
+        {"config": replace(p.config, num_free_blocks=need - 1)},
+        {"target_latency_ms": (lat - 1) / 1e6},
+    ):
+        q = p.with_changes(**changes)
+        other = solve(q, "structured")
+        assert other.params.get("layer") != "all"
+        check_against(q, other, solve(q, "cpsat", time_limit=10))
 
 
 def test_weighted_priority_is_refused_not_guessed():
@@ -92,9 +120,8 @@ def test_negative_decode_cost_is_refused():
     assert "negative decode attention cost" in res.message
 
 
-def test_a_tie_break_its_bounds_cannot_close_is_not_claimed():
-    """Floors let chunk splits differ by a few ns that no bound sees: here its decision is in
-    fact optimal, but the latency tie-break is not claimed; the token count is."""
+def _floors_problem():
+    """Floors let chunk splits differ by a few ns that the envelope bound does not see."""
     lat = linear_latency(per_token_ns=20_000, alpha_ns=0.05, beta_ns=0.3)
     running = [decode(f"d{k}", 600 + 37 * k) for k in range(4)] + [
         prefill("p0", 4000, 574),
@@ -102,7 +129,7 @@ def test_a_tie_break_its_bounds_cannot_close_is_not_claimed():
         prefill("p2", 4622, 1539),
         prefill("p3", 4933, 2108),
     ]
-    p = make_problem(
+    return make_problem(
         running,
         [],
         latency=lat,
@@ -111,13 +138,31 @@ def test_a_tie_break_its_bounds_cannot_close_is_not_claimed():
         max_num_scheduled_tokens=1200,
         min_prefill_chunk=64,
     )
+
+
+def test_the_floor_tie_break_is_proven_by_the_exact_program():
+    p = _floors_problem()
     res = solve(p, "structured")
     ref = solve(p, "cpsat", time_limit=20)
     assert ref.status == SolveStatus.OPTIMAL
     check_against(p, res, ref)
-    assert res.status == SolveStatus.FEASIBLE
-    assert "tie-break not proven" in res.message
-    assert res.bound == ref.objective  # the tokens are proven all the same
+    assert res.status == SolveStatus.OPTIMAL
+    assert res.evaluation.latency_ns == ref.evaluation.latency_ns
+    assert res.params["exact_positions"] >= 1  # the envelope bound alone left it open
+
+
+def test_a_tie_break_the_program_cannot_settle_is_not_claimed(monkeypatch):
+    """With no room for the exact program the positions the bounds leave stay open: nothing is
+    claimed beyond a valid bound, and ``auto`` gets the proof from CP-SAT."""
+    import stepopt.solvers.structured_exact as exact
+
+    monkeypatch.setattr(exact, "MAX_CELLS", 0)
+    p = _floors_problem()
+    res = solve(p, "structured")
+    ref = solve(p, "cpsat", time_limit=20)
+    check_against(p, res, ref)
+    assert res.status == SolveStatus.FEASIBLE and "not proven" in res.message
+    assert res.bound >= ref.objective  # a valid bound on the tokens all the same
     auto = solve(p, "auto", time_limit=20)
     assert auto.status == SolveStatus.OPTIMAL and auto.params["proved_by"] == "cpsat"
     assert auto.evaluation.latency_ns == ref.evaluation.latency_ns
@@ -152,3 +197,18 @@ def test_unknown_parameter_is_a_clean_error():
 
     with pytest.raises(InputError, match="structured parameters"):
         solve(_strict_goodput(), "structured", num_workers=2)
+
+
+def test_program_options_over_the_kv_limit_are_dropped_not_misread():
+    """A chunk needing more KV blocks than are left is no option (an earlier packing of the
+    (zeros, blocks) shift read it as a zero chunk of another item)."""
+    import numpy as np
+
+    from stepopt.solvers.structured_exact import INF, _step
+
+    cost = np.full((2, 3, 1), INF, dtype=np.int64)
+    cost[0, 0, 0] = 0
+    opts = np.asarray([[5, 10, 0, 4], [5, 20, 0, 1]], dtype=np.int64)  # (c, g, zeros, blocks)
+    new = _step(cost, opts, 0, 0, 5, nb=3)
+    assert new[0, 1, 5] == 20
+    assert (new[1] == INF).all() and (new[0, 0] == INF).all() and (new[0, 2] == INF).all()

@@ -20,12 +20,12 @@ HINTS = {
 
 
 def check(view: DecisionView) -> list[Violation]:
-    problem = view.problem
+    problem, by_id = view.problem, view.problem.by_id
     out = []
-    for r in problem.requests:
-        n = view.c(r.id)
-        if n == 0:
-            continue
+    for rid, n in view.tokens.items():  # positive counts of known ids, in request order
+        r = by_id[rid]
+        if n == 1 and r.is_decode:
+            continue  # problem.lo(r) == problem.hi(r) == 1 (the common case, kept cheap)
         lo, hi = problem.lo(r), problem.hi(r)
         if not lo <= n <= hi:
             kind = "decode" if r.is_decode else "prefill"

@@ -30,8 +30,13 @@ HINTS = {
 def check(view: DecisionView) -> list[Violation]:
     problem, c = view.problem, view.c
     out = []
-    prefill_scheduled = [r.id for r in problem.requests if not r.is_decode and c(r.id) > 0]
-    starved = [r.id for r in view.kept if r.is_decode and c(r.id) == 0]
+    by_id = problem.by_id
+    prefill_scheduled = [rid for rid in view.tokens if not by_id[rid].is_decode]
+    starved = (
+        [r.id for r in problem.running_decodes if c(r.id) == 0 and r.id not in view.preempted]
+        if prefill_scheduled
+        else []
+    )
     if prefill_scheduled and starved:
         out.append(
             Violation(

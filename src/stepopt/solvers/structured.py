@@ -20,26 +20,24 @@ non-proven status with the best decision found (checked by the evaluator) and th
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import numpy as np
 
 from stepopt.errors import InputError
-from stepopt.evaluate import evaluate
 from stepopt.model import Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import TOLERANCE_PARAM, pop_tolerance
 from stepopt.solvers.hint import greedy_hint
-from stepopt.solvers.structured_curves import allocation, lagrangian_terms, refine
-from stepopt.solvers.structured_layers import BIG, EPS, Ctx, Layer, a_layer, b_layer
+from stepopt.solvers.structured_curves import allocation
+from stepopt.solvers.structured_exact import Exact, exact_min
+from stepopt.solvers.structured_goodput import everything_fits, goodput_layers
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer, first_layers
 
 NAME = "structured"
+MAX_PREFIX_LAYERS = 24  # candidate layers of started running prefills (``target``)
 MAX_WAITING_LAYERS = 4096
-MAX_SCAN = 400_000  # chunk values scanned by the tie-break bound
-MAX_PREFIX_LAYERS = 24  # candidate layers of started running prefills
-REFINE_WINDOW = 16  # tokens each chunk may move when the tie-break split is refined
 
 
 class StructuredSolver:
@@ -67,10 +65,24 @@ class StructuredSolver:
                 params=info,
                 message="running requests alone exceed max_num_running_reqs",
             )
-        layers = build_layers(Ctx(problem))
+        if problem.objective == "goodput":
+            full = everything_fits(problem)
+            if full is not None:  # the one decision with every request at its most tokens
+                info.update(model_latency_ns=full[1], layer="all")
+                return finish(
+                    problem,
+                    NAME,
+                    SolveStatus.OPTIMAL,
+                    full[0],
+                    started,
+                    time_limit=time_limit,
+                    params=info,
+                )
+        cx = Ctx(problem)
+        layers = goodput_layers(cx) if problem.objective == "goodput" else build_layers(cx)
         info["layers"] = len(layers)
         if problem.objective == "goodput":
-            return _goodput(problem, layers, started, time_limit, info)
+            return _goodput(problem, cx, layers, started, time_limit, info)
         return _target(problem, layers, started, time_limit, info)
 
 
@@ -109,14 +121,14 @@ def _none_found(problem, started, time_limit, info, proven: bool, why: str) -> S
 
 
 def build_layers(cx: Ctx) -> list[Layer]:
+    """Every layer (``target``; ``goodput`` builds fewer, see ``structured_goodput``)."""
     p = cx.problem
-    layers = [a_layer(cx)]
+    layers = first_layers(cx)
+    if len(cx.decodes) >= cx.budget:
+        return layers  # every B layer runs every decode and more: over the budget
+    if len(layers) > 1:  # B0's started prefixes: candidates for ``target``
+        layers.extend(_started_prefixes(cx, layers[1]))
     running_pre = list(p.running_prefills)
-    if running_pre:
-        b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
-        if b0 is not None:
-            layers.append(b0)
-            layers.extend(_started_prefixes(cx, b0))
     full = {r.id: p.hi(r) for r in running_pre}
     order = p.waiting_order
     budget_left = cx.budget - len(cx.decodes) - sum(full.values())
@@ -178,39 +190,54 @@ def _locate(layers: list[Layer], flat: int) -> tuple[Layer, int]:
     raise IndexError(flat)
 
 
-def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
+def _goodput(problem, cx, layers, started, time_limit, info) -> SolveResult:
+    """Most tokens with ``L <= T``, then least ``L``: the best candidate, then every position
+    whose bound could beat it (more tokens with ``lb <= T``, as many with ``lb`` below its
+    latency), highest token count first, settled exactly by :func:`exact_min`."""
     t = problem.target_ns
     tok, lb, cand, ok = (_all(layers, a) for a in ("tok", "lb", "cand", "ok"))
     good = ok & (cand <= t)
-    if not good.any():
-        proof = bool((lb > t).all())
-        return _none_found(problem, started, time_limit, info, proof, "the bounds do not close")
-    # Most tokens, then least latency.
-    idx = np.flatnonzero(good)
-    best = idx[np.lexsort((cand[idx], -tok[idx]))[0]]
-    b_tok, b_lat = int(tok[best]), int(cand[best])
-    layer, pos = _locate(layers, int(best))
-    dec = _decision(problem, layer, pos)
-    info.update(model_latency_ns=b_lat, layer=layer.name)
-    open_more = (tok > b_tok) & (lb <= t)
-    open_tie = (tok == b_tok) & (lb < b_lat)
-    if open_tie.any() and not open_more.any():
-        better = _better_split(problem, layer, pos, int(cand[best]))
-        if better is not None:
-            dec, b_lat = better
-            info.update(model_latency_ns=b_lat, refined=True)
-            open_tie = (tok == b_tok) & (lb < b_lat)
-        open_tie = _refine_ties(layers, open_tie, b_lat)
-    if not open_more.any() and not open_tie.any():
+    b_tok, b_lat, dec, where = -1, 0, None, None
+    if good.any():
+        idx = np.flatnonzero(good)
+        best = int(idx[np.lexsort((cand[idx], -tok[idx]))[0]])
+        b_tok, b_lat = int(tok[best]), int(cand[best])
+        layer, pos = _locate(layers, best)
+        dec, where = _decision(problem, layer, pos), layer.name
+    open_left: list[int] = []
+    todo = np.flatnonzero((tok >= b_tok) & (lb <= t))
+    for flat in todo[np.lexsort((lb[todo], -tok[todo]))]:
+        f_tok = int(tok[flat])
+        if f_tok < b_tok:
+            break
+        limit = t if f_tok > b_tok else b_lat - 1
+        if lb[flat] > limit:
+            continue
+        layer, pos = _locate(layers, int(flat))
+        got = _settle(problem, cx, layer, pos, limit, started, time_limit)
+        if got is None:
+            open_left.append(int(flat))
+        elif got.latency is not None:
+            b_tok, b_lat, where = f_tok, got.latency, layer.name
+            dec = _chunks_decision(layer, got.chunks)
+    left = [f for f in open_left if tok[f] >= b_tok]
+    info.update(exact_positions=len(todo))
+    if dec is None:
+        if left:
+            return _refuse(problem, started, time_limit, info, "the bounds do not close")
+        return finish(
+            problem, NAME, SolveStatus.INFEASIBLE, None, started, time_limit=time_limit, params=info
+        )
+    info.update(model_latency_ns=b_lat, layer=where)
+    open_more = [f for f in left if tok[f] > b_tok]
+    if not left:
         return finish(
             problem, NAME, SolveStatus.OPTIMAL, dec, started, time_limit=time_limit, params=info
         )
-    if not open_more.any():
-        msg = "tokens proven optimal; the latency tie-break not proven"
-        bound = float(b_tok)
+    if not open_more:
+        msg, bound = "tokens proven optimal; the latency tie-break not proven", float(b_tok)
     else:
-        msg = "bounds do not close: not proven"
-        bound = float(tok[open_more].max())
+        msg, bound = "bounds do not close: not proven", float(max(tok[f] for f in open_more))
     return finish(
         problem,
         NAME,
@@ -224,55 +251,20 @@ def _goodput(problem, layers, started, time_limit, info) -> SolveResult:
     )
 
 
-def _better_split(
-    problem: StepProblem, layer: Layer, pos: int, latency: int
-) -> tuple[Decision, int] | None:
-    """The same tokens split with less exact attention (floors), if there is such a split near
-    the greedy one."""
+def _settle(problem, cx, layer: Layer, pos: int, limit: int, started, time_limit):
+    """The exact least latency at a position if at most ``limit`` (None: not settled)."""
     if layer.fill is None or not layer.items:
+        a = layer.arrays  # exact already: A layers, and B layers without free items
+        return Exact(int(a.cand[pos]) if a.ok[pos] and a.cand[pos] <= limit else None)
+    if time_limit is not None and time.perf_counter() - started > time_limit:
         return None
-    chunks = allocation(layer.items, layer.fill, pos)
-    now = sum(it.value(c) for it, c in zip(layer.items, chunks, strict=True))
-    new, att = refine(layer.items, chunks, REFINE_WINDOW)
-    if att >= now:
-        return None
+    return exact_min(cx, layer, pos, limit)
+
+
+def _chunks_decision(layer: Layer, chunks) -> Decision:
     tokens = dict(layer.fixed)
-    tokens.update({r.id: c for r, c in zip(layer.reqs, new, strict=True)})
-    dec = Decision.of(tokens)
-    if not evaluate(problem, dec).feasible:
-        return None  # the KV limit can forbid the other split
-    return dec, latency - (now - att)
-
-
-def _refine_ties(layers: list[Layer], open_tie: np.ndarray, b_lat: int) -> np.ndarray:
-    """Re-check the positions that might tie on tokens with a tighter (Lagrangian) bound."""
-    out = open_tie.copy()
-    at = 0
-    for ly in layers:
-        n = ly.arrays.tok.size
-        for pos in np.flatnonzero(open_tie[at : at + n]):
-            if ly.fill is not None:
-                out[at + pos] = _lagrangian_lb(ly, int(pos)) < b_lat
-        at += n
-    return out
-
-
-def _lagrangian_lb(ly: Layer, pos: int) -> float:
-    """Lower bound of the latency at ``pos`` of a B layer: the fixed part, then the least
-    ``F_seq(b) + attention`` over the feasible numbers of non-zero items."""
-    a = ly.arrays
-    terms = lagrangian_terms(ly.items, ly.fill, pos, MAX_SCAN) if ly.items else None
-    if terms is None:
-        return float(a.lb[pos]) if ly.items else float(a.cand[pos])
-    mins, lam_tokens = terms
-    fixed_part = int(a.fixed_part[pos])
-    if not ly.optional:
-        return fixed_part + int(ly.fseq_window[-1]) + math.ceil(mins.sum() + lam_tokens - EPS)
-    sums = np.concatenate([[0.0], np.cumsum(np.sort(mins))])
-    qmin, qmax = int(a.bmin[pos] - ly.b_fixed), int(a.bmax[pos] - ly.b_fixed)
-    q = np.arange(qmin, qmax + 1)
-    vals = ly.fseq_window[q] + np.ceil(sums[q] + lam_tokens - EPS)
-    return fixed_part + float(vals.min())
+    tokens.update({r.id: c for r, c in zip(layer.reqs, chunks, strict=True)})
+    return Decision.of(tokens)
 
 
 def _target(problem, layers, started, time_limit, info) -> SolveResult:

@@ -114,7 +114,9 @@ class Fill:
     started: np.ndarray  # items with a chunk above 0 at each s (optional items)
 
 
-def greedy_fill(items: list[ItemCurve], lower: bool) -> Fill:
+def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> Fill:
+    """The fill at ``s = 0..span`` (``..top`` when given: more tokens than that are never a
+    decision, e.g. beyond the budget)."""
     rows = [
         (k, *e) for k, it in enumerate(items) for e in (it.low_edges if lower else it.high_edges)
     ]
@@ -135,7 +137,7 @@ def greedy_fill(items: list[ItemCurve], lower: bool) -> Fill:
     dy = y1[order] - y0
     cum_len = np.concatenate([[0], np.cumsum(length)])
     cum_val = np.concatenate([[0], np.cumsum(dy)])
-    span = int(cum_len[-1])
+    span = int(cum_len[-1]) if top is None else max(min(int(cum_len[-1]), top), 0)
     s = np.arange(span + 1, dtype=np.int64)
     edge = np.searchsorted(cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
     into = s - cum_len[np.maximum(edge, 0)]
@@ -200,67 +202,3 @@ def allocation(items: list[ItemCurve], fill: Fill, s: int) -> list[int]:
     if e >= 0:
         out[int(fill.item[e])] = int(fill.x0[e] + fill.into[s])
     return out
-
-
-def lagrangian_terms(
-    items: list[ItemCurve], fill: Fill, s: int, max_points: int
-) -> tuple[np.ndarray, float] | None:
-    """Per-item minima of ``A_i(c) - lam * c`` over the non-zero chunks ``[lo, hi]`` (exact
-    integer values), with ``lam * tokens`` for the slope ``lam`` of the edge the greedy fill is
-    in at ``s``. Any allocation of the same tokens among a set of items costs at least the
-    sum of their minima plus ``lam * tokens``: a bound without the envelope's per-item floor
-    slack. None when the domains are too large to scan."""
-    sizes = [it.hi - it.lo + 1 for it in items]
-    if sum(sizes) > max_points:
-        return None
-    e = int(fill.edge[s])
-    lam = float(fill.slope[e]) if e >= 0 else 0.0
-    item = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
-    c = np.concatenate([np.arange(it.lo, it.hi + 1, dtype=np.int64) for it in items])
-    g = _values_at(items, item, c) - lam * c
-    mins = np.full(len(items), np.inf)
-    np.minimum.at(mins, item, g)
-    return mins, lam * sum(allocation(items, fill, s))
-
-
-def refine(items: list[ItemCurve], chunks: list[int], window: int) -> tuple[list[int], int]:
-    """The allocation of the same total with least exact attention among those that move each
-    non-zero chunk by at most ``window`` tokens (zero chunks stay zero), by a min-plus dynamic
-    program over the running offset; with its attention sum. It exploits the floors the
-    envelope cannot see."""
-    k = window * max(len(items), 1)
-    width = 2 * k + 1
-    inf = np.iinfo(np.int64).max // 4
-    cost = np.full(width, inf, dtype=np.int64)
-    cost[k] = 0
-    choices = []
-    deltas = np.arange(-window, window + 1, dtype=np.int64)
-    for idx, (it, c) in enumerate(zip(items, chunks, strict=True)):
-        if c == 0:
-            choices.append(None)
-            continue
-        cs = c + deltas
-        allowed = (cs >= it.lo) & (cs <= it.hi)
-        vals = np.full(deltas.size, inf, dtype=np.int64)
-        vals[allowed] = _values_at(items, np.full(int(allowed.sum()), idx), cs[allowed])
-        # new[o] = min_d cost[o - d] + vals[d]
-        shifted = np.full((deltas.size, width), inf, dtype=np.int64)
-        for j, d in enumerate(deltas):
-            if vals[j] >= inf:
-                continue
-            lo, hi = max(0, d), width + min(0, d)
-            shifted[j, lo:hi] = cost[lo - d : hi - d] + vals[j]
-        arg = shifted.argmin(axis=0)
-        cost = shifted[arg, np.arange(width)]
-        cost = np.minimum(cost, inf)
-        choices.append(arg)
-    out = list(chunks)
-    o = k
-    for idx in range(len(items) - 1, -1, -1):
-        arg = choices[idx]
-        if arg is None:
-            continue
-        d = int(deltas[arg[o]])
-        out[idx] = chunks[idx] + d
-        o -= d
-    return out, int(cost[k])

@@ -18,6 +18,7 @@ size come from sorts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -63,6 +64,7 @@ class Layer:
     optional: bool = False
     b_fixed: int = 0  # requests in the batch besides the free items
     fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
+    kv0: int = 0  # KV blocks the fixed part takes (B layers)
     high: Fill | None = None  # the greedy fill of the upper envelope (``target`` only)
 
 
@@ -89,12 +91,17 @@ class Ctx:
         self.decodes = problem.running_decodes
         self.ctx = np.asarray([r.computed_tokens for r in self.decodes], dtype=np.int64)
         self.need = (self.ctx % self.bs == 0) if self.decodes else np.zeros(0, dtype=bool)
-        self.decode_tokens = {r.id: 1 for r in self.decodes}
         self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
         self.target_objective = problem.objective == "target"
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
+
+    @cached_property
+    def decode_tokens(self) -> dict[str, int]:
+        """Every decode at 1 token (the B layers' fixed part; not needed when the decodes
+        alone fill the budget)."""
+        return {r.id: 1 for r in self.decodes}
 
 
 def a_layer(cx: Ctx) -> Layer:
@@ -135,6 +142,18 @@ def a_layer(cx: Ctx) -> Layer:
     return Layer("A", {}, [], [], arrays, decode_pick=(need_up, free_up, a_lo, a_hi))
 
 
+def first_layers(cx: Ctx) -> list[Layer]:
+    """The decode layer ``A`` and, with running prefills, ``B0``; B0 is left out when the
+    decodes alone fill the budget (every B layer runs every decode and more)."""
+    layers = [a_layer(cx)]
+    running_pre = list(cx.problem.running_prefills)
+    if running_pre and len(cx.decodes) < cx.budget:
+        b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
+        if b0 is not None:
+            layers.append(b0)
+    return layers
+
+
 def b_layer(
     cx: Ctx,
     name: str,
@@ -165,8 +184,9 @@ def b_layer(
         )
         for r in free
     ]
-    low = greedy_fill(items, lower=True)
     start = sum(it.start for it in items)
+    top = cx.budget - s0 - start  # more free tokens than this break the budget
+    low = greedy_fill(items, lower=True, top=top)
     n = len(items)
     s = np.arange(low.relax.size, dtype=np.int64)
     tok = s0 + start + s
@@ -203,7 +223,7 @@ def b_layer(
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
     high = None
     if cx.target_objective:  # the latency's upper bound matters to |L - T| only
-        high = greedy_fill(items, lower=False)
+        high = greedy_fill(items, lower=False, top=top)
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
     else:
         ub = np.full(s.size, BIG)
@@ -216,7 +236,7 @@ def b_layer(
     ub = np.where(room, ub, -BIG)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
     window = cx.fseq[b_fixed : b_fixed + n + 1]
-    layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window)
+    layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
     layer.high = high
     return layer
 
