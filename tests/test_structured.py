@@ -192,6 +192,16 @@ def test_auto_falls_back_to_cpsat_warm_started():
     assert res.objective == solve(p, "cpsat", time_limit=10).objective
 
 
+def test_auto_keeps_a_time_limit_too_short_for_cpsat():
+    """The vLLM plug-in's per-step limit is a promise: with no time left for CP-SAT, auto returns
+    the structured answer, unproven, instead of running CP-SAT past the limit."""
+    p = _strict_goodput().with_changes(priority_mode="weighted")
+    res = solve(p, "auto", time_limit=0.004)
+    assert res.params["backends"] == ["structured"]
+    assert res.params["proved_by"] is None
+    assert res.status != SolveStatus.OPTIMAL and "time limit" in res.message
+
+
 def test_unknown_parameter_is_a_clean_error():
     from stepopt.errors import InputError
 

@@ -10,7 +10,8 @@ from stepopt.errors import InputError
 from stepopt.io import problem_hash, problem_to_dict, save_problem
 from stepopt.model import Decision
 from stepopt.studies import StudyConfig, load_rows, load_study
-from stepopt.studies.report import markdown_report, study_info, summarize
+from stepopt.studies.markdown import markdown_report
+from stepopt.studies.report import study_info, summarize
 from stepopt.studies.worker import Task, reference_class, run_task
 from stepopt.testing.factories import decode, linear_latency, make_problem, prefill
 

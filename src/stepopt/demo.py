@@ -56,6 +56,8 @@ def _same_problems(problems: Path, source: str, opts) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # long: the demo's steps in order (options, problems, study, report), each a library call with
+    # its progress line
     ap = argparse.ArgumentParser(prog="python -m stepopt.demo", description=__doc__)
     ap.add_argument("--count", type=int, default=3000, help="problems (default 3000)")
     ap.add_argument("--seed", type=int, default=0)

@@ -94,6 +94,14 @@ make_request = _request_factory()
 per step (the simulator, the vLLM adapter). Same object, same fields."""
 
 
+def new_blocks(computed: int, n: int, block_size: int) -> int:
+    """KV blocks that ``n`` more tokens take after ``computed`` cached ones:
+    ``ceil((C + n) / bs) - ceil(C / bs)`` (the last block of the cached tokens may have room
+    left). The one definition; the heuristics' hottest loops inline it, and
+    tests/test_heuristics_kv.py checks those copies against it."""
+    return -(-(computed + n) // block_size) + (-computed // block_size)  # ceil is -(-x // bs)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """The engine's per-step limits (vLLM names where vLLM has them)."""
@@ -176,10 +184,8 @@ class StepProblem:
         return min(self.config.min_prefill_chunk, self.hi(r))
 
     def new_blocks(self, r: Request, n: int) -> int:
-        """KV blocks that ``n`` more tokens of ``r`` take: ``ceil((C + n) / bs) - ceil(C / bs)``
-        (the last block of the ``C`` cached tokens may have room left)."""
-        bs, c = self.config.block_size, r.computed_tokens
-        return -(-(c + n) // bs) + (-c // bs)  # ceil(x / bs) is -(-x // bs)
+        """KV blocks that ``n`` more tokens of ``r`` take (:func:`new_blocks`)."""
+        return new_blocks(r.computed_tokens, n, self.config.block_size)
 
     def held_blocks(self, r: Request) -> int:
         """KV blocks ``r`` holds now (what preempting it frees)."""

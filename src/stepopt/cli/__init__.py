@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "heuristic_cmds",
     "study_cmds",
     "simulate_cmds",
+    "frontier_cmds",
     "tune_cmds",
     "horizon_cmds",
 ]

@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperCommand
 
 from stepopt.errors import InputError, MissingExtraError
+from stepopt.limits import check_seed, check_time_limit, finite
 
 
 class _LazyConsole:
@@ -137,3 +138,29 @@ def warn_kv_capacity(problem: Any) -> None:
     msg = running_fit_message(problem)
     if msg is not None:
         print(f"warning: {msg}", file=sys.stderr)
+
+
+def split_names(text: str) -> list[str]:
+    """``a,b,c`` as a list (blanks dropped)."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def check_flags(
+    *,
+    time_limit: float | None,
+    seed: int | None = None,
+    positive: dict[str, float | None],
+    files: dict[str, Path | None],
+) -> None:
+    """Numeric flags and output files checked before any work, each a one-line error."""
+    check_time_limit(time_limit)
+    if seed is not None:
+        check_seed(seed)
+    for flag, value in positive.items():
+        if value is not None and not finite(value, flag) > 0:
+            raise InputError(flag, "must be > 0", value)
+    for flag, path in files.items():
+        if flag == "--plot":
+            figure_file(path, flag)
+        else:
+            output_file(path, flag)

@@ -165,6 +165,8 @@ def cmd_tune(
     vllm-v1) with the preset and engine profile, prints the throughput / SLO-attainment Pareto
     front and the chosen values as vLLM flags and as a stepopt config. See docs/latency.md.
     """
+    # long: the command's wiring (flag checks, the load, the sweep, the choice, the files
+    # written) and its Pareto-front table
     from stepopt.simulate.tune import (
         TuneSpec,
         choose,

@@ -67,7 +67,7 @@ class WindowModel:
 
 def build(w: WindowProblem) -> WindowModel:
     """The variables and constraints of the window (no objective)."""
-    # ~110 lines on purpose: the per-step rules share a dozen per-step variables (read
+    # long: the per-step rules share a dozen per-step variables (read
     # top-down); the per-request rules are in _request_vars, priority in _priority, SLOs in _slo.
     check_supported(w)
     m = cp_model.CpModel()

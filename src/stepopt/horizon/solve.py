@@ -68,6 +68,8 @@ def solve_window(
     ``hints``: plans to start from (default: :func:`heuristic_hints`); the best feasible one
     is completed to a full assignment and given to the solver, so an unproven result is
     never worse than its hints."""
+    # long: the lexicographic phases (SLOs, tokens, busy time) in one loop that carries the
+    # incumbent, the bounds and the time left from phase to phase
     from stepopt.horizon.cpsat import build
 
     t0 = time.perf_counter()

@@ -65,6 +65,8 @@ def window_hash(doc: dict[str, Any]) -> str:
 
 def run_window_task(task: WindowTask) -> list[dict[str, Any]]:
     """The optimum row and one row per policy (errors become rows with a message)."""
+    # long: the rows of one window: the policies' replays (the solver's hints), the optimum, one
+    # row each, with the regret columns side by side
     from stepopt.horizon.files import window_from_dict
     from stepopt.horizon.replay import replay_policy
     from stepopt.horizon.solve import solve_window

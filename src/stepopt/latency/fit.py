@@ -18,6 +18,9 @@ Estimators follow scikit-learn's contract: ``fit`` returns ``self`` and fitted a
 in ``_``.
 """
 
+# long: the estimators of the three terms and their composition share the fit's data and
+# fitted attributes (scikit-learn style); the segment fit is already its own module
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -343,6 +346,8 @@ class LatencyFitter:
         return self
 
     def _compose(self, profile: Profile, x: np.ndarray, y: np.ndarray) -> LatencyModel:
+        # long: the model's terms from the fitted estimators, then its provenance (meta): that
+        # one dict literal is most of the length
         layers = profile.model.num_layers
         seg, att, scale = self.tokens_fit_, self.attention_fit_, self.attention_scale_
         measured_max = int(x.max())

@@ -134,7 +134,7 @@ class StepLatency:
     """``total(S, b, context, attention)``: the step latency from the batch's aggregates, with
     the fast term functions as attributes for loops that add requests one at a time."""
 
-    __slots__ = ("attention", "batch", "dps", "model", "tokens")
+    __slots__ = ("_inverses", "attention", "batch", "dps", "model", "tokens")
 
     def __init__(self, model: LatencyModel) -> None:
         self.model = model
@@ -142,6 +142,15 @@ class StepLatency:
         self.batch = fast_curve(model.batch)
         self.attention = attention_fn(model.prefill)
         self.dps = model.decode_context_ps
+        self._inverses: dict[int, TokenInverse] = {}
+
+    def inverse(self, max_x: int) -> TokenInverse:
+        """:func:`token_inverse` of the token curve, memoised per ``max_x`` here (hashing the
+        curve for the shared cache costs more than a planner's whole setup of it)."""
+        inv = self._inverses.get(max_x)
+        if inv is None:
+            inv = self._inverses[max_x] = token_inverse(self.model.tokens, max_x)
+        return inv
 
     def decode(self, context: int) -> int:
         """Decode attention over a total of ``context`` cached tokens (``model.decode_ns``)."""

@@ -11,10 +11,11 @@ the problem's ``waiting_order`` need not be sorted again, and the step latency i
 from the batch's aggregates with the model's own integer arithmetic (validate mode checks it
 against :func:`stepopt.evaluate.evaluate`).
 
-The loop is :class:`_Engine`, one method per step phase; its records (config, per-request
-state, result) live in :mod:`stepopt.simulate.state`. The module stays over the house's ~400
-lines on purpose: the phases share one state object, and spreading its methods over modules
-would only scatter the loop.
+The loop is :class:`_Engine`, one method per step phase, over one state object (slots); the
+cohesive groups of phases are its mixins: :mod:`.preemption` (KV room, the policy's
+preemptions), :mod:`.step_problem` (building the step problem, judging the decision) and
+:mod:`.result` (the run's result). The records (config, per-request state, result) live in
+:mod:`stepopt.simulate.state`.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ import bisect
 import time
 from array import array
 from collections.abc import Callable
-from itertools import pairwise
 from typing import Any
 
-from stepopt.evaluate import HARD_RULES, evaluate
 from stepopt.latency.model import LatencyModel
 from stepopt.latency.step import step_latency
-from stepopt.model import Decision, EngineConfig, Request, StepProblem, make_request
+from stepopt.model import EngineConfig, Request, StepProblem
 from stepopt.simulate.policies import Policy
+from stepopt.simulate.preemption import Preemption, min_blocks_rule
+from stepopt.simulate.result import Results
 from stepopt.simulate.state import (  # re-exported: the simulator's public records
-    _STEP_COLUMNS,
     FINISHED,
     PENDING,
     REJECTED,
@@ -42,11 +42,13 @@ from stepopt.simulate.state import (  # re-exported: the simulator's public reco
     SimConfig,
     SimResult,
     SimulationError,
+    _key,
     _Req,
     _request,
 )
+from stepopt.simulate.step_problem import StepProblems
 from stepopt.simulate.targets import TargetRule
-from stepopt.simulate.trace import NS_PER_S, Trace
+from stepopt.simulate.trace import Trace
 
 __all__ = [
     "FINISHED",
@@ -83,7 +85,7 @@ def simulate(
     return sim.run(progress, progress_every)
 
 
-class _Engine:
+class _Engine(Preemption, StepProblems, Results):
     """One run's state; :meth:`run` loops the step phases (one method each).
 
     The phases read their hot attributes into locals once per step: attribute access in the
@@ -160,7 +162,7 @@ class _Engine:
         self.step_cfg = self.base_cfg if not self.kv_on else self._cfg_with_free()
         # the most blocks a minimum share can need
         self.lo_bound = (self.min_chunk + self.bs - 1) // self.bs + 1
-        self.min_blocks = _min_blocks_rule(self.bs, self.thr, self.min_chunk)
+        self.min_blocks = min_blocks_rule(self.bs, self.thr, self.min_chunk)
         fast = step_latency(latency)
         self.attn, self.step_ns = fast.attention, fast.total
 
@@ -224,11 +226,9 @@ class _Engine:
             decision, source = self.policy.decide(problem)
             decide_ns = time.perf_counter_ns() - t0
             tokens, gone = decision.tokens, decision.preempted
-            ev = (
-                self._preempt_and_judge(problem, tokens, gone, target_ms)
-                if gone or validate
-                else None
-            )
+            if gone:
+                self._policy_preemptions(tokens, gone)
+            ev = self._judge(problem, tokens, gone, target_ms) if validate else None
             total, batch, ctx, att, pre_tok, admitted, emitters = self._apply(tokens)
             if batch == 0:
                 if gone:
@@ -299,118 +299,6 @@ class _Engine:
         elif self.tail:
             self.waiting_tuple += tuple(self.tail)
             self.tail.clear()
-
-    def _make_room(self) -> None:
-        """KV: preempt (lowest priority, latest admitted first) until every running request's
-        minimum share fits."""
-        running, bs, min_blocks = self.running, self.bs, self.min_blocks
-        need = 0
-        for s in running:  # min_blocks(s), inlined for the decodes (most of them)
-            c = s.computed
-            if c >= s.target:
-                if c % bs == 0:
-                    need += 1
-            else:
-                need += min_blocks(s)
-        needs = [min_blocks(s) for s in running] if need > self.free else []
-        while need > self.free:
-            k = max(range(len(running)), key=lambda i: (running[i].priority, running[i].seq))
-            need -= needs.pop(k)
-            self._preempt(running[k])
-
-    def _preempt(self, s: _Req) -> None:
-        # vLLM's recompute preemption: free every block, forget the KV cache, back to waiting
-        # (its (priority, arrival) key puts it ahead of later arrivals, as vLLM's appendleft).
-        self.free += s.blocks
-        s.blocks = 0
-        s.computed = 0
-        s.target = s.prompt + s.emitted
-        s.where = WAITING
-        s.preemptions += 1
-        r = s.req = _request(s)
-        self.n_preemptions += 1
-        self.running.remove(s)
-        k = bisect.bisect_right(self.waiting, s.key, key=_key)
-        self.waiting.insert(k, s)
-        if not self.waiting_dirty:
-            wt = self.waiting_tuple
-            self.waiting_tuple = (*wt[:k], r, *wt[k:])
-
-    def _problem(self) -> tuple[StepProblem, float]:
-        """The step problem of the queues (and its target, ms)."""
-        run_reqs = []
-        inline = not make_request.rest  # type: ignore[attr-defined]
-        set_id, set_prompt, set_computed, set_prio, set_arrival, set_output = make_request.setters  # type: ignore[attr-defined]
-        new = object.__new__
-        for s in self.running:
-            r = s.req
-            if r is None:
-                if inline:  # make_request's own setters: this runs for every running request
-                    r = s.req = new(Request)
-                    set_id(r, s.id)
-                    set_prompt(r, s.target)
-                    set_computed(r, s.computed)
-                    set_prio(r, s.priority)
-                    set_arrival(r, s.arrival_s)
-                    set_output(r, s.output)
-                else:  # Request has more fields: the factory gives them their defaults
-                    r = s.req = make_request(
-                        s.id, s.target, s.computed, s.priority, s.arrival_s, s.output
-                    )
-            run_reqs.append(r)
-        waiting_tuple = self.waiting_tuple
-        target_ms = self.target(len(waiting_tuple), len(run_reqs))
-        if self.kv_on and self.step_cfg.num_free_blocks != self.free:
-            self.step_cfg = self._cfg_with_free()
-        cfg = self.cfg
-        problem = StepProblem(
-            tuple(run_reqs),
-            waiting_tuple,
-            self.step_cfg,
-            self.latency,
-            target_ms,
-            cfg.objective,
-            cfg.priority_mode,
-        )
-        problem.__dict__["waiting_order"] = waiting_tuple  # already in that order
-        if self.snapshots is not None:
-            self.snapshots.maybe_capture(self.step, self.t, problem, self.policy.name)
-        return problem, target_ms
-
-    def _preempt_and_judge(
-        self, problem: StepProblem, tokens: dict[str, int], gone: Any, target_ms: float
-    ) -> Any:
-        """Apply the policy's preemptions; in validate mode judge the decision against the
-        problem it leaves (returns the evaluation, None when not validating)."""
-        if gone:
-            for rid in gone:
-                s = self.by_id.get(rid)
-                if s is None or s.where != RUNNING:
-                    raise self._fail("preemption", f"{rid!r} is preempted but not running")
-                if tokens.get(rid, 0):
-                    raise self._fail("preemption", f"{rid!r} is preempted and scheduled")
-                self._preempt(s)
-        cfg = self.cfg
-        if not cfg.validate:
-            return None
-        vproblem = problem
-        if gone:
-            vproblem = StepProblem(
-                tuple(r for r in problem.running if r.id not in gone),
-                self.waiting_tuple,  # the preempted are waiting again
-                self.base_cfg if not self.kv_on else self._cfg_with_free(),
-                self.latency,
-                target_ms,
-                cfg.objective,
-                cfg.priority_mode,
-            )
-        _check_order(vproblem, self._fail)
-        ev = evaluate(vproblem, Decision(tokens=dict(tokens)))
-        exempt = self.policy.exempt
-        for v in ev.violations:
-            if v.rule in HARD_RULES and v.rule not in exempt:
-                raise self._fail(str(v.rule), v.message)
-        return ev
 
     def _apply(self, tokens: dict[str, int]) -> tuple[int, int, int, int, int, int, list[_Req]]:
         """Advance every scheduled request; check the physical rules. Returns the batch's
@@ -509,67 +397,3 @@ class _Engine:
                 self.waiting_dirty = True
         self.n_finished += finished_now
         return finished_now
-
-    def _result(self, wall: float, cpu: float) -> SimResult:
-        if self.snapshots is not None:
-            self.snapshots.close()
-        step, n_total = self.step, self.n_total
-        stats = {
-            "steps": step,
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "steps_per_s": step / wall if wall > 0 else None,
-            "requests": n_total,
-            "finished": self.n_finished,
-            "rejected": self.n_rejected,
-            "unfinished": n_total - self.n_finished - self.n_rejected,
-            "preemptions": self.n_preemptions,
-            "idle_jumps": self.idle_jumps,
-            "end_time_s": self.t / NS_PER_S,
-            "policy": self.policy.stats.to_dict(),
-        }
-        return SimResult(
-            policy=self.policy.name,
-            target_rule=self.target.spec,
-            source=self.trace.source,
-            preset=self.latency.name,
-            config=self.cfg,
-            steps=_columns(self.rows),
-            requests=self.states,
-            stats=stats,
-            decisions=self.decisions,
-            preempted=self.preempted_log,
-        )
-
-
-def _min_blocks_rule(bs: int, thr: int, min_chunk: int) -> Callable[[_Req], int]:
-    """The new KV blocks of a request's minimum share (a closure: it runs per running request
-    whenever the cache is short)."""
-
-    def min_blocks(s: _Req) -> int:
-        c = s.computed
-        if c >= s.target:
-            return 1 if c % bs == 0 else 0
-        rem = s.target - c
-        hi = rem if thr <= 0 or rem < thr else thr
-        lo = min_chunk if min_chunk < hi else hi
-        return (c + lo + bs - 1) // bs - (c + bs - 1) // bs
-
-    return min_blocks
-
-
-def _columns(rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
-    if not rows:
-        return {c: [] for c in _STEP_COLUMNS}
-    return {c: list(v) for c, v in zip(_STEP_COLUMNS, zip(*rows, strict=True), strict=True)}
-
-
-def _key(s: _Req) -> tuple[int, int, int]:
-    return s.key
-
-
-def _check_order(problem: StepProblem, fail: Callable[[str, str], Exception]) -> None:
-    """The simulator's waiting queue must be in the problem's waiting order (a bug otherwise)."""
-    keys = [(r.priority, r.arrival_time, r.id) for r in problem.waiting]
-    if any(a > b for a, b in pairwise(keys)):
-        raise AssertionError("simulator waiting queue is out of (priority, arrival, id) order")

@@ -129,6 +129,11 @@ def _request(s: _Req) -> Request:
     return make_request(s.id, s.target, s.computed, s.priority, s.arrival_s, s.output)
 
 
+def _key(s: _Req) -> tuple[int, int, int]:
+    """The waiting queue's sort key (admission order)."""
+    return s.key
+
+
 @dataclass
 class SimResult:
     """What a run produced: per-step columns, per-request state, counters."""

@@ -20,6 +20,7 @@ from stepopt.solvers.base import SolveResult, SolveStatus, get_solver, register_
 from stepopt.solvers.common import TOLERANCE_PARAM, pop_tolerance
 
 NAME = "auto"
+_MIN_CPSAT_S = 0.005  # less than CP-SAT needs to build and start on any engine-sized step
 
 
 def proven(res: SolveResult, tolerance_ns: int = 0) -> bool:
@@ -46,9 +47,14 @@ class AutoSolver:
         )
         if proven(first, tolerance) or first.status == SolveStatus.ERROR:
             return _as_auto(first, started, time_limit, tolerance, ["structured"])
-        left = (
-            None if time_limit is None else max(time_limit - (time.perf_counter() - started), 0.05)
-        )
+        left = None if time_limit is None else time_limit - (time.perf_counter() - started)
+        if left is not None and left < _MIN_CPSAT_S:
+            # The limit is the caller's promise (the vLLM plug-in's per-step budget): CP-SAT
+            # cannot build a model in what is left, so the structured answer stands, unproven.
+            msg = f"{first.message} (time limit reached before CP-SAT could run)"
+            return _as_auto(
+                replace(first, message=msg), started, time_limit, tolerance, ["structured"]
+            )
         extra = dict(params)
         if first.decision is not None:
             extra["start"] = first.decision

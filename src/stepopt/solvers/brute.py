@@ -70,6 +70,9 @@ class BruteSolver:
 
 
 def _search(problem: StepProblem, max_states: int) -> tuple[Decision | None, int, int]:
+    # long: the referee states every rule in one place, in its own words, independently of
+    # constraints/ (docs/architecture.md): splitting it would spread the definition it is checked
+    # as
     cfg = problem.config
     lat = problem.latency
     reqs = problem.requests

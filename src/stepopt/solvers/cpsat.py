@@ -264,6 +264,8 @@ def _weighted(problem, enc, started, time_limit, params, info, tolerance) -> Sol
 
 
 def _two_phase(problem, enc, started, time_limit, params, info, tolerance) -> SolveResult:
+    # long: the two lexicographic phases top to bottom: phase 2 reads phase 1's value, bound and
+    # hints
     primary, secondary, _ = _keys(enc)
     enc.model.minimize(primary)
     s, status, dec, done = _first_phase(

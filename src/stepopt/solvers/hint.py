@@ -9,6 +9,8 @@ before use. Incremental latency: O(requests + log chunk) model evaluations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stepopt.evaluate import evaluate
 from stepopt.latency.step import step_latency
 from stepopt.model import Decision, StepProblem
@@ -57,28 +59,12 @@ def greedy_hint(problem: StepProblem) -> Decision | None:
             a = attention(c, r.computed_tokens, r.remaining_prompt)
             return latency(s + c, b + 1, ctx, att + a)
 
-        now = latency(s, b, ctx, att)
-        full = at(top)
-        if full <= target and top == hi:
-            c = top
-        else:
-            # Largest c in [lo, top] with L(c) <= T (bisection; the curve is mostly rising).
-            a_, z_ = lo, top
-            if at(lo) > target:
-                c = lo if not goodput and abs(at(lo) - target) < abs(now - target) else 0
-            else:
-                while a_ < z_:
-                    mid = (a_ + z_ + 1) // 2
-                    if at(mid) <= target:
-                        a_ = mid
-                    else:
-                        z_ = mid - 1
-                c = a_
-                if not goodput and c < top and abs(at(c + 1) - target) < abs(at(c) - target):
-                    c += 1
+        if not (top == hi and at(top) <= target):
+            c = _last_chunk(at, lo, top, latency(s, b, ctx, att), target, goodput)
             if c:
                 tokens[r.id] = c
             break
+        c = top
         tokens[r.id] = c
         s, b = s + c, b + 1
         att += attention(c, r.computed_tokens, r.remaining_prompt)
@@ -89,6 +75,27 @@ def greedy_hint(problem: StepProblem) -> Decision | None:
         elif c < hi:
             break  # strict: nobody is admitted while a running prefill is short
     return _checked(problem, tokens)
+
+
+def _last_chunk(
+    at: Callable[[int], int], lo: int, top: int, now: int, target: int, goodput: bool
+) -> int:
+    """The chunk of the request that does not fit in full: the largest ``c`` in [lo, top]
+    with L(c) <= T (bisection; the curve is mostly rising), or with ``target`` the one just
+    above when it lands closer; 0 when even ``lo`` busts the target and does not help."""
+    if at(lo) > target:
+        return lo if not goodput and abs(at(lo) - target) < abs(now - target) else 0
+    a_, z_ = lo, top
+    while a_ < z_:
+        mid = (a_ + z_ + 1) // 2
+        if at(mid) <= target:
+            a_ = mid
+        else:
+            z_ = mid - 1
+    c = a_
+    if not goodput and c < top and abs(at(c + 1) - target) < abs(at(c) - target):
+        c += 1
+    return c
 
 
 def _checked(problem: StepProblem, tokens: dict[str, int]) -> Decision | None:

@@ -171,6 +171,8 @@ class MilpSolver:
     def _phases(
         self, problem, enc, started, time_limit, info, log, tolerance, report
     ) -> SolveResult:
+        # long: the lexicographic phases top to bottom: each fixes the previous objective and
+        # reports the incumbent before the next one runs
         name = self.name
         target = enc.form.objective == "target"
         primary = enc.deviation if target else -enc.weighted

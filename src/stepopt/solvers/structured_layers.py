@@ -163,6 +163,8 @@ def b_layer(
     optional: bool,
 ) -> Layer | None:
     """A layer with every decode, ``fixed`` prefills at their given chunk and ``free`` items."""
+    # long: one layer's bounds (KV, tokens, latency envelope) share the layer's fixed part: read
+    # top-down
     p, lat = cx.problem, cx.problem.latency
     fixed = {**cx.decode_tokens, **fixed}
     s0 = sum(fixed.values())

@@ -56,7 +56,7 @@ def write_report(
     """report.md, report.json and the PNG plots in ``out_dir`` for the rows ``settings``
     selects (default: the latest run; ``rows`` when already loaded); returns the JSON
     document."""
-    from stepopt.studies.report import markdown_report
+    from stepopt.studies.markdown import markdown_report
 
     if rows is None:
         rows = load_rows(db, settings)

@@ -7,38 +7,46 @@ decision, the gap, and the ``stepopt`` commands that reproduce it.
 
 from __future__ import annotations
 
-import json
-import math
 import shlex
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from stepopt.constraints import FAMILIES
-from stepopt.evaluate import Evaluation, Rule, evaluate
+from stepopt.evaluate import Evaluation, evaluate
 from stepopt.gap import relative_gap
-from stepopt.io import problem_hash, problem_to_dict, save_decision, save_problem
+from stepopt.io import problem_hash
 from stepopt.model import Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus
-from stepopt.testing.oracle import OracleCache, default_cache_dir, default_oracle
+from stepopt.testing.describe import (
+    HINTS,
+    HeuristicLike,
+    SavedCase,
+    describe_decision,
+    describe_problem,
+    describe_violations,
+    heuristic_label,
+    import_path,
+    problem_json,
+    save_case,
+)
+from stepopt.testing.draws import draw_examples, problem_list
+from stepopt.testing.gap_report import Case, GapReport, quantile_of
+from stepopt.testing.oracle import OracleCache, default_oracle
 
-HeuristicLike = Callable[[StepProblem], Decision] | str
-
-# What each rule asks of a decision, in the words of the problem's fields: the families
-# state their own; the decision's well-formedness rules are the evaluator's.
-HINTS: dict[Rule, str] = {
-    Rule.UNKNOWN_REQUEST: "only ids of problem.running and problem.waiting may get tokens",
-    Rule.NEGATIVE_TOKENS: "token counts are >= 0",
-    Rule.PREEMPTION: "preempted ids are running requests that get no tokens",
-    **{rule: text for family in FAMILIES for rule, text in family.HINTS.items()},
-}
-
-MAX_INLINE_JSON = 6000
+__all__ = [  # the helpers of describe, draws and gap_report: re-exported
+    "HINTS",
+    "Case",
+    "GapReport",
+    "assert_feasible",
+    "assert_gap_within",
+    "draw_examples",
+    "gap",
+    "import_path",
+    "quantile_of",
+    "save_case",
+]
 
 
 # ---- gap ----------------------------------------------------------------------------------
@@ -67,113 +75,6 @@ def gap_formula(problem: StepProblem, h: Evaluation, opt: Evaluation) -> str:
         f"(obj_* - obj_h) / obj_* = ({opt.weighted_tokens} - {h.weighted_tokens}) / "
         f"{opt.weighted_tokens} weighted tokens = {g:.4g}"
     )
-
-
-# ---- describing problems and decisions -----------------------------------------------------
-def heuristic_label(heuristic: HeuristicLike) -> str:
-    if isinstance(heuristic, str):
-        return heuristic
-    return getattr(heuristic, "__name__", None) or type(heuristic).__name__
-
-
-def import_path(heuristic: HeuristicLike) -> str | None:
-    """A name the CLI accepts for ``heuristic`` (registered name or ``module:function``)."""
-    if isinstance(heuristic, str):
-        return heuristic
-    module = getattr(heuristic, "__module__", None)
-    qual = getattr(heuristic, "__qualname__", None)
-    if not module or not qual or module == "__main__" or "<" in qual:
-        return None
-    from stepopt.heuristics.base import get_heuristic
-
-    path = f"{module}:{qual}"
-    try:
-        return path if get_heuristic(path) is heuristic else None
-    except Exception:
-        return None
-
-
-def describe_problem(problem: StepProblem) -> str:
-    cfg = problem.config
-    kv = "" if cfg.num_free_blocks is None else f", num_free_blocks {cfg.num_free_blocks}"
-    return (
-        f"{len(problem.running_decodes)} decodes + {len(problem.running_prefills)} prefills "
-        f"running, {len(problem.waiting)} waiting; budget {cfg.max_num_scheduled_tokens}, "
-        f"max_num_running_reqs {cfg.max_num_running_reqs}{kv}; objective {problem.objective}, "
-        f"priority {problem.priority_mode}, target {problem.target_latency_ms:g} ms, "
-        f"latency model {problem.latency.name!r}"
-    )
-
-
-def describe_decision(decision: Decision | None, ev: Evaluation | None) -> str:
-    if decision is None:
-        return "(none)"
-    tokens = json.dumps(decision.scheduled(), separators=(",", ":"))
-    if ev is None:
-        return tokens
-    what = (
-        f"|L - T| {ev.deviation_ns / 1e6:.4f} ms"
-        if ev.objective_name == "target"
-        else f"{ev.weighted_tokens} weighted tokens"
-    )
-    return (
-        f"{tokens} -> latency {ev.latency_ms:.4f} ms, {what}, {ev.scheduled_tokens} tokens, "
-        f"batch {ev.batch_size}"
-    )
-
-
-def describe_violations(ev: Evaluation) -> list[str]:
-    lines = []
-    for v in ev.violations:
-        lines.append(f"  - {v.rule}: {v.message}")
-        lines.append(f"      rule: {HINTS.get(v.rule, '')}")
-    return lines
-
-
-def problem_json(problem: StepProblem) -> str:
-    text = json.dumps(problem_to_dict(problem), separators=(",", ":"))
-    if len(text) > MAX_INLINE_JSON:
-        return f"({len(text)} characters; see the saved file)"
-    return text
-
-
-def failure_dir(save_dir: str | Path | None = None) -> Path:
-    """Where failing problems are saved: ``save_dir``, else ``failures/`` in the oracle cache
-    directory, else ``stepopt-failures`` in the system temp directory."""
-    if save_dir is not None:
-        d = Path(save_dir)
-    elif (cache := default_cache_dir()) is not None:
-        d = cache / "failures"
-    else:
-        d = Path(tempfile.gettempdir()) / "stepopt-failures"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)[:40] or "decision"
-
-
-@dataclass
-class SavedCase:
-    problem: Path
-    decisions: dict[str, Path] = field(default_factory=dict)
-
-
-def save_case(
-    problem: StepProblem, decisions: Mapping[str, Decision | None], save_dir: Path | str | None
-) -> SavedCase:
-    d = failure_dir(save_dir)
-    h = problem_hash(problem)
-    case = SavedCase(d / f"{h}.problem.json")
-    save_problem(problem, case.problem)
-    for label, dec in decisions.items():
-        if dec is not None:
-            name = "decision" if label == "decision" else f"{_slug(label)}.decision"
-            path = d / f"{h}.{name}.json"
-            save_decision(dec, path)
-            case.decisions[label] = path
-    return case
 
 
 # ---- assert_feasible ------------------------------------------------------------------------
@@ -216,130 +117,6 @@ def assert_feasible(
 
 
 # ---- assert_gap_within ----------------------------------------------------------------------
-@dataclass
-class Case:
-    """One problem scored: the heuristic's decision, the oracle's answer and the gap."""
-
-    problem: StepProblem
-    decision: Decision
-    evaluation: Evaluation
-    oracle: SolveResult | None = None
-    gap: float | None = None
-
-
-@dataclass
-class GapReport:
-    """What :func:`assert_gap_within` measured (returned when it passes)."""
-
-    heuristic: str
-    max_gap: float
-    quantile: float
-    scored: list[Case]
-    unproven: list[Case]  # the solver did not prove optimality: left out, reported
-    no_feasible: list[Case]  # proven: no decision satisfies the problem (goodput cap too tight)
-
-    @property
-    def gaps(self) -> list[float]:
-        return sorted(c.gap for c in self.scored if c.gap is not None)
-
-    @property
-    def quantile_gap(self) -> float:
-        return quantile_of(self.gaps, self.quantile)
-
-    @property
-    def worst(self) -> Case | None:
-        return max(self.scored, key=lambda c: (c.gap, -len(c.problem.requests)), default=None)
-
-    def summary(self) -> str:
-        unproven = Counter(str(c.oracle.status) for c in self.unproven if c.oracle)
-        un = ", ".join(f"{k} {v}" for k, v in sorted(unproven.items()))
-        gaps = self.gaps
-        return (
-            f"{len(self.scored)} problems scored against proven optima; gap quantile "
-            f"{self.quantile:g} = {self.quantile_gap:.4g}, max {max(gaps, default=0.0):.4g}; "
-            f"not proven optimal (left out): {len(self.unproven)}"
-            + (f" ({un})" if un else "")
-            + f"; proven without any feasible decision (left out): {len(self.no_feasible)}"
-        )
-
-
-def quantile_of(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank quantile: the smallest value with at least a share ``q`` at or below it."""
-    if not sorted_values:
-        return 0.0
-    k = max(math.ceil(q * len(sorted_values)) - 1, 0)
-    return sorted_values[min(k, len(sorted_values) - 1)]
-
-
-@contextmanager
-def _without_local_constants() -> Iterator[None]:
-    """Hypothesis mixes literals from the project's loaded modules into its draws, so the same
-    seed gives other problems depending on what else the process imported. A gap threshold
-    must be judged on the same problems every run: draw without them. (Internal hook of
-    hypothesis; when it is absent, draws are as hypothesis makes them.)"""
-    try:
-        from hypothesis.internal.conjecture import providers
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    original = getattr(providers, "_get_local_constants", None)
-    cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
-    if original is None or cache is None or not hasattr(providers, "Constants"):
-        yield
-        return
-    empty = providers.Constants()
-    cache.clear()
-    providers._get_local_constants = lambda: empty
-    try:
-        yield
-    finally:
-        providers._get_local_constants = original
-        cache.clear()
-
-
-def draw_examples(strategy: Any, max_examples: int) -> list[StepProblem]:
-    """``max_examples`` problems from a hypothesis strategy, the same ones every run (and in
-    every process, whatever else it imported)."""
-    from hypothesis import HealthCheck, Phase, given, settings
-
-    out: list[StepProblem] = []
-
-    @settings(
-        max_examples=max_examples,
-        database=None,
-        derandomize=True,
-        deadline=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(strategy)
-    def collect(problem: StepProblem) -> None:
-        out.append(problem)
-
-    with _without_local_constants():
-        collect()
-    return out
-
-
-def _problem_list(problems: Any, max_examples: int) -> list[StepProblem]:
-    if isinstance(problems, StepProblem):
-        items = [problems]
-    elif hasattr(problems, "example") and hasattr(problems, "map"):  # a hypothesis strategy
-        items = draw_examples(problems, max_examples)
-    else:
-        items = list(problems)
-    seen: set[str] = set()
-    out = []
-    for p in items:
-        if not isinstance(p, StepProblem):
-            raise TypeError(f"problems must be StepProblems, got {type(p).__name__}")
-        h = problem_hash(p)
-        if h not in seen:
-            seen.add(h)
-            out.append(p)
-    return out
-
-
 def _commands(
     case: SavedCase, solver: str, time_limit: float | None, name: str | None, label: str
 ) -> list[str]:
@@ -412,32 +189,61 @@ def assert_gap_within(
         fn = heuristic
     oracle = oracle if oracle is not None else default_oracle()
     params = dict(solver_params or {})
-    items = _problem_list(problems, max_examples)
+    items = problem_list(problems, max_examples)
     if not items:
         raise AssertionError("assert_gap_within: no problems given")
 
     def solve(p: StepProblem) -> SolveResult:
         return oracle.solve(p, solver, time_limit, **params)
 
-    # 1. Run the heuristic everywhere (cheap) and judge each decision.
-    cases = []
-    for p in items:
-        try:
-            dec = _as_decision(fn(p), f"heuristic {label!r}")
-        except AssertionError:
-            raise
-        except Exception as exc:
-            saved = save_case(p, {}, save_dir)
-            raise AssertionError(
-                f"heuristic {label!r} raised {type(exc).__name__}: {exc}\n"
-                f"problem: {describe_problem(p)}\n"
-                + "\n".join(_commands(saved, solver, time_limit, name, label))
-                + f"\nproblem file JSON: {problem_json(p)}"
-            ) from exc
-        cases.append(Case(p, dec, evaluate(p, dec)))
+    def commands(saved: SavedCase) -> list[str]:
+        return _commands(saved, solver, time_limit, name, label)
 
-    # 2. An infeasible decision fails outright, unless only the goodput latency cap is broken
-    #    and the solver proves that no decision meets it.
+    cases = [_decide(fn, p, label, save_dir, commands) for p in items]
+    no_feasible = _check_feasible(cases, label, solve, save_dir, commands)
+    report = _score(cases, no_feasible, solve, label, max_gap, quantile)
+    if not report.scored:
+        raise AssertionError(
+            f"heuristic {label!r}: no problem could be scored; {report.summary()}. "
+            f"Raise time_limit (now {time_limit}) or draw smaller problems."
+        )
+    if report.quantile_gap <= max_gap:
+        return report
+    raise AssertionError(_gap_failure(report, save_dir, commands))
+
+
+def _decide(
+    fn: Callable[[StepProblem], Any],
+    p: StepProblem,
+    label: str,
+    save_dir: str | Path | None,
+    commands: Callable[[SavedCase], list[str]],
+) -> Case:
+    """The heuristic's decision on ``p``, judged (a heuristic that raises fails the test)."""
+    try:
+        dec = _as_decision(fn(p), f"heuristic {label!r}")
+    except AssertionError:
+        raise
+    except Exception as exc:
+        saved = save_case(p, {}, save_dir)
+        raise AssertionError(
+            f"heuristic {label!r} raised {type(exc).__name__}: {exc}\n"
+            f"problem: {describe_problem(p)}\n"
+            + "\n".join(commands(saved))
+            + f"\nproblem file JSON: {problem_json(p)}"
+        ) from exc
+    return Case(p, dec, evaluate(p, dec))
+
+
+def _check_feasible(
+    cases: list[Case],
+    label: str,
+    solve: Callable[[StepProblem], SolveResult],
+    save_dir: str | Path | None,
+    commands: Callable[[SavedCase], list[str]],
+) -> list[Case]:
+    """An infeasible decision fails outright, unless only the goodput latency cap is broken
+    and the solver proves that no decision meets it: returns those cases."""
     bad: list[Case] = []
     no_feasible: list[Case] = []
     for c in cases:
@@ -449,26 +255,36 @@ def assert_gap_within(
                 no_feasible.append(c)
                 continue
         bad.append(c)
-    if bad:
-        c = _smallest(bad)
-        saved = save_case(c.problem, {label: c.decision}, save_dir)
-        rules = Counter(str(v.rule) for b in bad for v in b.evaluation.violations)
-        lines = [
-            f"heuristic {label!r} returned an infeasible decision on {len(bad)} of "
-            f"{len(cases)} problems (an infeasible decision fails outright; rules broken: "
-            + ", ".join(f"{k} x{v}" for k, v in sorted(rules.items()))
-            + ")",
-            f"smallest failing problem: {describe_problem(c.problem)}",
-            "violations:",
-            *describe_violations(c.evaluation),
-            f"heuristic decision: {describe_decision(c.decision, c.evaluation)}",
-            f"problem file: {saved.problem}",
-            *_commands(saved, solver, time_limit, name, label),
-            f"problem file JSON: {problem_json(c.problem)}",
-        ]
-        raise AssertionError("\n".join(lines))
+    if not bad:
+        return no_feasible
+    c = _smallest(bad)
+    saved = save_case(c.problem, {label: c.decision}, save_dir)
+    rules = Counter(str(v.rule) for b in bad for v in b.evaluation.violations)
+    lines = [
+        f"heuristic {label!r} returned an infeasible decision on {len(bad)} of "
+        f"{len(cases)} problems (an infeasible decision fails outright; rules broken: "
+        + ", ".join(f"{k} x{v}" for k, v in sorted(rules.items()))
+        + ")",
+        f"smallest failing problem: {describe_problem(c.problem)}",
+        "violations:",
+        *describe_violations(c.evaluation),
+        f"heuristic decision: {describe_decision(c.decision, c.evaluation)}",
+        f"problem file: {saved.problem}",
+        *commands(saved),
+        f"problem file JSON: {problem_json(c.problem)}",
+    ]
+    raise AssertionError("\n".join(lines))
 
-    # 3. Gaps against proven optima.
+
+def _score(
+    cases: list[Case],
+    no_feasible: list[Case],
+    solve: Callable[[StepProblem], SolveResult],
+    label: str,
+    max_gap: float,
+    quantile: float,
+) -> GapReport:
+    """Gaps against proven optima (unproven problems are left out and reported)."""
     scored: list[Case] = []
     unproven: list[Case] = []
     skip = {id(c) for c in no_feasible}
@@ -482,31 +298,31 @@ def assert_gap_within(
             continue
         c.gap = gap(c.problem, c.evaluation, res.evaluation)
         scored.append(c)
-    report = GapReport(label, max_gap, quantile, scored, unproven, no_feasible)
-    if not scored:
-        raise AssertionError(
-            f"heuristic {label!r}: no problem could be scored; {report.summary()}. "
-            f"Raise time_limit (now {time_limit}) or draw smaller problems."
-        )
-    qgap = report.quantile_gap
-    if qgap <= max_gap:
-        return report
+    return GapReport(label, max_gap, quantile, scored, unproven, no_feasible)
+
+
+def _gap_failure(
+    report: GapReport, save_dir: str | Path | None, commands: Callable[[SavedCase], list[str]]
+) -> str:
+    """The message of a gap over ``max_gap``: the worst problem, both decisions, the gap."""
+    label, max_gap, quantile = report.heuristic, report.max_gap, report.quantile
     worst = report.worst
     assert worst is not None and worst.oracle is not None and worst.oracle.evaluation is not None
     opt = worst.oracle
     saved = save_case(worst.problem, {label: worst.decision, "optimal": opt.decision}, save_dir)
     over = sum(1 for g in report.gaps if g > max_gap)
     lines = [
-        f"heuristic {label!r}: gap quantile {quantile:g} = {qgap:.4g} > max_gap {max_gap:g} "
-        f"({over} of {len(scored)} scored problems above max_gap; worst gap {worst.gap:.4g})",
+        f"heuristic {label!r}: gap quantile {quantile:g} = {report.quantile_gap:.4g} > max_gap "
+        f"{max_gap:g} ({over} of {len(report.scored)} scored problems above max_gap; worst gap "
+        f"{worst.gap:.4g})",
         f"worst problem: {describe_problem(worst.problem)}",
         f"heuristic decision: {describe_decision(worst.decision, worst.evaluation)}",
         f"optimal decision ({opt.solver} {opt.status}): "
         f"{describe_decision(opt.decision, opt.evaluation)}",
         f"gap: {gap_formula(worst.problem, worst.evaluation, opt.evaluation)}",
         f"problem file: {saved.problem}",
-        *_commands(saved, solver, time_limit, name, label),
+        *commands(saved),
         f"summary: {report.summary()}",
         f"problem file JSON: {problem_json(worst.problem)}",
     ]
-    raise AssertionError("\n".join(lines))
+    return "\n".join(lines)
