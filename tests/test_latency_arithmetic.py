@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stepopt.latency.documents import model_from_dict
 from stepopt.latency.model import LatencyModel, PrefillAttention
 from stepopt.latency.presets import load_preset, preset_names
 from stepopt.latency.pwl import PiecewiseLinear
-from stepopt.latency.serialize import model_from_dict, model_to_dict
+from stepopt.latency.serialize import model_to_dict
 from stepopt.testing.factories import decode, make_problem, prefill, waiting
 from stepopt.testing.strategies import problems
 

@@ -7,11 +7,12 @@ import json
 import pytest
 
 from stepopt.errors import InputError
+from stepopt.latency.documents import model_from_dict
 from stepopt.latency.engine import ENGINES, EngineOverhead, add_engine
 from stepopt.latency.model import LatencyModel, StepAggregates
 from stepopt.latency.presets import load_preset
 from stepopt.latency.pwl import PiecewiseLinear
-from stepopt.latency.serialize import model_from_dict, model_to_dict
+from stepopt.latency.serialize import model_to_dict
 
 
 def test_engine_adds_its_line_to_every_batch_size_exactly():

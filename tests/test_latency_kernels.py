@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from stepopt.errors import InputError
+from stepopt.latency.documents import model_from_dict
 from stepopt.latency.fit import LatencyFitter
 from stepopt.latency.kernels import prefill_efficiency
 from stepopt.latency.presets import load_preset, with_kernel
 from stepopt.latency.profiles import load_profile
-from stepopt.latency.serialize import model_from_dict
 from stepopt.testing.data import require_shared_data
 
 PRESETS = {

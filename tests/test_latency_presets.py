@@ -6,8 +6,9 @@ import re
 
 import pytest
 
+from stepopt.latency.documents import model_from_dict
 from stepopt.latency.presets import load_preset, preset_document, preset_names
-from stepopt.latency.serialize import model_from_dict, model_to_dict
+from stepopt.latency.serialize import model_to_dict
 from stepopt.testing.factories import decode, make_problem, prefill
 
 MODELS = ("llama-2-7b", "llama-3-8b", "codellama-34b", "llama-2-70b")

@@ -174,7 +174,7 @@ def test_tune_kv_blocks_override_the_preset_capacity(capsys):
 def test_tune_kernel_reaches_the_replays_and_the_config(capsys, tmp_path):
     """A FlashAttention-2 engine on A100 (TensorRT-LLM, vLLM's FlashAttention backend): long
     prompts prefill faster, and the written config loads back with the same kernel."""
-    from stepopt.latency.serialize import model_from_dict
+    from stepopt.latency.documents import model_from_dict
 
     load = ["--prompt-len", "fixed:4000", "--output-len", "fixed:8", "--rate", "2"]
     load += ["--max-requests", "20", "--json"]

@@ -23,8 +23,9 @@ from pydantic import (
 )
 
 from stepopt.errors import InputError, validation_error
+from stepopt.latency.documents import model_from_dict
 from stepopt.latency.model import LatencyModel
-from stepopt.latency.serialize import LatencySpec, PresetRef, model_from_dict, model_to_dict
+from stepopt.latency.serialize import LatencySpec, PresetRef, model_to_dict
 from stepopt.limits import (
     MAX_BLOCKS,
     MAX_ID_LENGTH,

@@ -127,14 +127,62 @@ def problem_from_scheduler(
     num_running, num_waiting = scheduler.get_request_counts()
     threshold = _effective_threshold(scheduler, num_running + num_waiting)
 
-    # The running loop of Scheduler.schedule(), minus budget and threshold: what each request
-    # needs this step, or a skip (inlined: this loop runs over every running request).
+    running, skipped, demand = _read_running(scheduler, threshold)
+    streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
+    max_active = getattr(scheduler, "max_num_active_reqs", scheduler.max_num_running_reqs)
+    slots = max_active - streaming - len(skipped)
+    budget = min(
+        scheduler.max_num_scheduled_tokens, scheduler.scheduler_config.max_num_batched_tokens
+    )
+    # Only the waiting requests a steerable decision can reach matter (vLLM admits a prefix of
+    # its queue, and only once every running request has its full chunk): at most the free
+    # slots, and only until their full chunks use up what the running ones leave of the
+    # budget. A long queue, or one the budget cannot reach, costs nothing to read.
+    lookup = (
+        prefix_cache_lookup
+        and scheduler.cache_config.enable_prefix_caching
+        and getattr(scheduler, "connector", None) is None
+        and not getattr(scheduler, "enable_kv_cache_events", False)  # lookups may emit events
+    )
+    waiting, blocked, seen = _read_waiting(
+        scheduler,
+        limit=max(slots - len(running), 0),
+        left=budget - demand,
+        threshold=threshold,
+        lookup=lookup,
+        priority_policy=policy == "priority",
+    )
+    blocks = scheduler.kv_cache_manager.block_pool.get_num_free_blocks()
+    config = EngineConfig(
+        max_num_scheduled_tokens=budget,
+        max_num_running_reqs=slots,
+        long_prefill_token_threshold=threshold,
+        min_prefill_chunk=min_prefill_chunk,
+        block_size=scheduler.block_size,
+        num_free_blocks=blocks,
+    )
+    problem = StepProblem(
+        running=tuple(running),
+        waiting=tuple(waiting),
+        config=config,
+        latency=latency,
+        target_latency_ms=target_latency_ms,
+        objective=objective,  # type: ignore[arg-type]
+        priority_mode=priority_mode,  # type: ignore[arg-type]
+    )
+    return SchedulerView(problem, policy, tuple(skipped), tuple(blocked), seen)
+
+
+def _read_running(scheduler: Any, threshold: int) -> tuple[list[Request], list[str], int]:
+    """The running loop of Scheduler.schedule(), minus budget and threshold: what each request
+    needs this step, or a skip; and the tokens they take when each gets its full chunk.
+    Inlined arithmetic: this loop runs over every running request every step."""
     make = _make_request
     running: list[Request] = []
     skipped: list[str] = []
     next_step = getattr(scheduler, "current_step", 0) + 1  # schedule() increments it first
     room = scheduler.max_model_len - scheduler.num_sampled_tokens_per_step
-    demand = 0  # tokens the running requests take when each gets its full chunk
+    demand = 0
     for r in scheduler.running:
         computed = r.num_computed_tokens
         ph = r.num_output_placeholders
@@ -160,29 +208,18 @@ def problem_from_scheduler(
             prompt = computed + n
             demand += threshold if 0 < threshold < n else n
         running.append(make(r.request_id, prompt, computed, r.priority, r.arrival_time))
+    return running, skipped, demand
 
-    streaming = getattr(scheduler, "num_waiting_for_streaming_input", 0)
-    max_active = getattr(scheduler, "max_num_active_reqs", scheduler.max_num_running_reqs)
-    slots = max_active - streaming - len(skipped)
-    budget = min(
-        scheduler.max_num_scheduled_tokens, scheduler.scheduler_config.max_num_batched_tokens
-    )
-    # Only the waiting requests a steerable decision can reach matter (vLLM admits a prefix of
-    # its queue, and only once every running request has its full chunk): at most the free
-    # slots, and only until their full chunks use up what the running ones leave of the
-    # budget. A long queue, or one the budget cannot reach, costs nothing to read.
-    limit = max(slots - len(running), 0)
-    left = budget - demand
-    lookup = (
-        prefix_cache_lookup
-        and scheduler.cache_config.enable_prefix_caching
-        and getattr(scheduler, "connector", None) is None
-        and not getattr(scheduler, "enable_kv_cache_events", False)  # lookups may emit events
-    )
+
+def _read_waiting(
+    scheduler: Any, *, limit: int, left: int, threshold: int, lookup: bool, priority_policy: bool
+) -> tuple[list[Request], list[str], int]:
+    """The waiting requests a decision can reach (at most ``limit``, until their full chunks
+    spend ``left`` tokens), the ones vLLM would skip, and how many were looked at."""
+    make = _make_request
     waiting: list[Request] = []
     blocked: list[str] = []
     seen = 0
-    priority_policy = policy == "priority"
     last_key: tuple[float, str] | None = None
     for queue in (scheduler.kv_holding_waiting, scheduler.waiting):
         for r in queue:
@@ -220,25 +257,7 @@ def problem_from_scheduler(
                     key = (arrival, r.request_id)
             last_key = key
             waiting.append(make(r.request_id, r.num_tokens, computed, 0, arrival))
-    blocks = scheduler.kv_cache_manager.block_pool.get_num_free_blocks()
-    config = EngineConfig(
-        max_num_scheduled_tokens=budget,
-        max_num_running_reqs=slots,
-        long_prefill_token_threshold=threshold,
-        min_prefill_chunk=min_prefill_chunk,
-        block_size=scheduler.block_size,
-        num_free_blocks=blocks,
-    )
-    problem = StepProblem(
-        running=tuple(running),
-        waiting=tuple(waiting),
-        config=config,
-        latency=latency,
-        target_latency_ms=target_latency_ms,
-        objective=objective,  # type: ignore[arg-type]
-        priority_mode=priority_mode,  # type: ignore[arg-type]
-    )
-    return SchedulerView(problem, policy, tuple(skipped), tuple(blocked), seen)
+    return waiting, blocked, seen
 
 
 def _next_up(x: float) -> float:

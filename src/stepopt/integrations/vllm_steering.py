@@ -3,7 +3,7 @@ order that make vLLM's own ``schedule()`` carry it out, and their undo (docs/vll
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,30 +38,21 @@ class Steering:
     predicted_ns: int = 0  # the problem's latency model on ``tokens`` (== predict_ns)
 
 
-def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
-    """The budget, admission count and running order that carry out ``decision``."""
-    problem = view.problem
-    tokens = decision.tokens
-    if type(tokens) is not dict or any(v <= 0 for v in tokens.values()):
-        tokens = {k: v for k, v in tokens.items() if v > 0}
-    get = tokens.get
+def _hi(r: Request, thr: int) -> int:  # StepProblem.hi, inlined for the hot path
+    rem = r.prompt_tokens - r.computed_tokens
+    if rem <= 0:
+        return 1
+    return thr if 0 < thr < rem else rem
+
+
+def _split_running(
+    problem: StepProblem, get: Callable[..., int], attention: Callable[..., int], reasons: list[str]
+) -> tuple[list[str], list[str], list[str], int, int]:
+    """Running ids by what they get: fully served ones keep their order, the partial one goes
+    after them and the unserved ones last (vLLM's budget runs out before it reaches them); with
+    the decode context and prefill attention gathered on the way (as breakdown_ns does)."""
     thr = problem.config.long_prefill_token_threshold
-    reasons: list[str] = []
-    if decision.preempted:
-        reasons.append("preemption is left to vLLM")
-
-    def hi(r: Request) -> int:  # StepProblem.hi, inlined for the hot path
-        rem = r.prompt_tokens - r.computed_tokens
-        if rem <= 0:
-            return 1
-        return thr if 0 < thr < rem else rem
-
-    # The latency model's aggregates, gathered on the way (as LatencyModel.breakdown_ns does).
-    attention = step_latency(problem.latency).attention
     context = attn_ns = 0
-
-    # Running: fully served ones keep their order, the partial one goes after them and the
-    # unserved ones last (vLLM's budget runs out before it reaches them).
     full: list[str] = []
     partial: list[str] = []
     rest: list[str] = []
@@ -74,7 +65,7 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
             context += r.computed_tokens
         else:
             attn_ns += attention(c, r.computed_tokens, r.prompt_tokens - r.computed_tokens)
-        h = hi(r)
+        h = _hi(r, thr)
         if c < h:
             partial.append(r.id)
             continue
@@ -83,8 +74,16 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
         full.append(r.id)
     if len(partial) > 1:
         reasons.append(f"{len(partial)} running requests get partial chunks")
+    return full, partial, rest, context, attn_ns
 
-    # Waiting: vLLM admits a prefix of its queue, each with its full chunk but the last.
+
+def _admitted_prefix(
+    problem: StepProblem, get: Callable[..., int], attention: Callable[..., int], reasons: list[str]
+) -> tuple[int, int, int]:
+    """How many waiting requests vLLM admits (a prefix of its queue, each with its full chunk
+    but the last), with their decode context and prefill attention."""
+    thr = problem.config.long_prefill_token_threshold
+    context = attn_ns = 0
     admitted = 0
     waiting = problem.waiting
     for r in waiting:
@@ -95,12 +94,31 @@ def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
             context += r.computed_tokens
         else:
             attn_ns += attention(c, r.computed_tokens, r.prompt_tokens - r.computed_tokens)
-        h = hi(r)
+        h = _hi(r, thr)
         if c > h:
             reasons.append(f"{r.id} gets {c} > {h} tokens")
         elif c < h and admitted + 1 < len(waiting) and get(waiting[admitted + 1].id, 0):
             reasons.append(f"waiting {r.id} gets a partial chunk but is not the last admitted")
         admitted += 1
+    return admitted, context, attn_ns
+
+
+def plan_steering(view: SchedulerView, decision: Decision) -> Steering:
+    """The budget, admission count and running order that carry out ``decision``."""
+    problem = view.problem
+    tokens = decision.tokens
+    if type(tokens) is not dict or any(v <= 0 for v in tokens.values()):
+        tokens = {k: v for k, v in tokens.items() if v > 0}
+    get = tokens.get
+    reasons: list[str] = []
+    if decision.preempted:
+        reasons.append("preemption is left to vLLM")
+
+    attention = step_latency(problem.latency).attention
+    full, partial, rest, context, attn_ns = _split_running(problem, get, attention, reasons)
+    admitted, wait_context, wait_attn = _admitted_prefix(problem, get, attention, reasons)
+    context += wait_context
+    attn_ns += wait_attn
     known = len(full) + len(partial) + admitted
     total = sum(tokens.values())
     latency = problem.latency

@@ -48,11 +48,11 @@ def preset_document(name: str) -> dict[str, Any]:
 @cache
 def load_preset(name: str) -> LatencyModel:
     """The latency model of a shipped preset; an unknown name lists the valid ones."""
-    from stepopt.latency.serialize import model_from_dict
+    from stepopt.latency.serialize import model_from_explicit  # pydantic: only when parsing
 
     doc = dict(preset_document(name))
     doc.setdefault("name", name)
-    return model_from_dict(doc, field="latency_model")
+    return model_from_explicit(doc, field="latency_model")
 
 
 REFERENCE_PRESET = "a100/codellama-34b/tp2"  # the measured attention shape, measured kernel

@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from stepopt.errors import InputError, UnknownNameError, validation_error
+from stepopt.errors import InputError, validation_error
 from stepopt.latency.engine import NONE, EngineOverhead, load_engine
 from stepopt.latency.model import DEFAULT_GRID, LatencyModel, PrefillAttention, exact_coefficient
 from stepopt.latency.pwl import PiecewiseLinear, first_negative
@@ -158,25 +158,9 @@ def model_from_spec(spec: LatencySpec, field: str = "latency_model") -> LatencyM
     return model if engine.is_zero else model.with_engine(engine)
 
 
-def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
-    """Validate an explicit model or a ``{"preset": NAME}`` reference (with an optional
-    ``engine``)."""
-    if isinstance(doc, dict) and "preset" in doc:
-        try:
-            ref = PresetRef.model_validate(doc)
-        except ValidationError as exc:
-            raise validation_error(exc, prefix=field) from None
-        # presets parse through this module
-        from stepopt.latency.presets import load_preset, preset_names
-
-        if ref.preset not in preset_names():
-            raise UnknownNameError("preset", ref.preset, list(preset_names()), f"{field}.preset")
-        model = load_preset(ref.preset)
-        if ref.kernel is not None:
-            from stepopt.latency.presets import with_kernel
-
-            model = with_kernel(model, ref.kernel, f"{field}.kernel")
-        return model if ref.engine is None else model.with_engine(ref.engine)
+def model_from_explicit(doc: Any, field: str = "latency_model") -> LatencyModel:
+    """Validate an explicit model (curves and terms written out; presets are resolved by
+    :func:`stepopt.latency.documents.model_from_dict`)."""
     try:
         spec = LatencySpec.model_validate(doc)
     except ValidationError as exc:
@@ -185,7 +169,7 @@ def model_from_dict(doc: Any, field: str = "latency_model") -> LatencyModel:
 
 
 def model_to_dict(model: LatencyModel) -> dict[str, Any]:
-    """The explicit form of a model (round-trips through :func:`model_from_dict`)."""
+    """The explicit form of a model (round-trips through :func:`model_from_explicit`)."""
     pre, kernel = model.prefill, model.kernel_batch
     prefill: dict[str, Any] = {"alpha_ns": _number(pre.alpha_ns), "beta_ns": _number(pre.beta_ns)}
     if pre.exact[2]:
