@@ -43,8 +43,7 @@ def test_every_answer_is_honest_against_brute_force(objective):
     assert statuses["OPTIMAL"] >= 50, statuses  # it proves most of them
     if objective == "goodput":  # the exact program settles every position the bounds leave
         assert statuses["OPTIMAL"] + statuses["INFEASIBLE"] == 150, statuses
-    else:
-        assert statuses["FEASIBLE"] >= 1, statuses  # and declines where its bounds do not close
+    # target: test_structured_target.py has a state whose bounds do not close
 
 
 def test_engine_scale_answers_agree_with_cpsat():

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from stepopt.errors import InputError
-from stepopt.model import NS_PER_MS, Decision, StepProblem
+from stepopt.model import Decision, StepProblem
 from stepopt.solvers.base import SolveResult, SolveStatus, finish, register_solver
 from stepopt.solvers.common import TOLERANCE_PARAM, pop_tolerance
 from stepopt.solvers.hint import greedy_hint
@@ -268,44 +268,12 @@ def _chunks_decision(layer: Layer, chunks) -> Decision:
 
 
 def _target(problem, layers, started, time_limit, info) -> SolveResult:
-    t = problem.target_ns
-    tok, bmax, lb, ub, cand, cand_b, ok = (
-        _all(layers, a) for a in ("tok", "bmax", "lb", "ub", "cand", "cand_b", "ok")
-    )
-    reach = lb < BIG
-    dev_lb = np.where(reach, np.maximum(np.maximum(lb - t, t - ub), 0), BIG)
-    if not ok.any():
-        proof = not reach.any()
-        return _none_found(problem, started, time_limit, info, proof, "no candidate decision")
-    dev = np.where(ok, np.abs(cand - t), BIG)
-    idx = np.flatnonzero(ok)
-    best = idx[np.lexsort((-tok[idx], -cand_b[idx], dev[idx]))[0]]
-    d, b, s = int(dev[best]), int(cand_b[best]), int(tok[best])
-    layer, pos = _locate(layers, int(best))
-    dec = _decision(problem, layer, pos)
-    info.update(model_latency_ns=int(cand[best]), layer=layer.name)
-    bound_ns = int(dev_lb.min())
-    rivals = (dev_lb <= d) & ((bmax > b) | ((bmax == b) & (tok > s)))
-    if d == bound_ns and not rivals.any():
-        return finish(
-            problem, NAME, SolveStatus.OPTIMAL, dec, started, time_limit=time_limit, params=info
-        )
-    msg = (
-        "|L - T| proven optimal; the tie-break not proven"
-        if d == bound_ns
-        else f"|L - T| proven within {d - bound_ns} ns of the optimum"
-    )
-    return finish(
-        problem,
-        NAME,
-        SolveStatus.FEASIBLE,
-        dec,
-        started,
-        bound=bound_ns / NS_PER_MS,
-        time_limit=time_limit,
-        params=info,
-        message=msg,
-    )
+    from stepopt.solvers import structured_target
+
+    res = structured_target.solve(problem, layers, started, time_limit, info, _decision)
+    if res is None:
+        return _refuse(problem, started, time_limit, info, "no candidate decision")
+    return res
 
 
 @register_solver(NAME, params=(TOLERANCE_PARAM,))

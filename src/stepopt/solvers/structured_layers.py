@@ -65,6 +65,7 @@ class Layer:
     b_fixed: int = 0  # requests in the batch besides the free items
     fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
     kv0: int = 0  # KV blocks the fixed part takes (B layers)
+    high: Fill | None = None  # the greedy fill of the upper envelope (``target`` only)
 
 
 def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
@@ -178,7 +179,10 @@ def b_layer(
     )
     items = [
         item_curve(
-            lat.prefill.curve(r.computed_tokens, r.remaining_prompt), p.lo(r), p.hi(r), optional
+            lat.prefill.curve(r.computed_tokens, r.remaining_prompt),
+            p.lo(r),
+            kv_hi(cx, r, p.lo(r), p.hi(r), kv0),
+            optional,
         )
         for r in free
     ]
@@ -219,6 +223,7 @@ def b_layer(
     ftok = cx.ftok[np.minimum(tok, cx.budget)]
     # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
+    high = None
     if cx.target_objective:  # the latency's upper bound matters to |L - T| only
         high = greedy_fill(items, lower=False, top=top)
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
@@ -233,7 +238,20 @@ def b_layer(
     ub = np.where(room, ub, -BIG)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
     window = cx.fseq[b_fixed : b_fixed + n + 1]
-    return Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
+    layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
+    layer.high = high
+    return layer
+
+
+def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:
+    """``hi`` capped by the KV blocks left: a chunk ``c`` needs at least ``(c - slack) / bs``
+    new blocks, ``slack`` the free room in the request's last block. Valid for every decision
+    of the layer, so both latency bounds may use it; the cap is dropped below ``lo`` (the
+    bounds then stay as loose as before rather than change the item's domain)."""
+    if cx.kv is None:
+        return hi
+    cap = (-r.computed_tokens) % cx.bs + (cx.kv - kv0) * cx.bs
+    return hi if cap < lo else min(hi, cap)
 
 
 def _fill_blocks(items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int) -> np.ndarray:
