@@ -42,9 +42,6 @@ def _graph() -> nx.DiGraph:
 
 def test_no_import_cycles():
     cycles = list(nx.simple_cycles(_graph(), length_bound=4))
-    # The vLLM plug-in's module and its scheduler class refer to each other (lazily); it is
-    # the plug-in's own business (integrations/).
-    cycles = [c for c in cycles if not all(m.startswith("stepopt.integrations.vllm") for m in c)]
     # The simulator's policy parser hands `horizon[:K]` to the horizon package, which builds on
     # the simulator: a plug-in edge, lazy (inside `_horizon_policy`), so no import-time cycle.
     cycles = [

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from stepopt.errors import MissingExtraError
 from stepopt.integrations.vllm import (
     SchedulerView,
-    _make_request,
     apply_steering,
     plan_steering,
     restore_steering,
 )
+from stepopt.integrations.vllm_read import _make_request
 from stepopt.model import Decision, Request
 from stepopt.testing.factories import decode, make_problem, prefill, waiting
 from stepopt.testing.strategies import problems

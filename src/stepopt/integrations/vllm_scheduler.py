@@ -17,18 +17,16 @@ from typing import Any
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from stepopt.integrations.vllm import (
-    _check_supported,
-    _effective_threshold,
-    apply_steering,
-    plan_steering,
-    problem_from_scheduler,
-    restore_steering,
-)
 from stepopt.integrations.vllm_ahead import Ahead, queued, state_key
 from stepopt.integrations.vllm_fastpath import monotone, whole_step_bound_ns
+from stepopt.integrations.vllm_read import (
+    _check_supported,
+    _effective_threshold,
+    problem_from_scheduler,
+)
 from stepopt.integrations.vllm_record import StepRecorder, _Declined, _Fallback, _Leave, logger
 from stepopt.integrations.vllm_settings import SchedulerSettings, load_settings, resolve
+from stepopt.integrations.vllm_steering import apply_steering, plan_steering, restore_steering
 from stepopt.model import NS_PER_MS, Decision
 
 

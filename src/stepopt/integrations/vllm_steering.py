@@ -11,7 +11,7 @@ from stepopt.latency.step import step_latency
 from stepopt.model import Decision, Request, StepProblem
 
 if TYPE_CHECKING:
-    from stepopt.integrations.vllm import SchedulerView
+    from stepopt.integrations.vllm_read import SchedulerView
 
 __all__ = ["Steering", "apply_steering", "plan_steering", "restore_steering"]
 
