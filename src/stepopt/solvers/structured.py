@@ -169,8 +169,9 @@ def _decision(problem: StepProblem, layer: Layer, pos: int) -> Decision:
     if layer.decode_pick is not None:
         need_up, free_up, a_lo, _ = layer.decode_pick
         a = int(a_lo[pos])
-        idx = [*need_up[:a], *free_up[: pos - a]]
-        return Decision.of({problem.running_decodes[int(i)].id: 1 for i in idx})
+        idx = [*need_up[:a].tolist(), *free_up[: pos - a].tolist()]
+        decodes = problem.running_decodes
+        return Decision.of(dict.fromkeys([decodes[i].id for i in idx], 1))
     tokens = dict(layer.fixed)
     chunks = allocation(layer.items, layer.fill, pos)
     tokens.update({r.id: c for r, c in zip(layer.reqs, chunks, strict=True)})

@@ -339,14 +339,18 @@ def _a_search(cx: Ctx, ly: Layer, k: int) -> Found | None:
                     rest = want - int(cx.ctx[part].sum())
                     vals = cx.ctx[move]
                     picks += [np.concatenate([part, move[p]]) for p in _slide(vals, q, rest)]
-    out = None
+    # Every pick has k requests and k tokens: the first nearest T wins, and only its request
+    # ids are read (a dict of thousands of decodes per pick would cost more than the search).
+    best = None
     for pick in picks:
         lat = base + int(cx.decode_ns(np.int64(cx.ctx[pick].sum())))
-        tokens = {cx.decodes[int(i)].id: 1 for i in pick}
-        f = Found(abs(lat - cx.target), k, k, lat, tokens, "A")
-        if out is None or f.key() < out.key():
-            out = f
-    return out
+        if best is None or abs(lat - cx.target) < abs(best[0] - cx.target):
+            best = (lat, pick)
+    if best is None:
+        return None
+    lat, pick = best
+    tokens = dict.fromkeys([cx.decodes[i].id for i in pick.tolist()], 1)
+    return Found(abs(lat - cx.target), k, k, lat, tokens, "A")
 
 
 def _slide(a: np.ndarray, k: int, want: int) -> list[np.ndarray]:
