@@ -171,7 +171,7 @@ def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | 
     i = int(idx[np.lexsort((-tok[idx], -cand_b[idx]))[0]])
     li, pos = fl.locate(i)
     layer = fl.layers[li]
-    tokens = dict(decision(problem, layer, pos).scheduled())
+    tokens = dict(decision(problem, layer, pos).tokens)  # non-zero entries only
     return Found(int(dev[i]), int(cand_b[i]), int(tok[i]), int(cand[i]), tokens, layer.name)
 
 
