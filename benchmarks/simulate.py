@@ -16,7 +16,8 @@ on these GPUs, KV cache as a 7B fp16 model leaves on one 80 GB GPU at 90 % memor
 
 Prints, per setup: wall time (median of --repeat runs), steps, steps/s, the policy's share of
 the time and the per-step overhead of the simulator itself, and the request metrics (SLOs:
-TTFT 2 s, TBT 100 ms). The goal of the issue: the whole trace in under 60 s with three-stage.
+TTFT 2 s, TBT 100 ms). Goals: the whole trace in under 60 s with a heuristic, and in under
+5 minutes with the ``exact`` policy (the optimum at every step, >= 99.9 % proven).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ SETUPS = {
     "h100": ("h100/llama-2-7b/tp1", 8192, 256, 50.0, 7000),
 }
 SLO_TTFT_MS, SLO_TBT_MS = 2000.0, 100.0
-GOAL_S = 60.0
+GOAL_S = 60.0  # a heuristic replays the whole trace within a minute
+EXACT_GOAL_S = 300.0  # the exact optimum at every step within five minutes (and >= 99.9 % proven)
 
 
 def main() -> int:
@@ -86,6 +88,7 @@ def main() -> int:
             walls.append(res.stats["wall_s"])
         assert res is not None
         wall = statistics.median(walls)
+        goal = EXACT_GOAL_S if args.policy.split(":")[0] == "exact" else GOAL_S
         steps = res.num_steps
         pol_s = res.stats["policy"]["decide_ms_total"] / 1000
         s = summarize(res, SLO_TTFT_MS, SLO_TBT_MS)
@@ -93,7 +96,7 @@ def main() -> int:
             f"{name:6} {wall:7.1f} {res.stats['cpu_s']:6.1f} {steps:7d} {steps / wall:8.0f} "
             f"{100 * pol_s / wall:8.0f} "
             f"{(res.stats['wall_s'] - pol_s) / steps * 1e6:11.1f} "
-            f"{'ok' if wall < GOAL_S else 'MISS':>5} "
+            f"{'ok' if wall < goal else 'MISS':>5} "
             f"{s['ttft_p50_ms']:9.0f}/{s['ttft_p99_ms']:<9.0f} "
             f"{s['tbt_p50_ms']:7.1f}/{s['tbt_p99_ms']:<7.1f} "
             f"{100 * s['slo_attainment']:6.1f} {s['total_tokens_per_s']:6.0f} "
