@@ -222,3 +222,38 @@ def test_program_options_over_the_kv_limit_are_dropped_not_misread():
     new = _step(cost, opts, 0, 0, 5, nb=3)
     assert new[0, 1, 5] == 20
     assert (new[1] == INF).all() and (new[0, 0] == INF).all() and (new[0, 2] == INF).all()
+
+
+@pytest.mark.parametrize("slice_cells", [0, 10**9])
+def test_min_plus_step_matches_the_definition_by_either_strategy(monkeypatch, slice_cells):
+    """``_step`` either gathers every option's window at once or takes one slice minimum per
+    option (which one depends on the sizes): both give ``new[z + dz, b + db, t + c] =
+    min(cost[z, b, t] + g)`` exactly, read off a plain loop."""
+    import numpy as np
+
+    from stepopt.solvers import structured_exact
+    from stepopt.solvers.structured_exact import INF, _step
+
+    monkeypatch.setattr(structured_exact, "SLICE_MIN_CELLS", slice_cells)
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        nz, nb, old_w = (int(v) for v in rng.integers(1, [4, 4, 30]))
+        cost = rng.integers(0, 10**6, (nz, nb, old_w)).astype(np.int64)
+        cost[rng.random(cost.shape) < 0.3] = INF
+        k = int(rng.integers(1, 12))
+        c = np.sort(rng.choice(np.arange(1, 40), k, replace=False)).astype(np.int64)
+        opts = np.stack(
+            [c, rng.integers(0, 10**4, k), rng.integers(0, 2, k), rng.integers(0, nb + 1, k)],
+            axis=1,
+        )
+        lo_old = int(rng.integers(0, 10))
+        lo_new = lo_old + int(rng.integers(0, 20))
+        hi_new = lo_new + int(rng.integers(0, 40))
+        want = np.full((nz, nb, hi_new - lo_new + 1), INF, dtype=np.int64)
+        for z, b, t in zip(*np.nonzero(cost < INF), strict=True):
+            for ck, g, dz, db in opts:
+                tt = lo_old + t + ck - lo_new
+                if z + dz < nz and b + db < nb and 0 <= tt < want.shape[2]:
+                    v = cost[z, b, t] + g
+                    want[z + dz, b + db, tt] = min(want[z + dz, b + db, tt], v)
+        assert (_step(cost, opts, lo_old, lo_new, hi_new, nb) == want).all()

@@ -83,7 +83,7 @@ class StructuredSolver:
         info["layers"] = len(layers)
         if problem.objective == "goodput":
             return _goodput(problem, cx, layers, started, time_limit, info)
-        return _target(problem, layers, started, time_limit, info)
+        return _target(problem, cx, layers, started, time_limit, info)
 
 
 def _refusal(problem: StepProblem) -> str:
@@ -155,7 +155,7 @@ def _started_prefixes(cx: Ctx, b0: Layer) -> list[Layer]:
     order = [b0.reqs[i] for i in sorted(first, key=first.get)]
     out = []
     for m in range(1, min(len(order), MAX_PREFIX_LAYERS) + 1):
-        ly = b_layer(cx, f"B0/{m}", {}, [], order[:m], optional=False)
+        ly = b_layer(cx, f"B0/{m}", {}, [], order[:m], optional=False, bounds=False)
         if ly is not None:
             a = ly.arrays
             a.lb = np.full(a.lb.size, BIG)
@@ -169,8 +169,9 @@ def _decision(problem: StepProblem, layer: Layer, pos: int) -> Decision:
     if layer.decode_pick is not None:
         need_up, free_up, a_lo, _ = layer.decode_pick
         a = int(a_lo[pos])
-        idx = [*need_up[:a], *free_up[: pos - a]]
-        return Decision.of({problem.running_decodes[int(i)].id: 1 for i in idx})
+        idx = [*need_up[:a].tolist(), *free_up[: pos - a].tolist()]
+        decodes = problem.running_decodes
+        return Decision.of(dict.fromkeys([decodes[i].id for i in idx], 1))
     tokens = dict(layer.fixed)
     chunks = allocation(layer.items, layer.fill, pos)
     tokens.update({r.id: c for r, c in zip(layer.reqs, chunks, strict=True)})
@@ -267,10 +268,10 @@ def _chunks_decision(layer: Layer, chunks) -> Decision:
     return Decision.of(tokens)
 
 
-def _target(problem, layers, started, time_limit, info) -> SolveResult:
+def _target(problem, cx, layers, started, time_limit, info) -> SolveResult:
     from stepopt.solvers import structured_target
 
-    res = structured_target.solve(problem, layers, started, time_limit, info, _decision)
+    res = structured_target.solve(problem, cx, layers, started, time_limit, info, _decision)
     if res is None:
         return _refuse(problem, started, time_limit, info, "no candidate decision")
     return res

@@ -68,6 +68,7 @@ class ItemCurve:
     ys: tuple[int, ...]
     low_edges: tuple[tuple[int, int, int, int], ...]  # (x0, y0, x1, y1), convex, slope up
     high_edges: tuple[tuple[int, int, int, int], ...]  # concave, slope down
+    start_value: int = 0  # the exact value at ``start`` (read once: every fill sums them)
 
     @property
     def start(self) -> int:
@@ -88,7 +89,8 @@ def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> Item
     for lower in (True, False):
         h = _hull(xs, ys, lower)
         edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
-    return ItemCurve(lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1])
+    start = 0 if optional or lo == 0 else PiecewiseLinear(curve.xs, curve.ys)(lo)
+    return ItemCurve(lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> 
     edge = np.searchsorted(cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
     into = s - cum_len[np.maximum(edge, 0)]
     safe = np.maximum(edge, 0)
-    base = float(sum(it.value(it.start) for it in items))
+    base = float(sum(it.start_value for it in items))
     if slope.size:
         relax = base + np.where(edge >= 0, cum_val[safe] + slope[safe] * into, 0.0)
         first = np.zeros(item.size, dtype=np.int64)
@@ -159,7 +161,7 @@ def exact_attention(items: list[ItemCurve], fill: Fill) -> tuple[np.ndarray, np.
     """Exact summed attention of the greedy allocation at every ``s``, and whether the
     allocation is a valid decision there (an optional item strictly between 0 and ``lo`` is
     not)."""
-    base = sum(it.value(it.start) for it in items)
+    base = sum(it.start_value for it in items)
     n = fill.relax.size
     if fill.item.size == 0:
         return np.full(n, base, dtype=np.int64), np.ones(n, dtype=bool)

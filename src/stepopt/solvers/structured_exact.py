@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from stepopt.solvers.structured_curves import _values_at
 from stepopt.solvers.structured_layers import EPS, Ctx, Layer, _kv_blocks
@@ -31,6 +32,9 @@ from stepopt.solvers.structured_layers import EPS, Ctx, Layer, _kv_blocks
 MAX_CELLS = 20_000_000  # dynamic-program cell updates per position before giving up
 INF = np.int64(1) << np.int64(62)
 GATHER_MAX = 400_000  # options x cells gathered at once (memory); beyond, one option at a time
+# One slice-minimum per option beats one gather of every option's window once an option
+# covers this many cells per option (a numpy call's overhead is worth a few cells of work).
+SLICE_MIN_CELLS = 4
 
 
 @dataclass(frozen=True)
@@ -264,16 +268,16 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
         off = (lo_new - lo_old) - opts[rows, 0]  # old index = new index + off
         dst = new[dz:, db:]
         src = cost[: nz - dz, : nb - db]
-        if rows.size * dst.size > GATHER_MAX:  # one option at a time: less memory
+        if dst.size >= SLICE_MIN_CELLS * rows.size or rows.size * dst.size > GATHER_MAX:
             _one_by_one(src, dst, off, opts[rows, 1], old_w)
             continue
         pad_l = max(0, -int(off.min()))
         padded = np.full((*src.shape[:2], max(old_w + pad_l, width + int(off.max()) + pad_l)), INF)
         padded[:, :, pad_l : pad_l + old_w] = src
-        idx = np.arange(width)[None, :] + (off + pad_l)[:, None]  # (options, width)
-        flat = padded.reshape(-1, padded.shape[2])
-        got = (flat[:, idx] + opts[rows, 1][None, :, None]).min(axis=1)  # (z * b, width)
-        np.minimum(dst, got.reshape(dst.shape), out=dst)
+        # Every option reads a window of ``width`` cells: whole rows of the windows' view.
+        windows = sliding_window_view(padded, width, axis=2)  # (z, b, start, width)
+        got = (windows[:, :, off + pad_l] + opts[rows, 1][:, None]).min(axis=2)
+        np.minimum(dst, got, out=dst)
     return new
 
 

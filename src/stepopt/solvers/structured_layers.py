@@ -161,8 +161,11 @@ def b_layer(
     fixed_reqs: list[Request],
     free: list[Request],
     optional: bool,
+    bounds: bool = True,
 ) -> Layer | None:
-    """A layer with every decode, ``fixed`` prefills at their given chunk and ``free`` items."""
+    """A layer with every decode, ``fixed`` prefills at their given chunk and ``free`` items.
+    ``bounds`` False: a candidate layer whose bounds are never read, so its upper-envelope
+    fill is left to be built on demand (``structured_target._high``)."""
     # long: one layer's bounds (KV, tokens, latency envelope) share the layer's fixed part: read
     # top-down
     p, lat = cx.problem, cx.problem.latency
@@ -224,7 +227,7 @@ def b_layer(
     # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
     high = None
-    if cx.target_objective:  # the latency's upper bound matters to |L - T| only
+    if cx.target_objective and bounds:  # the upper bound matters to |L - T| only
         high = greedy_fill(items, lower=False, top=top)
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
     else:

@@ -246,13 +246,17 @@ def _move_table(cx, it: Items, ly: Layer, c: np.ndarray):
     up, down = c[r] + v, c[d] - v
     ok = (v > 0) & (it.bad(r, up) == 0) & (it.bad(d, down) == 0)
     r, d, up, down = r[ok], d[ok], up[ok], down[ok]
-    ar = np.arange(c.size)
-    att, blk = it.att(ar, c), it.blocks(ar, c)
+    # The chunks now, the receivers' and the donors' new chunks: one read each of the curves
+    # and the blocks (the calls' overhead outweighs their work at these sizes).
+    n, m = c.size, r.size
+    who, chunk = np.concatenate([np.arange(n), r, d]), np.concatenate([c, up, down])
+    att_all, blk_all = it.att(who, chunk), it.blocks(who, chunk)
+    att, blk = att_all[:n], blk_all[:n]
     dnz = (up > 0).astype(np.int64) - (c[r] > 0) + (down > 0) - (c[d] > 0)
     b_now = ly.b_fixed + int((c > 0).sum())
     dseq = cx.fseq[b_now + dnz] - cx.fseq[b_now]
-    delta = it.att(r, up) - att[r] + it.att(d, down) - att[d] + dseq
-    dblk = it.blocks(r, up) - blk[r] + it.blocks(d, down) - blk[d]
+    delta = att_all[n : n + m] - att[r] + att_all[n + m :] - att[d] + dseq
+    dblk = blk_all[n : n + m] - blk[r] + blk_all[n + m :] - blk[d]
     return r, d, up, down, delta, dnz, dblk, int(blk.sum())
 
 

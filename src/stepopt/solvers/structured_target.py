@@ -76,10 +76,11 @@ class Flat:
 
 
 def solve(
-    problem: StepProblem, layers: list[Layer], started, time_limit, info, decision
+    problem: StepProblem, cx: Ctx, layers: list[Layer], started, time_limit, info, decision
 ) -> SolveResult | None:
-    """The ``target`` answer from the layers; None when there is no decision and no proof
-    (the caller refuses). ``decision(problem, layer, pos)`` builds a layer's candidate."""
+    """The ``target`` answer from the layers (built on ``cx``, the problem's context); None
+    when there is no decision and no proof (the caller refuses). ``decision(problem, layer,
+    pos)`` builds a layer's candidate."""
     t = problem.target_ns
     tol = int(info.get(TOLERANCE_PARAM, 0))
     fl = Flat(layers, problem.config.max_num_scheduled_tokens)
@@ -93,7 +94,6 @@ def solve(
             problem, NAME, SolveStatus.INFEASIBLE, None, started, time_limit=time_limit, params=info
         )
     bound_ns = int(dev_lb.min())
-    cx = Ctx(problem)
     found = _search(cx, fl, dev_lb, bound_ns, tol, best)
     if found is not None and (best is None or found.key() < best.key()):
         best = found
@@ -171,7 +171,7 @@ def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | 
     i = int(idx[np.lexsort((-tok[idx], -cand_b[idx]))[0]])
     li, pos = fl.locate(i)
     layer = fl.layers[li]
-    tokens = dict(decision(problem, layer, pos).scheduled())
+    tokens = dict(decision(problem, layer, pos).tokens)  # non-zero entries only
     return Found(int(dev[i]), int(cand_b[i]), int(tok[i]), int(cand[i]), tokens, layer.name)
 
 
@@ -217,7 +217,8 @@ def _subsets(cx, fl: Flat, dev_lb, window, top: Found | None) -> Found | None:
         for reqs in itertools.combinations(ly0.reqs, q):
             if frozenset(r.id for r in reqs) in known:
                 continue
-            ly = b_layer(cx, "B0/" + "+".join(r.id for r in reqs), {}, [], list(reqs), False)
+            name = "B0/" + "+".join(r.id for r in reqs)
+            ly = b_layer(cx, name, {}, [], list(reqs), False, bounds=False)
             if ly is None:
                 continue
             at = toks - ly.arrays.tok[0]
@@ -306,9 +307,11 @@ def _candidates(cx, fl: Flat, dev_lb, window) -> list[tuple[int, int, int, int, 
 
 
 def _high(ly: Layer):
-    """The layer's upper-envelope fill (built with the layer for ``target``)."""
+    """The layer's upper-envelope fill (built with the layer for ``target``, on demand for a
+    candidate layer), over the same free tokens as its lower one."""
     if ly.high is None:
-        ly.high = greedy_fill(ly.items, lower=False)
+        top = None if ly.fill is None else ly.fill.relax.size - 1
+        ly.high = greedy_fill(ly.items, lower=False, top=top)
     return ly.high
 
 
@@ -336,14 +339,18 @@ def _a_search(cx: Ctx, ly: Layer, k: int) -> Found | None:
                     rest = want - int(cx.ctx[part].sum())
                     vals = cx.ctx[move]
                     picks += [np.concatenate([part, move[p]]) for p in _slide(vals, q, rest)]
-    out = None
+    # Every pick has k requests and k tokens: the first nearest T wins, and only its request
+    # ids are read (a dict of thousands of decodes per pick would cost more than the search).
+    best = None
     for pick in picks:
         lat = base + int(cx.decode_ns(np.int64(cx.ctx[pick].sum())))
-        tokens = {cx.decodes[int(i)].id: 1 for i in pick}
-        f = Found(abs(lat - cx.target), k, k, lat, tokens, "A")
-        if out is None or f.key() < out.key():
-            out = f
-    return out
+        if best is None or abs(lat - cx.target) < abs(best[0] - cx.target):
+            best = (lat, pick)
+    if best is None:
+        return None
+    lat, pick = best
+    tokens = dict.fromkeys([cx.decodes[i].id for i in pick.tolist()], 1)
+    return Found(abs(lat - cx.target), k, k, lat, tokens, "A")
 
 
 def _slide(a: np.ndarray, k: int, want: int) -> list[np.ndarray]:
