@@ -157,24 +157,27 @@ def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> 
     return Fill(order, item, x0, y0, x1, cum_len, cum_val, slope, relax, edge, into, started)
 
 
-def exact_attention(items: list[ItemCurve], fill: Fill) -> tuple[np.ndarray, np.ndarray]:
-    """Exact summed attention of the greedy allocation at every ``s``, and whether the
-    allocation is a valid decision there (an optional item strictly between 0 and ``lo`` is
-    not)."""
+def exact_attention(
+    items: list[ItemCurve], fill: Fill, at: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact summed attention of the greedy allocation at every ``s`` (at the positions
+    ``at`` only, when given), and whether the allocation is a valid decision there (an
+    optional item strictly between 0 and ``lo`` is not)."""
     base = sum(it.start_value for it in items)
-    n = fill.relax.size
+    edge, into = (fill.edge, fill.into) if at is None else (fill.edge[at], fill.into[at])
+    n = edge.size
     if fill.item.size == 0:
         return np.full(n, base, dtype=np.int64), np.ones(n, dtype=bool)
-    e = np.maximum(fill.edge, 0)
+    e = np.maximum(edge, 0)
     it = fill.item[e]
-    c = fill.x0[e] + fill.into
+    c = fill.x0[e] + into
     # Every sorted edge before ``e`` is complete: its exact endpoint values are summed.
     vertex = base + fill.cum_val[e]
     partial = _values_at(items, it, c) - fill.y0[e]
-    exact = np.where(fill.edge >= 0, vertex + partial, base)
+    exact = np.where(edge >= 0, vertex + partial, base)
     los = np.asarray([i.lo for i in items], dtype=np.int64)
     opt = np.asarray([i.optional for i in items], dtype=bool)
-    valid = (fill.edge < 0) | ~(opt[it] & (c > 0) & (c < los[it]))
+    valid = (edge < 0) | ~(opt[it] & (c > 0) & (c < los[it]))
     return exact.astype(np.int64), valid
 
 

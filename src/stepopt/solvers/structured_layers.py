@@ -66,6 +66,7 @@ class Layer:
     fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
     kv0: int = 0  # KV blocks the fixed part takes (B layers)
     high: Fill | None = None  # the greedy fill of the upper envelope (``target`` only)
+    room: np.ndarray | None = None  # a candidate layer's ``room``: ``cand``/``ok`` on demand
 
 
 def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
@@ -164,8 +165,9 @@ def b_layer(
     bounds: bool = True,
 ) -> Layer | None:
     """A layer with every decode, ``fixed`` prefills at their given chunk and ``free`` items.
-    ``bounds`` False: a candidate layer whose bounds are never read, so its upper-envelope
-    fill is left to be built on demand (``structured_target._high``)."""
+    ``bounds`` False: a candidate layer whose bounds are never read (``lb``/``ub`` say no
+    decision), its upper-envelope fill built on demand (``structured_target._high``) and its
+    ``cand``/``ok`` left unset (``ok`` False) until :func:`fill_candidates` asks for them."""
     # long: one layer's bounds (KV, tokens, latency envelope) share the layer's fixed part: read
     # top-down
     p, lat = cx.problem, cx.problem.latency
@@ -224,26 +226,61 @@ def b_layer(
         bmin = bmax = cand_b = np.full(s.size, b_fixed + n, dtype=np.int64)
         fmin = fmax = np.full(s.size, cx.fseq[b_fixed + n], dtype=np.int64)
     ftok = cx.ftok[np.minimum(tok, cx.budget)]
+    window = cx.fseq[b_fixed : b_fixed + n + 1]
+    if not bounds:
+        lay = Layer(name, fixed, items, list(free), None, low, None, optional, b_fixed, window, kv0)
+        lay.arrays = Arrays(
+            tok,
+            bmin,
+            bmax,
+            np.full(s.size, BIG),
+            np.full(s.size, -BIG),
+            np.zeros(s.size, dtype=np.int64),
+            cand_b,
+            np.zeros(s.size, dtype=bool),
+            ftok + const,
+        )
+        lay.room = room
+        return lay
     # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
     high = None
-    if cx.target_objective and bounds:  # the upper bound matters to |L - T| only
+    if cx.target_objective:  # the upper bound matters to |L - T| only
         high = greedy_fill(items, lower=False, top=top)
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
     else:
         ub = np.full(s.size, BIG)
-    att, valid = exact_attention(items, low)
-    cand = ftok + cx.fseq[np.minimum(cand_b, cx.fseq.size - 1)] + const + att
-    ok = valid & room
-    if cx.kv is not None and n:
-        ok &= kv0 + _fill_blocks(items, low, cached, cx.bs) <= cx.kv
+    cand, ok = _greedy_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, None)
     lb = np.where(room, lb, BIG)
     ub = np.where(room, ub, -BIG)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
-    window = cx.fseq[b_fixed : b_fixed + n + 1]
     layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
     layer.high = high
     return layer
+
+
+def fill_candidates(cx: Ctx, ly: Layer, at: np.ndarray) -> None:
+    """A candidate layer's ``cand`` and ``ok`` at the positions ``at`` (as ``b_layer`` would
+    give them; positions never asked for keep ``ok`` False)."""
+    if ly.room is None or at.size == 0:
+        return
+    a = ly.arrays
+    cand, ok = _greedy_candidates(
+        cx, ly.items, ly.fill, ly.reqs, ly.kv0, a.fixed_part[at], a.cand_b[at], ly.room[at], at
+    )
+    a.cand[at], a.ok[at] = cand, ok
+
+
+def _greedy_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b, room, at):
+    """Exact latency and validity of the greedy fill's decision at every position (``at``
+    only, when given; the per-position arrays passed are then taken at ``at``)."""
+    att, valid = exact_attention(items, fill, at)
+    cand = fixed_part + cx.fseq[np.minimum(cand_b, cx.fseq.size - 1)] + att
+    ok = valid & room
+    if cx.kv is not None and items:
+        cached = np.asarray([r.computed_tokens for r in free], dtype=np.int64)
+        ok &= kv0 + _fill_blocks(items, fill, cached, cx.bs, at) <= cx.kv
+    return cand, ok
 
 
 def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:
@@ -257,16 +294,19 @@ def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:
     return hi if cap < lo else min(hi, cap)
 
 
-def _fill_blocks(items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int) -> np.ndarray:
-    """KV blocks of the free items in the greedy allocation at every ``s``."""
+def _fill_blocks(
+    items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int, at: np.ndarray | None
+) -> np.ndarray:
+    """KV blocks of the free items in the greedy allocation at every ``s`` (``at`` only)."""
     starts = np.asarray([it.start for it in items], dtype=np.int64)
     base = int(_kv_blocks(cached, starts, bs).sum())
+    edge, into = (fill.edge, fill.into) if at is None else (fill.edge[at], fill.into[at])
     if fill.item.size == 0:
-        return np.full(fill.relax.size, base, dtype=np.int64)
+        return np.full(edge.size, base, dtype=np.int64)
     c_at = cached[fill.item]
     delta = _kv_blocks(c_at, fill.x1, bs) - _kv_blocks(c_at, fill.x0, bs)
     cum = np.concatenate([[0], np.cumsum(delta)])
-    e = np.maximum(fill.edge, 0)
-    c = fill.x0[e] + fill.into
+    e = np.maximum(edge, 0)
+    c = fill.x0[e] + into
     part = _kv_blocks(c_at[e], c, bs) - _kv_blocks(c_at[e], fill.x0[e], bs)
-    return np.where(fill.edge >= 0, base + cum[e] + part, base)
+    return np.where(edge >= 0, base + cum[e] + part, base)

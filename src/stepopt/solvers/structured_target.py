@@ -37,7 +37,7 @@ from stepopt.solvers import structured_split
 from stepopt.solvers.base import SolveResult, SolveStatus, finish
 from stepopt.solvers.common import TOLERANCE_PARAM
 from stepopt.solvers.structured_curves import greedy_fill
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer, fill_candidates
 from stepopt.solvers.structured_split import Found
 
 NAME = "structured"
@@ -89,6 +89,10 @@ def solve(
     reach = lb < BIG
     dev_lb = np.where(reach, np.maximum(np.maximum(lb - t, t - ub), 0), BIG)
     best = _greedy_best(problem, fl, tok, cand, cand_b, ok, decision)
+    window = int(dev_lb.min()) + max(tol, MIN_WINDOW_NS)
+    if _fill_borrowed(cx, fl, dev_lb, window if best is None else max(window, best.dev)):
+        cand, ok = fl.get("cand"), fl.get("ok")
+        best = _greedy_best(problem, fl, tok, cand, cand_b, ok, decision)
     if best is None and not reach.any():
         return finish(
             problem, NAME, SolveStatus.INFEASIBLE, None, started, time_limit=time_limit, params=info
@@ -158,6 +162,33 @@ def _exact_bounds(fl: Flat) -> tuple[np.ndarray, np.ndarray]:
 def _borrowed(ly: Layer) -> bool:
     """A candidate layer (``B0/m``) whose positions B0's bounds cover: none of its own."""
     return ly.name.startswith("B0/")
+
+
+def _fill_borrowed(cx, fl: Flat, dev_lb, limit: int) -> bool:
+    """The candidate layers' greedy decisions where B0's distance bound is at most ``limit``
+    (the greedy best's distance, or the search window, if larger): a decision elsewhere is
+    farther from T than either, so neither the greedy best nor the search can use it. True
+    when one is valid."""
+    found = False
+    for li, ly in enumerate(fl.layers):
+        if ly.room is not None and _borrowed(ly):
+            at = np.flatnonzero(_parent_dev(fl, dev_lb, li) <= limit)
+            fill_candidates(cx, ly, at)
+            found |= bool(ly.arrays.ok[at].any())
+    return found
+
+
+def _parent_dev(fl: Flat, dev_lb, li: int) -> np.ndarray:
+    """A candidate layer's distance bounds: B0's at the same token count (BIG outside B0's
+    live positions, or without B0)."""
+    n = fl.size(li)
+    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
+    if b0 is None:
+        return np.full(n, BIG)
+    parent = fl.part(dev_lb, b0)
+    at = fl.layers[li].arrays.tok[:n] - int(fl.layers[b0].arrays.tok[0])
+    inside = (at >= 0) & (at < parent.size)
+    return np.where(inside, parent[np.clip(at, 0, max(parent.size - 1, 0))], BIG)
 
 
 def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | None:
@@ -277,16 +308,11 @@ def _candidates(cx, fl: Flat, dev_lb, window) -> list[tuple[int, int, int, int, 
     ``structured._started_prefixes``) have no bounds of their own: they take B0's at the same
     token count. B layers keep the positions where T lies near the exact latencies of their
     cheapest and dearest greedy splits (a filter on where to search, not a proof)."""
-    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
     rows = []
     for li, ly in enumerate(fl.layers):
-        n = fl.size(li)
         a = ly.arrays
-        if _borrowed(ly) and b0 is not None:
-            parent = fl.part(dev_lb, b0)
-            at = a.tok[:n] - int(fl.layers[b0].arrays.tok[0])
-            inside = (at >= 0) & (at < parent.size)
-            dev = np.where(inside, parent[np.clip(at, 0, max(parent.size - 1, 0))], BIG)
+        if _borrowed(ly):
+            dev = _parent_dev(fl, dev_lb, li)
         elif ly.decode_pick is None and not ly.items:
             continue  # nothing to split
         else:
