@@ -33,7 +33,7 @@ from stepopt.solvers.hint import greedy_hint
 from stepopt.solvers.structured_curves import allocation
 from stepopt.solvers.structured_exact import Exact, exact_min
 from stepopt.solvers.structured_goodput import everything_fits, goodput_layers
-from stepopt.solvers.structured_layers import Ctx, Layer, b_layer, first_layers
+from stepopt.solvers.structured_layers import Ctx, Layer, b_layer, first_layers, low_fill
 
 NAME = "structured"
 MAX_PREFIX_LAYERS = 24  # candidate layers of started running prefills (``target``)
@@ -170,7 +170,7 @@ def _decision(problem: StepProblem, layer: Layer, pos: int) -> Decision:
         decodes = problem.running_decodes
         return Decision.of(dict.fromkeys([decodes[i].id for i in idx], 1))
     tokens = dict(layer.fixed)
-    chunks = allocation(layer.items, layer.fill, pos)
+    chunks = allocation(layer.items, low_fill(layer), pos)
     tokens.update({r.id: c for r, c in zip(layer.reqs, chunks, strict=True)})
     return Decision.of(tokens)
 

@@ -67,6 +67,7 @@ class Layer:
     kv0: int = 0  # KV blocks the fixed part takes (B layers)
     high: Fill | None = None  # the greedy fill of the upper envelope (``target`` only)
     room: np.ndarray | None = None  # a candidate layer's ``room``: ``cand``/``ok`` on demand
+    fill_top: int | None = None  # a candidate layer's ``fill`` on demand (``low_fill``)
 
 
 def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
@@ -193,9 +194,10 @@ def b_layer(
     ]
     start = sum(it.start for it in items)
     top = cx.budget - s0 - start  # more free tokens than this break the budget
-    low = greedy_fill(items, lower=True, top=top)
+    # A candidate layer builds its fill when searched: most never are.
+    low = greedy_fill(items, lower=True, top=top) if bounds or optional else None
     n = len(items)
-    s = np.arange(low.relax.size, dtype=np.int64)
+    s = np.arange(_span(items, top) + 1 if low is None else low.relax.size, dtype=np.int64)
     tok = s0 + start + s
     # Upper bound on the free tokens from the KV capacity (chunk minimums ignored: a relaxation).
     cached = np.asarray([r.computed_tokens for r in free], dtype=np.int64)
@@ -229,6 +231,7 @@ def b_layer(
     window = cx.fseq[b_fixed : b_fixed + n + 1]
     if not bounds:
         lay = Layer(name, fixed, items, list(free), None, low, None, optional, b_fixed, window, kv0)
+        lay.fill_top = top
         lay.arrays = Arrays(
             tok,
             bmin,
@@ -259,6 +262,21 @@ def b_layer(
     return layer
 
 
+def _span(items: list[ItemCurve], top: int) -> int:
+    """The free tokens a greedy fill covers (its ``relax.size - 1``): each item's edges run
+    from its first breakpoint to its last."""
+    total = sum(it.low_edges[-1][2] - it.low_edges[0][0] for it in items if it.low_edges)
+    return max(min(total, top), 0)
+
+
+def low_fill(ly: Layer) -> Fill | None:
+    """The layer's lower-envelope fill, built now for a candidate layer that left it."""
+    if ly.fill is None and ly.fill_top is not None:
+        ly.fill = greedy_fill(ly.items, lower=True, top=ly.fill_top)
+        assert ly.fill.relax.size == ly.arrays.tok.size  # _span agrees
+    return ly.fill
+
+
 def fill_candidates(cx: Ctx, ly: Layer, at: np.ndarray) -> None:
     """A candidate layer's ``cand`` and ``ok`` at the positions ``at`` (as ``b_layer`` would
     give them; positions never asked for keep ``ok`` False)."""
@@ -266,7 +284,7 @@ def fill_candidates(cx: Ctx, ly: Layer, at: np.ndarray) -> None:
         return
     a = ly.arrays
     cand, ok = _greedy_candidates(
-        cx, ly.items, ly.fill, ly.reqs, ly.kv0, a.fixed_part[at], a.cand_b[at], ly.room[at], at
+        cx, ly.items, low_fill(ly), ly.reqs, ly.kv0, a.fixed_part[at], a.cand_b[at], ly.room[at], at
     )
     a.cand[at], a.ok[at] = cand, ok
 

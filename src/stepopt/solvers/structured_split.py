@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stepopt.solvers.structured_curves import allocation
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, low_fill
 
 MOVE = 8  # tokens a pair move shifts at most
 ROUNDS = 8  # pair-move rounds per position
@@ -97,7 +97,7 @@ def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
     """A split of the position's tokens with L nearest T: the path from the cheapest split to
     the dearest, then pair moves."""
     it = items_of(cx, ly)
-    x = np.asarray(allocation(ly.items, ly.fill, s), dtype=np.int64)
+    x = np.asarray(allocation(ly.items, low_fill(ly), s), dtype=np.int64)
     y = np.asarray(allocation(ly.items, high, s), dtype=np.int64)
     a = ly.arrays
     const = int(a.fixed_part[s])  # F_tok + decodes + fixed prefills

@@ -336,7 +336,7 @@ def _high(ly: Layer):
     """The layer's upper-envelope fill (built with the layer for ``target``, on demand for a
     candidate layer), over the same free tokens as its lower one."""
     if ly.high is None:
-        top = None if ly.fill is None else ly.fill.relax.size - 1
+        top = ly.arrays.tok.size - 1 if ly.items else None  # the lower fill's span
         ly.high = greedy_fill(ly.items, lower=False, top=top)
     return ly.high
 
