@@ -95,6 +95,7 @@ class Ctx:
         self.need = (self.ctx % self.bs == 0) if self.decodes else np.zeros(0, dtype=bool)
         self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
         self.target_objective = problem.objective == "target"
+        self.items: dict[tuple[str, int, bool], ItemCurve] = {}  # see ``_item``
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
@@ -171,7 +172,7 @@ def b_layer(
     ``cand``/``ok`` left unset (``ok`` False) until :func:`fill_candidates` asks for them."""
     # long: one layer's bounds (KV, tokens, latency envelope) share the layer's fixed part: read
     # top-down
-    p, lat = cx.problem, cx.problem.latency
+    lat = cx.problem.latency
     fixed = {**cx.decode_tokens, **fixed}
     s0 = sum(fixed.values())
     kv0 = int(cx.need.sum()) + sum(
@@ -183,15 +184,7 @@ def b_layer(
     const = cx.decode_const + sum(
         lat.prefill(fixed[r.id], r.computed_tokens, r.remaining_prompt) for r in fixed_reqs
     )
-    items = [
-        item_curve(
-            lat.prefill.curve(r.computed_tokens, r.remaining_prompt),
-            p.lo(r),
-            kv_hi(cx, r, p.lo(r), p.hi(r), kv0),
-            optional,
-        )
-        for r in free
-    ]
+    items = [_item(cx, r, kv0, optional) for r in free]
     start = sum(it.start for it in items)
     top = cx.budget - s0 - start  # more free tokens than this break the budget
     # A candidate layer builds its fill when searched: most never are.
@@ -299,6 +292,18 @@ def _greedy_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b
         cached = np.asarray([r.computed_tokens for r in free], dtype=np.int64)
         ok &= kv0 + _fill_blocks(items, fill, cached, cx.bs, at) <= cx.kv
     return cand, ok
+
+
+def _item(cx: Ctx, r: Request, kv0: int, optional: bool) -> ItemCurve:
+    """The free item of ``r``, once per solve (the candidate layers repeat B0's requests)."""
+    key = (r.id, kv0, optional)
+    it = cx.items.get(key)
+    if it is None:
+        p = cx.problem
+        curve = p.latency.prefill.curve(r.computed_tokens, r.remaining_prompt)
+        it = item_curve(curve, p.lo(r), kv_hi(cx, r, p.lo(r), p.hi(r), kv0), optional)
+        cx.items[key] = it
+    return it
 
 
 def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:
