@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -100,6 +100,8 @@ class Fill:
 
     ``relax[s]``: the envelope minimum (lower) or maximum (upper) of the summed attention.
     ``edge[s]``: the edge being filled at ``s`` (-1 at s = 0), ``into[s]`` how far into it.
+    These per-``s`` arrays are built on first use: a search reads a few positions through
+    :meth:`at`.
     """
 
     order: np.ndarray  # edge indices in fill order
@@ -110,10 +112,48 @@ class Fill:
     cum_len: np.ndarray  # tokens before each sorted edge
     cum_val: np.ndarray  # envelope value gained before each sorted edge
     slope: np.ndarray
-    relax: np.ndarray  # float64 per s, including the items' starting values
-    edge: np.ndarray
-    into: np.ndarray
-    started: np.ndarray  # items with a chunk above 0 at each s (optional items)
+    span: int
+    base: float  # the items' starting values
+
+    def at(self, s):
+        """``edge`` and ``into`` at the positions ``s`` only."""
+        edge = np.searchsorted(self.cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
+        return edge, s - self.cum_len[np.maximum(edge, 0)]
+
+    @cached_property
+    def _per_s(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        edge, into = self.at(np.arange(self.span + 1, dtype=np.int64))
+        safe = np.maximum(edge, 0)
+        if self.slope.size:
+            relax = self.base + np.where(
+                edge >= 0, self.cum_val[safe] + self.slope[safe] * into, 0.0
+            )
+            first = np.zeros(self.item.size, dtype=np.int64)
+            _, pos = np.unique(self.item, return_index=True)
+            first[pos] = 1
+            started = np.where(edge >= 0, np.cumsum(first)[safe], 0)
+        else:
+            relax = np.full(edge.size, self.base)
+            started = np.zeros(edge.size, dtype=np.int64)
+        return relax, edge, into, started
+
+    @property
+    def relax(self) -> np.ndarray:
+        """float64 per s, including the items' starting values."""
+        return self._per_s[0]
+
+    @property
+    def edge(self) -> np.ndarray:
+        return self._per_s[1]
+
+    @property
+    def into(self) -> np.ndarray:
+        return self._per_s[2]
+
+    @property
+    def started(self) -> np.ndarray:
+        """Items with a chunk above 0 at each s (optional items)."""
+        return self._per_s[3]
 
 
 def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> Fill:
@@ -140,21 +180,8 @@ def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> 
     cum_len = np.concatenate([[0], np.cumsum(length)])
     cum_val = np.concatenate([[0], np.cumsum(dy)])
     span = int(cum_len[-1]) if top is None else max(min(int(cum_len[-1]), top), 0)
-    s = np.arange(span + 1, dtype=np.int64)
-    edge = np.searchsorted(cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
-    into = s - cum_len[np.maximum(edge, 0)]
-    safe = np.maximum(edge, 0)
     base = float(sum(it.start_value for it in items))
-    if slope.size:
-        relax = base + np.where(edge >= 0, cum_val[safe] + slope[safe] * into, 0.0)
-        first = np.zeros(item.size, dtype=np.int64)
-        _, pos = np.unique(item, return_index=True)
-        first[pos] = 1
-        started = np.where(edge >= 0, np.cumsum(first)[safe], 0)
-    else:
-        relax = np.full(s.size, base)
-        started = np.zeros(s.size, dtype=np.int64)
-    return Fill(order, item, x0, y0, x1, cum_len, cum_val, slope, relax, edge, into, started)
+    return Fill(order, item, x0, y0, x1, cum_len, cum_val, slope, span, base)
 
 
 def exact_attention(
@@ -164,7 +191,7 @@ def exact_attention(
     ``at`` only, when given), and whether the allocation is a valid decision there (an
     optional item strictly between 0 and ``lo`` is not)."""
     base = sum(it.start_value for it in items)
-    edge, into = (fill.edge, fill.into) if at is None else (fill.edge[at], fill.into[at])
+    edge, into = (fill.edge, fill.into) if at is None else fill.at(at)
     n = edge.size
     if fill.item.size == 0:
         return np.full(n, base, dtype=np.int64), np.ones(n, dtype=bool)
@@ -201,9 +228,10 @@ def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.nd
 def allocation(items: list[ItemCurve], fill: Fill, s: int) -> list[int]:
     """The chunk of every item in the greedy allocation at ``s``."""
     out = [it.start for it in items]
-    e = int(fill.edge[s])
+    edge, into = fill.at(s)
+    e = int(edge)
     for k in range(e):
         out[int(fill.item[k])] = int(fill.x1[k])
     if e >= 0:
-        out[int(fill.item[e])] = int(fill.x0[e] + fill.into[s])
+        out[int(fill.item[e])] = int(fill.x0[e] + into)
     return out

@@ -190,7 +190,7 @@ def b_layer(
     # A candidate layer builds its fill when searched: most never are.
     low = greedy_fill(items, lower=True, top=top) if bounds or optional else None
     n = len(items)
-    s = np.arange(_span(items, top) + 1 if low is None else low.relax.size, dtype=np.int64)
+    s = np.arange(_span(items, top) + 1 if low is None else low.span + 1, dtype=np.int64)
     tok = s0 + start + s
     # Upper bound on the free tokens from the KV capacity (chunk minimums ignored: a relaxation).
     cached = np.asarray([r.computed_tokens for r in free], dtype=np.int64)
@@ -266,7 +266,7 @@ def low_fill(ly: Layer) -> Fill | None:
     """The layer's lower-envelope fill, built now for a candidate layer that left it."""
     if ly.fill is None and ly.fill_top is not None:
         ly.fill = greedy_fill(ly.items, lower=True, top=ly.fill_top)
-        assert ly.fill.relax.size == ly.arrays.tok.size  # _span agrees
+        assert ly.fill.span + 1 == ly.arrays.tok.size  # _span agrees
     return ly.fill
 
 
@@ -323,7 +323,7 @@ def _fill_blocks(
     """KV blocks of the free items in the greedy allocation at every ``s`` (``at`` only)."""
     starts = np.asarray([it.start for it in items], dtype=np.int64)
     base = int(_kv_blocks(cached, starts, bs).sum())
-    edge, into = (fill.edge, fill.into) if at is None else (fill.edge[at], fill.into[at])
+    edge, into = (fill.edge, fill.into) if at is None else fill.at(at)
     if fill.item.size == 0:
         return np.full(edge.size, base, dtype=np.int64)
     c_at = cached[fill.item]

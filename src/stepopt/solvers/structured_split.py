@@ -388,8 +388,8 @@ def fill_attention(cx: Ctx, ly: Layer, fill, s: np.ndarray) -> np.ndarray:
     base = int(it.att(np.arange(starts.size), starts).sum())
     if fill.item.size == 0:
         return np.full(s.size, base, dtype=np.int64)
-    edge = fill.edge[s]
+    edge, into = fill.at(s)
     e = np.maximum(edge, 0)
-    c = fill.x0[e] + fill.into[s]
+    c = fill.x0[e] + into
     part = it.att(fill.item[e], c) - fill.y0[e]
     return np.where(edge >= 0, base + fill.cum_val[e] + part, base)
