@@ -57,6 +57,7 @@ class Flat:
         self.layers = layers
         live = [int(np.searchsorted(ly.arrays.tok, budget, side="right")) for ly in layers]
         self.starts = np.cumsum([0, *live])
+        self.b0 = next((k for k, ly in enumerate(layers) if ly.name == "B0"), None)
 
     def cat(self, arrays: list[np.ndarray]) -> np.ndarray:
         return np.concatenate([a[: self.size(li)] for li, a in enumerate(arrays)])
@@ -182,13 +183,16 @@ def _parent_dev(fl: Flat, dev_lb, li: int) -> np.ndarray:
     """A candidate layer's distance bounds: B0's at the same token count (BIG outside B0's
     live positions, or without B0)."""
     n = fl.size(li)
-    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
-    if b0 is None:
-        return np.full(n, BIG)
-    parent = fl.part(dev_lb, b0)
-    at = fl.layers[li].arrays.tok[:n] - int(fl.layers[b0].arrays.tok[0])
-    inside = (at >= 0) & (at < parent.size)
-    return np.where(inside, parent[np.clip(at, 0, max(parent.size - 1, 0))], BIG)
+    out = np.full(n, BIG)
+    if fl.b0 is None or n == 0:
+        return out
+    parent = fl.part(dev_lb, fl.b0)
+    # Both layers' tokens run one by one: the candidate layer's sit on a slice of B0's.
+    off = int(fl.layers[li].arrays.tok[0] - fl.layers[fl.b0].arrays.tok[0])
+    lo, hi = max(off, 0), min(off + n, parent.size)
+    if lo < hi:
+        out[lo - off : hi - off] = parent[lo:hi]
+    return out
 
 
 def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | None:
@@ -235,7 +239,7 @@ def _search(cx, fl: Flat, dev_lb, bound_ns, tol, best) -> Found | None:
 def _subsets(cx, fl: Flat, dev_lb, window, top: Found | None) -> Found | None:
     """``B0`` with few running prefills: search every set of started prefills that is not a
     candidate layer already, at B0's positions near T (the greedy moves keep the set)."""
-    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
+    b0 = fl.b0
     if b0 is None or len(fl.layers[b0].items) > MAX_SUBSET_ITEMS:
         return None
     ly0 = fl.layers[b0]
