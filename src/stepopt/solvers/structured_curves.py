@@ -81,16 +81,23 @@ class ItemCurve:
 @lru_cache(maxsize=65536)
 def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> ItemCurve:
     """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``."""
-    xs = [lo, *(x for x in curve.xs if lo < x < hi), hi] if hi > lo else [lo]
-    ys = [curve(x) for x in xs]
+    xs, ys = _points(curve, lo, hi)
+    start = 0 if optional or lo == 0 else ys[0]  # the value at lo
     if optional:
-        xs, ys = [0, *xs], [0, *ys]
+        xs, ys = (0, *xs), (0, *ys)
     edges = []
     for lower in (True, False):
         h = _hull(xs, ys, lower)
         edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
-    start = 0 if optional or lo == 0 else PiecewiseLinear(curve.xs, curve.ys)(lo)
     return ItemCurve(lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start)
+
+
+@lru_cache(maxsize=4096)
+def _points(curve: PiecewiseLinear, lo: int, hi: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The curve's breakpoints inside ``[lo, hi]`` and its values there (shared by a running
+    prefill's optional item in B0 and its item in the candidate layers)."""
+    xs = (lo, *(x for x in curve.xs if lo < x < hi), hi) if hi > lo else (lo,)
+    return xs, tuple(curve(x) for x in xs)
 
 
 @dataclass(frozen=True)
