@@ -37,7 +37,7 @@ from stepopt.solvers import structured_split
 from stepopt.solvers.base import SolveResult, SolveStatus, finish
 from stepopt.solvers.common import TOLERANCE_PARAM
 from stepopt.solvers.structured_curves import greedy_fill
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer, fill_candidates
+from stepopt.solvers.structured_layers import BIG, Ctx, Flat, Layer, b_layer, fill_candidates
 from stepopt.solvers.structured_split import Found
 
 NAME = "structured"
@@ -47,33 +47,6 @@ MAX_SUBSET_ITEMS = 4  # B0 with at most this many prefills: every started set is
 MAX_SPLIT_ITEMS = 6  # active chunks of a position whose splits may be enumerated
 MAX_EXACT_POSITIONS = 512  # positions whose splits are enumerated
 MAX_ENUMERATED = 3_000_000  # chunk values (splits x chunks) enumerated: 0.1 s at most
-
-
-class Flat:
-    """The layers' positions as flat arrays, cut where the tokens pass the budget (no decision
-    lies beyond: the layers mark those positions unreachable and invalid)."""
-
-    def __init__(self, layers: list[Layer], budget: int) -> None:
-        self.layers = layers
-        live = [int(np.searchsorted(ly.arrays.tok, budget, side="right")) for ly in layers]
-        self.starts = np.cumsum([0, *live])
-        self.b0 = next((k for k, ly in enumerate(layers) if ly.name == "B0"), None)
-
-    def cat(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([a[: self.size(li)] for li, a in enumerate(arrays)])
-
-    def get(self, attr: str) -> np.ndarray:
-        return self.cat([getattr(ly.arrays, attr) for ly in self.layers])
-
-    def size(self, li: int) -> int:
-        return int(self.starts[li + 1] - self.starts[li])
-
-    def part(self, x: np.ndarray, li: int) -> np.ndarray:
-        return x[self.starts[li] : self.starts[li + 1]]
-
-    def locate(self, flat: int) -> tuple[int, int]:
-        li = int(np.searchsorted(self.starts, flat, side="right") - 1)
-        return li, int(flat - self.starts[li])
 
 
 def solve(
@@ -173,26 +146,10 @@ def _fill_borrowed(cx, fl: Flat, dev_lb, limit: int) -> bool:
     found = False
     for li, ly in enumerate(fl.layers):
         if ly.room is not None and _borrowed(ly):
-            at = np.flatnonzero(_parent_dev(fl, dev_lb, li) <= limit)
+            at = np.flatnonzero(fl.parent_dev(dev_lb, li) <= limit)
             fill_candidates(cx, ly, at)
             found |= bool(ly.arrays.ok[at].any())
     return found
-
-
-def _parent_dev(fl: Flat, dev_lb, li: int) -> np.ndarray:
-    """A candidate layer's distance bounds: B0's at the same token count (BIG outside B0's
-    live positions, or without B0)."""
-    n = fl.size(li)
-    out = np.full(n, BIG)
-    if fl.b0 is None or n == 0:
-        return out
-    parent = fl.part(dev_lb, fl.b0)
-    # Both layers' tokens run one by one: the candidate layer's sit on a slice of B0's.
-    off = int(fl.layers[li].arrays.tok[0] - fl.layers[fl.b0].arrays.tok[0])
-    lo, hi = max(off, 0), min(off + n, parent.size)
-    if lo < hi:
-        out[lo - off : hi - off] = parent[lo:hi]
-    return out
 
 
 def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | None:
@@ -316,7 +273,7 @@ def _candidates(cx, fl: Flat, dev_lb, window) -> list[tuple[int, int, int, int, 
     for li, ly in enumerate(fl.layers):
         a = ly.arrays
         if _borrowed(ly):
-            dev = _parent_dev(fl, dev_lb, li)
+            dev = fl.parent_dev(dev_lb, li)
         elif ly.decode_pick is None and not ly.items:
             continue  # nothing to split
         else:
