@@ -144,23 +144,12 @@ class Fill:
             started = np.zeros(edge.size, dtype=np.int64)
         return relax, edge, into, started
 
-    @property
-    def relax(self) -> np.ndarray:
-        """float64 per s, including the items' starting values."""
-        return self._per_s[0]
-
-    @property
-    def edge(self) -> np.ndarray:
-        return self._per_s[1]
-
-    @property
-    def into(self) -> np.ndarray:
-        return self._per_s[2]
-
-    @property
-    def started(self) -> np.ndarray:
-        """Items with a chunk above 0 at each s (optional items)."""
-        return self._per_s[3]
+    # float64 per s, including the items' starting values; the edge and how far into it;
+    # items with a chunk above 0 (optional items)
+    relax = property(lambda self: self._per_s[0])
+    edge = property(lambda self: self._per_s[1])
+    into = property(lambda self: self._per_s[2])
+    started = property(lambda self: self._per_s[3])
 
 
 def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> Fill:
