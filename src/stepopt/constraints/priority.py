@@ -31,7 +31,7 @@ def check(view: DecisionView) -> list[Violation]:
     problem, c = view.problem, view.c
     out = []
     by_id = problem.by_id
-    prefill_scheduled = [rid for rid in view.tokens if not by_id[rid].is_decode]
+    prefill_scheduled = [rid for rid in view.candidates() if not by_id[rid].is_decode]
     starved = (
         [r.id for r in problem.running_decodes if c(r.id) == 0 and r.id not in view.preempted]
         if prefill_scheduled
