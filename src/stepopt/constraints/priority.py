@@ -29,11 +29,12 @@ HINTS = {
 
 def check(view: DecisionView) -> list[Violation]:
     problem, c = view.problem, view.c
+    tokens, preempted = view.tokens, view.preempted  # tokens: positive counts only
     out = []
     by_id = problem.by_id
     prefill_scheduled = [rid for rid in view.candidates() if not by_id[rid].is_decode]
     starved = (
-        [r.id for r in problem.running_decodes if c(r.id) == 0 and r.id not in view.preempted]
+        [r.id for r in problem.running_decodes if r.id not in tokens and r.id not in preempted]
         if prefill_scheduled
         else []
     )
@@ -61,9 +62,9 @@ def check(view: DecisionView) -> list[Violation]:
             )
     order = problem.waiting_order
     k = 0
-    while k < len(order) and c(order[k].id) > 0:
+    while k < len(order) and order[k].id in tokens:
         k += 1
-    skipped_ahead = [r.id for r in order[k:] if c(r.id) > 0]
+    skipped_ahead = [r.id for r in order[k:] if r.id in tokens]
     if skipped_ahead:
         out.append(
             Violation(
