@@ -64,7 +64,8 @@ def check(view: DecisionView) -> list[Violation]:
     k = 0
     while k < len(order) and order[k].id in tokens:
         k += 1
-    skipped_ahead = [r.id for r in order[k:] if r.id in tokens]
+    # The first k admitted form the prefix; any other admitted one skipped ahead.
+    skipped_ahead = [r.id for r in order[k:] if r.id in tokens] if k < len(view.admitted) else []
     if skipped_ahead:
         out.append(
             Violation(
