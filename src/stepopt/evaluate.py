@@ -179,7 +179,10 @@ def _view(problem: StepProblem, decision: Decision) -> tuple[DecisionView, StepA
     unusual: list[str] = []  # scheduled ids other than 1-token decodes (what phase checks)
     prefills: list[tuple[int, int, int]] = []
     total = context = weighted = blocks = 0
-    for r in problem.requests:
+    requests = problem.requests
+    if len(problem.by_id) != len(requests):  # a repeated id (a hand-built problem): once each
+        requests = tuple(problem.by_id[k] for k in dict.fromkeys(r.id for r in requests))
+    for r in requests:
         rid = r.id
         n = get(rid, 0)
         if n <= 0:
