@@ -9,7 +9,10 @@ from hypothesis import strategies as st
 from stepopt.constraints import phase, priority
 from stepopt.evaluate import _view, evaluate
 from stepopt.model import Decision
+from stepopt.testing.factories import decode, linear_latency, make_problem, waiting
 from stepopt.testing.strategies import problems
+
+LAT = linear_latency(per_token_ns=10_000, base_ns=1_000_000, per_request_ns=0)
 
 
 @st.composite
@@ -42,3 +45,14 @@ def test_one_pass_aggregates_match_their_definitions(case):
     full.latency_ns = view.latency_ns
     for family in (phase, priority):
         assert family.check(view) == family.check(full)
+
+
+def test_a_repeated_id_counts_once():
+    # Only a hand-built problem can repeat an id (the loader rejects it); the request the id
+    # names is the one ``by_id`` holds, as everywhere else.
+    p = make_problem([decode("a", 100), decode("b", 40)], [waiting("a", 300)], latency=LAT)
+    d = Decision({"a": 64, "b": 1})
+    ev = evaluate(p, d)
+    assert (ev.scheduled_tokens, ev.batch_size) == (65, 2)
+    assert ev.latency_breakdown_ns == p.latency.breakdown_ns(p, d.tokens)
+    assert ev.new_blocks == p.new_blocks(p.by_id["a"], 64) + p.new_blocks(p.by_id["b"], 1)
