@@ -28,7 +28,7 @@ HINTS = {
 
 
 def check(view: DecisionView) -> list[Violation]:
-    problem, c = view.problem, view.c
+    problem = view.problem
     tokens, preempted = view.tokens, view.preempted  # tokens: positive counts only
     out = []
     by_id = problem.by_id
@@ -50,7 +50,8 @@ def check(view: DecisionView) -> list[Violation]:
     if problem.priority_mode != "strict":
         return out
     if view.admitted:
-        short = [r.id for r in view.kept if c(r.id) < problem.hi(r)]
+        get, hi = tokens.get, problem.hi
+        short = [r.id for r in view.kept if get(r.id, 0) < hi(r)]
         if short:
             out.append(
                 Violation(
