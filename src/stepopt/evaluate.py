@@ -13,6 +13,7 @@ from typing import Any
 
 from stepopt.constraints import FAMILIES, DecisionView, Rule, Violation
 from stepopt.constraints import priority as _priority
+from stepopt.latency.model import StepAggregates
 from stepopt.model import NS_PER_MS, Decision, StepProblem
 
 __all__ = [
@@ -106,22 +107,20 @@ class Evaluation:
 
 def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
     """Judge ``decision`` against every constraint of ``problem`` and predict its latency."""
-    out = _malformed(problem, decision)
-    view = _view(problem, decision)
-    parts = problem.latency.breakdown_ns(problem, view.tokens)
+    view, agg, weighted = _view(problem, decision)
+    out = _malformed(problem, decision, len(view.tokens))
+    parts = problem.latency.breakdown_of(agg)
     view.latency_ns = parts["total"]
     for family in FAMILIES:
         out.extend(family.check(view))
-    weights = problem.weights
-    clean = view.tokens
     return Evaluation(
         feasible=not out,
         violations=tuple(out),
         latency_ns=view.latency_ns,
         target_ns=problem.target_ns,
-        scheduled_tokens=sum(clean.values()),
-        weighted_tokens=sum(weights[k] * v for k, v in clean.items()),
-        batch_size=len(clean),
+        scheduled_tokens=agg.total_tokens,
+        weighted_tokens=weighted,
+        batch_size=agg.batch_size,
         num_admitted=len(view.admitted),
         new_blocks=view.new_blocks,
         objective_name=problem.objective,
@@ -129,56 +128,96 @@ def evaluate(problem: StepProblem, decision: Decision) -> Evaluation:
     )
 
 
-def _malformed(problem: StepProblem, decision: Decision) -> list[Violation]:
+def _malformed(problem: StepProblem, decision: Decision, n_clean: int) -> list[Violation]:
     """What makes a decision ill-formed whatever the rules: unknown ids, negative counts,
-    preempting what is not a running request or preempting a request that gets tokens."""
+    preempting what is not a running request or preempting a request that gets tokens.
+    ``n_clean`` counts the positive counts of known ids: when every entry is one, there is
+    no unknown id and no negative count to look for."""
     by_id, tokens = problem.by_id, decision.tokens
     out: list[Violation] = []
-    unknown = tuple(sorted(k for k in tokens if k not in by_id))
-    if unknown:
-        out.append(
-            Violation(Rule.UNKNOWN_REQUEST, f"unknown request ids: {', '.join(unknown)}", unknown)
-        )
-    negative = tuple(sorted(k for k, v in tokens.items() if v < 0))
-    if negative:
-        out.append(
-            Violation(
-                Rule.NEGATIVE_TOKENS,
-                "negative token counts: " + ", ".join(f"{k}={tokens[k]}" for k in negative),
-                negative,
+    if n_clean < len(tokens):
+        unknown = tuple(sorted(k for k in tokens if k not in by_id))
+        if unknown:
+            out.append(
+                Violation(
+                    Rule.UNKNOWN_REQUEST, f"unknown request ids: {', '.join(unknown)}", unknown
+                )
             )
-        )
-    running_ids = {r.id for r in problem.running}
-    bad = sorted(p for p in set(decision.preempted) if p not in running_ids or tokens.get(p, 0) > 0)
-    if bad:
-        out.append(
-            Violation(
-                Rule.PREEMPTION,
-                "preempted ids must be running requests that get no tokens: " + ", ".join(bad[:5]),
-                tuple(bad),
+        negative = tuple(sorted(k for k, v in tokens.items() if v < 0))
+        if negative:
+            out.append(
+                Violation(
+                    Rule.NEGATIVE_TOKENS,
+                    "negative token counts: " + ", ".join(f"{k}={tokens[k]}" for k in negative),
+                    negative,
+                )
             )
+    if decision.preempted:
+        running_ids = problem.running_ids
+        bad = sorted(
+            p for p in set(decision.preempted) if p not in running_ids or tokens.get(p, 0) > 0
         )
+        if bad:
+            out.append(
+                Violation(
+                    Rule.PREEMPTION,
+                    "preempted ids must be running requests that get no tokens: "
+                    + ", ".join(bad[:5]),
+                    tuple(bad),
+                )
+            )
     return out
 
 
-def _view(problem: StepProblem, decision: Decision) -> DecisionView:
-    """The decision as the constraint families read it (positive counts of known ids)."""
-    raw = decision.tokens
-    clean = {r.id: n for r in problem.requests if (n := raw.get(r.id, 0)) > 0}
-    running_ids = {r.id for r in problem.running}
+def _view(problem: StepProblem, decision: Decision) -> tuple[DecisionView, StepAggregates, int]:
+    """The decision as the constraint families read it (positive counts of known ids, in
+    request order), the latency model's aggregates and the weighted tokens, in one pass."""
+    get = decision.tokens.get
+    weights = problem.weights
+    bs = problem.config.block_size
+    clean: dict[str, int] = {}
+    unusual: list[str] = []  # scheduled ids other than 1-token decodes (what phase checks)
+    prefills: list[tuple[int, int, int]] = []
+    total = context = weighted = blocks = 0
+    requests = problem.requests
+    if len(problem.by_id) != len(requests):  # a repeated id (a hand-built problem): once each
+        requests = tuple(problem.by_id[k] for k in dict.fromkeys(r.id for r in requests))
+    for r in requests:
+        rid = r.id
+        n = get(rid, 0)
+        if n <= 0:
+            continue
+        clean[rid] = n
+        total += n
+        weighted += weights[rid] * n
+        cached = r.computed_tokens
+        if cached >= r.prompt_tokens:  # a decode (Request.is_decode)
+            context += cached
+            if n != 1:
+                unusual.append(rid)
+        else:
+            prefills.append((n, cached, r.prompt_tokens - cached))
+            unusual.append(rid)
+        blocks += -(-(cached + n) // bs) + (-cached // bs)  # stepopt.model.new_blocks, inlined
     preempted = frozenset(decision.preempted)
+    running = problem.running
     view = DecisionView(
         problem=problem,
         decision=decision,
         tokens=clean,
         preempted=preempted,
-        kept=[r for r in problem.running if r.id not in preempted],
+        kept=[r for r in running if r.id not in preempted] if preempted else list(running),
         admitted=[r for r in problem.waiting if r.id in clean],
+        unusual=unusual,
     )
-    by_id = problem.by_id
-    view.new_blocks = sum(problem.new_blocks(by_id[k], n) for k, n in clean.items())
-    view.freed_blocks = sum(problem.held_blocks(by_id[p]) for p in preempted if p in running_ids)
-    return view
+    view.new_blocks = blocks
+    if preempted:
+        by_id, running_ids = problem.by_id, problem.running_ids
+        view.freed_blocks = sum(
+            problem.held_blocks(by_id[p]) for p in preempted if p in running_ids
+        )
+    agg = StepAggregates(total, len(clean), context, tuple(prefills))
+    return view, agg, weighted
 
 
 def rank_key(problem: StepProblem, ev: Evaluation) -> tuple[int, int, int, int]:

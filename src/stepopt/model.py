@@ -152,6 +152,10 @@ class StepProblem:
         return frozenset(r.id for r in self.waiting)
 
     @cached_property
+    def running_ids(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.running)
+
+    @cached_property
     def waiting_order(self) -> tuple[Request, ...]:
         """Waiting requests in admission order: (priority, arrival_time, id)."""
         return tuple(sorted(self.waiting, key=lambda r: (r.priority, r.arrival_time, r.id)))

@@ -57,7 +57,9 @@ class DecisionView:
 
     ``tokens`` holds the positive counts of known requests; a preempted running request gives
     back its slot and its KV blocks (recompute preemption, as vLLM does) and takes no part in
-    the priority rules, so ``kept`` lists the running requests that stay.
+    the priority rules, so ``kept`` lists the running requests that stay. ``unusual``, when
+    the evaluator sets it, lists the ids of ``tokens`` (in its order) other than 1-token
+    decodes: the only ones the phase rule and the prefill side of the priority rule read.
     """
 
     problem: StepProblem
@@ -70,9 +72,15 @@ class DecisionView:
     new_blocks: int = 0
     freed_blocks: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    unusual: list[str] | None = None
 
     def c(self, rid: str) -> int:
         return self.tokens.get(rid, 0)
+
+    def candidates(self) -> list[str] | dict[str, int]:
+        """The scheduled ids other than 1-token decodes, in ``tokens`` order (a superset when
+        ``unusual`` is not set: every scheduled id)."""
+        return self.tokens if self.unusual is None else self.unusual
 
 
 class Encoder(Protocol):

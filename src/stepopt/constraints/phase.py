@@ -22,8 +22,9 @@ HINTS = {
 def check(view: DecisionView) -> list[Violation]:
     problem, by_id = view.problem, view.problem.by_id
     out = []
-    for rid, n in view.tokens.items():  # positive counts of known ids, in request order
-        r = by_id[rid]
+    tokens = view.tokens
+    for rid in view.candidates():  # positive counts of known ids, in request order
+        r, n = by_id[rid], tokens[rid]
         if n == 1 and r.is_decode:
             continue  # problem.lo(r) == problem.hi(r) == 1 (the common case, kept cheap)
         lo, hi = problem.lo(r), problem.hi(r)

@@ -28,12 +28,13 @@ HINTS = {
 
 
 def check(view: DecisionView) -> list[Violation]:
-    problem, c = view.problem, view.c
+    problem = view.problem
+    tokens, preempted = view.tokens, view.preempted  # tokens: positive counts only
     out = []
     by_id = problem.by_id
-    prefill_scheduled = [rid for rid in view.tokens if not by_id[rid].is_decode]
+    prefill_scheduled = [rid for rid in view.candidates() if not by_id[rid].is_decode]
     starved = (
-        [r.id for r in problem.running_decodes if c(r.id) == 0 and r.id not in view.preempted]
+        [r.id for r in problem.running_decodes if r.id not in tokens and r.id not in preempted]
         if prefill_scheduled
         else []
     )
@@ -49,7 +50,8 @@ def check(view: DecisionView) -> list[Violation]:
     if problem.priority_mode != "strict":
         return out
     if view.admitted:
-        short = [r.id for r in view.kept if c(r.id) < problem.hi(r)]
+        get, hi = tokens.get, problem.hi
+        short = [r.id for r in view.kept if get(r.id, 0) < hi(r)]
         if short:
             out.append(
                 Violation(
@@ -61,9 +63,10 @@ def check(view: DecisionView) -> list[Violation]:
             )
     order = problem.waiting_order
     k = 0
-    while k < len(order) and c(order[k].id) > 0:
+    while k < len(order) and order[k].id in tokens:
         k += 1
-    skipped_ahead = [r.id for r in order[k:] if c(r.id) > 0]
+    # The first k admitted form the prefix; any other admitted one skipped ahead.
+    skipped_ahead = [r.id for r in order[k:] if r.id in tokens] if k < len(view.admitted) else []
     if skipped_ahead:
         out.append(
             Violation(
