@@ -95,7 +95,7 @@ class Ctx:
         self.need = (self.ctx % self.bs == 0) if self.decodes else np.zeros(0, dtype=bool)
         self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
         self.target_objective = problem.objective == "target"
-        self.items: dict[tuple[str, int, bool], ItemCurve] = {}  # see ``_item``
+        self.items: dict[tuple[int, int, bool], ItemCurve] = {}  # see ``_item``
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
@@ -296,7 +296,7 @@ def _greedy_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b
 
 def _item(cx: Ctx, r: Request, kv0: int, optional: bool) -> ItemCurve:
     """The free item of ``r``, once per solve (the candidate layers repeat B0's requests)."""
-    key = (r.id, kv0, optional)
+    key = (id(r), kv0, optional)  # the object: a hand-built problem may repeat an id
     it = cx.items.get(key)
     if it is None:
         p = cx.problem
