@@ -33,7 +33,7 @@ from stepopt.solvers.hint import greedy_hint
 from stepopt.solvers.structured_curves import allocation
 from stepopt.solvers.structured_exact import Exact, exact_min
 from stepopt.solvers.structured_goodput import everything_fits, goodput_layers
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer, first_layers
+from stepopt.solvers.structured_layers import Ctx, Layer, b_layer, first_layers, low_fill
 
 NAME = "structured"
 MAX_PREFIX_LAYERS = 24  # candidate layers of started running prefills (``target``)
@@ -156,10 +156,7 @@ def _started_prefixes(cx: Ctx, b0: Layer) -> list[Layer]:
     out = []
     for m in range(1, min(len(order), MAX_PREFIX_LAYERS) + 1):
         ly = b_layer(cx, f"B0/{m}", {}, [], order[:m], optional=False, bounds=False)
-        if ly is not None:
-            a = ly.arrays
-            a.lb = np.full(a.lb.size, BIG)
-            a.ub = np.full(a.ub.size, -BIG)
+        if ly is not None:  # no bounds of its own (lb BIG, ub -BIG)
             out.append(ly)
     return out
 
@@ -173,7 +170,7 @@ def _decision(problem: StepProblem, layer: Layer, pos: int) -> Decision:
         decodes = problem.running_decodes
         return Decision.of(dict.fromkeys([decodes[i].id for i in idx], 1))
     tokens = dict(layer.fixed)
-    chunks = allocation(layer.items, layer.fill, pos)
+    chunks = allocation(layer.items, low_fill(layer), pos)
     tokens.update({r.id: c for r, c in zip(layer.reqs, chunks, strict=True)})
     return Decision.of(tokens)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -81,16 +81,23 @@ class ItemCurve:
 @lru_cache(maxsize=65536)
 def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> ItemCurve:
     """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``."""
-    xs = [lo, *(x for x in curve.xs if lo < x < hi), hi] if hi > lo else [lo]
-    ys = [curve(x) for x in xs]
+    xs, ys = _points(curve, lo, hi)
+    start = 0 if optional or lo == 0 else ys[0]  # the value at lo
     if optional:
-        xs, ys = [0, *xs], [0, *ys]
+        xs, ys = (0, *xs), (0, *ys)
     edges = []
     for lower in (True, False):
         h = _hull(xs, ys, lower)
         edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
-    start = 0 if optional or lo == 0 else PiecewiseLinear(curve.xs, curve.ys)(lo)
     return ItemCurve(lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start)
+
+
+@lru_cache(maxsize=4096)
+def _points(curve: PiecewiseLinear, lo: int, hi: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The curve's breakpoints inside ``[lo, hi]`` and its values there (shared by a running
+    prefill's optional item in B0 and its item in the candidate layers)."""
+    xs = (lo, *(x for x in curve.xs if lo < x < hi), hi) if hi > lo else (lo,)
+    return xs, tuple(curve(x) for x in xs)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,8 @@ class Fill:
 
     ``relax[s]``: the envelope minimum (lower) or maximum (upper) of the summed attention.
     ``edge[s]``: the edge being filled at ``s`` (-1 at s = 0), ``into[s]`` how far into it.
+    These per-``s`` arrays are built on first use: a search reads a few positions through
+    :meth:`at`.
     """
 
     order: np.ndarray  # edge indices in fill order
@@ -110,10 +119,37 @@ class Fill:
     cum_len: np.ndarray  # tokens before each sorted edge
     cum_val: np.ndarray  # envelope value gained before each sorted edge
     slope: np.ndarray
-    relax: np.ndarray  # float64 per s, including the items' starting values
-    edge: np.ndarray
-    into: np.ndarray
-    started: np.ndarray  # items with a chunk above 0 at each s (optional items)
+    span: int
+    base: float  # the items' starting values
+
+    def at(self, s):
+        """``edge`` and ``into`` at the positions ``s`` only."""
+        edge = np.searchsorted(self.cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
+        return edge, s - self.cum_len[np.maximum(edge, 0)]
+
+    @cached_property
+    def _per_s(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        edge, into = self.at(np.arange(self.span + 1, dtype=np.int64))
+        safe = np.maximum(edge, 0)
+        if self.slope.size:
+            relax = self.base + np.where(
+                edge >= 0, self.cum_val[safe] + self.slope[safe] * into, 0.0
+            )
+            first = np.zeros(self.item.size, dtype=np.int64)
+            _, pos = np.unique(self.item, return_index=True)
+            first[pos] = 1
+            started = np.where(edge >= 0, np.cumsum(first)[safe], 0)
+        else:
+            relax = np.full(edge.size, self.base)
+            started = np.zeros(edge.size, dtype=np.int64)
+        return relax, edge, into, started
+
+    # float64 per s, including the items' starting values; the edge and how far into it;
+    # items with a chunk above 0 (optional items)
+    relax = property(lambda self: self._per_s[0])
+    edge = property(lambda self: self._per_s[1])
+    into = property(lambda self: self._per_s[2])
+    started = property(lambda self: self._per_s[3])
 
 
 def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> Fill:
@@ -140,41 +176,31 @@ def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> 
     cum_len = np.concatenate([[0], np.cumsum(length)])
     cum_val = np.concatenate([[0], np.cumsum(dy)])
     span = int(cum_len[-1]) if top is None else max(min(int(cum_len[-1]), top), 0)
-    s = np.arange(span + 1, dtype=np.int64)
-    edge = np.searchsorted(cum_len, s, side="left") - 1  # s in (cum_len[e], cum_len[e+1]]
-    into = s - cum_len[np.maximum(edge, 0)]
-    safe = np.maximum(edge, 0)
     base = float(sum(it.start_value for it in items))
-    if slope.size:
-        relax = base + np.where(edge >= 0, cum_val[safe] + slope[safe] * into, 0.0)
-        first = np.zeros(item.size, dtype=np.int64)
-        _, pos = np.unique(item, return_index=True)
-        first[pos] = 1
-        started = np.where(edge >= 0, np.cumsum(first)[safe], 0)
-    else:
-        relax = np.full(s.size, base)
-        started = np.zeros(s.size, dtype=np.int64)
-    return Fill(order, item, x0, y0, x1, cum_len, cum_val, slope, relax, edge, into, started)
+    return Fill(order, item, x0, y0, x1, cum_len, cum_val, slope, span, base)
 
 
-def exact_attention(items: list[ItemCurve], fill: Fill) -> tuple[np.ndarray, np.ndarray]:
-    """Exact summed attention of the greedy allocation at every ``s``, and whether the
-    allocation is a valid decision there (an optional item strictly between 0 and ``lo`` is
-    not)."""
+def exact_attention(
+    items: list[ItemCurve], fill: Fill, at: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact summed attention of the greedy allocation at every ``s`` (at the positions
+    ``at`` only, when given), and whether the allocation is a valid decision there (an
+    optional item strictly between 0 and ``lo`` is not)."""
     base = sum(it.start_value for it in items)
-    n = fill.relax.size
+    edge, into = (fill.edge, fill.into) if at is None else fill.at(at)
+    n = edge.size
     if fill.item.size == 0:
         return np.full(n, base, dtype=np.int64), np.ones(n, dtype=bool)
-    e = np.maximum(fill.edge, 0)
+    e = np.maximum(edge, 0)
     it = fill.item[e]
-    c = fill.x0[e] + fill.into
+    c = fill.x0[e] + into
     # Every sorted edge before ``e`` is complete: its exact endpoint values are summed.
     vertex = base + fill.cum_val[e]
     partial = _values_at(items, it, c) - fill.y0[e]
-    exact = np.where(fill.edge >= 0, vertex + partial, base)
+    exact = np.where(edge >= 0, vertex + partial, base)
     los = np.asarray([i.lo for i in items], dtype=np.int64)
     opt = np.asarray([i.optional for i in items], dtype=bool)
-    valid = (fill.edge < 0) | ~(opt[it] & (c > 0) & (c < los[it]))
+    valid = (edge < 0) | ~(opt[it] & (c > 0) & (c < los[it]))
     return exact.astype(np.int64), valid
 
 
@@ -198,9 +224,10 @@ def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.nd
 def allocation(items: list[ItemCurve], fill: Fill, s: int) -> list[int]:
     """The chunk of every item in the greedy allocation at ``s``."""
     out = [it.start for it in items]
-    e = int(fill.edge[s])
+    edge, into = fill.at(s)
+    e = int(edge)
     for k in range(e):
         out[int(fill.item[k])] = int(fill.x1[k])
     if e >= 0:
-        out[int(fill.item[e])] = int(fill.x0[e] + fill.into[s])
+        out[int(fill.item[e])] = int(fill.x0[e] + into)
     return out

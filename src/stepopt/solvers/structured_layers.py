@@ -66,6 +66,8 @@ class Layer:
     fseq_window: np.ndarray | None = None  # F_seq(b_fixed + q), q = 0..len(items)
     kv0: int = 0  # KV blocks the fixed part takes (B layers)
     high: Fill | None = None  # the greedy fill of the upper envelope (``target`` only)
+    room: np.ndarray | None = None  # a candidate layer's ``room``: ``cand``/``ok`` on demand
+    fill_top: int | None = None  # a candidate layer's ``fill`` on demand (``low_fill``)
 
 
 def _kv_blocks(cached: np.ndarray, c: np.ndarray, bs: int) -> np.ndarray:
@@ -93,6 +95,7 @@ class Ctx:
         self.need = (self.ctx % self.bs == 0) if self.decodes else np.zeros(0, dtype=bool)
         self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
         self.target_objective = problem.objective == "target"
+        self.items: dict[tuple[int, int, bool], ItemCurve] = {}  # see ``_item``
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
@@ -164,11 +167,12 @@ def b_layer(
     bounds: bool = True,
 ) -> Layer | None:
     """A layer with every decode, ``fixed`` prefills at their given chunk and ``free`` items.
-    ``bounds`` False: a candidate layer whose bounds are never read, so its upper-envelope
-    fill is left to be built on demand (``structured_target._high``)."""
+    ``bounds`` False: a candidate layer whose bounds are never read (``lb``/``ub`` say no
+    decision), its upper-envelope fill built on demand (``structured_target._high``) and its
+    ``cand``/``ok`` left unset (``ok`` False) until :func:`fill_candidates` asks for them."""
     # long: one layer's bounds (KV, tokens, latency envelope) share the layer's fixed part: read
     # top-down
-    p, lat = cx.problem, cx.problem.latency
+    lat = cx.problem.latency
     fixed = {**cx.decode_tokens, **fixed}
     s0 = sum(fixed.values())
     kv0 = int(cx.need.sum()) + sum(
@@ -180,20 +184,13 @@ def b_layer(
     const = cx.decode_const + sum(
         lat.prefill(fixed[r.id], r.computed_tokens, r.remaining_prompt) for r in fixed_reqs
     )
-    items = [
-        item_curve(
-            lat.prefill.curve(r.computed_tokens, r.remaining_prompt),
-            p.lo(r),
-            kv_hi(cx, r, p.lo(r), p.hi(r), kv0),
-            optional,
-        )
-        for r in free
-    ]
+    items = [_item(cx, r, kv0, optional) for r in free]
     start = sum(it.start for it in items)
     top = cx.budget - s0 - start  # more free tokens than this break the budget
-    low = greedy_fill(items, lower=True, top=top)
+    # A candidate layer builds its fill when searched: most never are.
+    low = greedy_fill(items, lower=True, top=top) if bounds or optional else None
     n = len(items)
-    s = np.arange(low.relax.size, dtype=np.int64)
+    s = np.arange(_span(items, top) + 1 if low is None else low.span + 1, dtype=np.int64)
     tok = s0 + start + s
     # Upper bound on the free tokens from the KV capacity (chunk minimums ignored: a relaxation).
     cached = np.asarray([r.computed_tokens for r in free], dtype=np.int64)
@@ -224,26 +221,131 @@ def b_layer(
         bmin = bmax = cand_b = np.full(s.size, b_fixed + n, dtype=np.int64)
         fmin = fmax = np.full(s.size, cx.fseq[b_fixed + n], dtype=np.int64)
     ftok = cx.ftok[np.minimum(tok, cx.budget)]
+    window = cx.fseq[b_fixed : b_fixed + n + 1]
+    if not bounds:
+        lay = Layer(name, fixed, items, list(free), None, low, None, optional, b_fixed, window, kv0)
+        lay.fill_top = top
+        lay.arrays = Arrays(
+            tok,
+            bmin,
+            bmax,
+            np.full(s.size, BIG),
+            np.full(s.size, -BIG),
+            np.zeros(s.size, dtype=np.int64),
+            cand_b,
+            np.zeros(s.size, dtype=bool),
+            ftok + const,
+        )
+        lay.room = room
+        return lay
     # Each floor-interpolated chunk cost is at most 1 ns below its envelope value.
     lb = np.ceil(low.relax - n - EPS).astype(np.int64) + ftok + fmin + const
     high = None
-    if cx.target_objective and bounds:  # the upper bound matters to |L - T| only
+    if cx.target_objective:  # the upper bound matters to |L - T| only
         high = greedy_fill(items, lower=False, top=top)
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
     else:
         ub = np.full(s.size, BIG)
-    att, valid = exact_attention(items, low)
-    cand = ftok + cx.fseq[np.minimum(cand_b, cx.fseq.size - 1)] + const + att
-    ok = valid & room
-    if cx.kv is not None and n:
-        ok &= kv0 + _fill_blocks(items, low, cached, cx.bs) <= cx.kv
+    cand, ok = _greedy_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, None)
     lb = np.where(room, lb, BIG)
     ub = np.where(room, ub, -BIG)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
-    window = cx.fseq[b_fixed : b_fixed + n + 1]
     layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
     layer.high = high
     return layer
+
+
+def _span(items: list[ItemCurve], top: int) -> int:
+    """The free tokens a greedy fill covers (its ``relax.size - 1``): each item's edges run
+    from its first breakpoint to its last."""
+    total = sum(it.low_edges[-1][2] - it.low_edges[0][0] for it in items if it.low_edges)
+    return max(min(total, top), 0)
+
+
+def low_fill(ly: Layer) -> Fill | None:
+    """The layer's lower-envelope fill, built now for a candidate layer that left it."""
+    if ly.fill is None and ly.fill_top is not None:
+        ly.fill = greedy_fill(ly.items, lower=True, top=ly.fill_top)
+        assert ly.fill.span + 1 == ly.arrays.tok.size  # _span agrees
+    return ly.fill
+
+
+def fill_candidates(cx: Ctx, ly: Layer, at: np.ndarray) -> None:
+    """A candidate layer's ``cand`` and ``ok`` at the positions ``at`` (as ``b_layer`` would
+    give them; positions never asked for keep ``ok`` False)."""
+    if ly.room is None or at.size == 0:
+        return
+    a = ly.arrays
+    cand, ok = _greedy_candidates(
+        cx, ly.items, low_fill(ly), ly.reqs, ly.kv0, a.fixed_part[at], a.cand_b[at], ly.room[at], at
+    )
+    a.cand[at], a.ok[at] = cand, ok
+
+
+def _greedy_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b, room, at):
+    """Exact latency and validity of the greedy fill's decision at every position (``at``
+    only, when given; the per-position arrays passed are then taken at ``at``)."""
+    att, valid = exact_attention(items, fill, at)
+    cand = fixed_part + cx.fseq[np.minimum(cand_b, cx.fseq.size - 1)] + att
+    ok = valid & room
+    if cx.kv is not None and items:
+        cached = np.asarray([r.computed_tokens for r in free], dtype=np.int64)
+        ok &= kv0 + _fill_blocks(items, fill, cached, cx.bs, at) <= cx.kv
+    return cand, ok
+
+
+def _item(cx: Ctx, r: Request, kv0: int, optional: bool) -> ItemCurve:
+    """The free item of ``r``, once per solve (the candidate layers repeat B0's requests)."""
+    key = (id(r), kv0, optional)  # the object: a hand-built problem may repeat an id
+    it = cx.items.get(key)
+    if it is None:
+        p = cx.problem
+        curve = p.latency.prefill.curve(r.computed_tokens, r.remaining_prompt)
+        it = item_curve(curve, p.lo(r), kv_hi(cx, r, p.lo(r), p.hi(r), kv0), optional)
+        cx.items[key] = it
+    return it
+
+
+class Flat:
+    """The layers' positions as flat arrays, cut where the tokens pass the budget (no decision
+    lies beyond: the layers mark those positions unreachable and invalid)."""
+
+    def __init__(self, layers: list[Layer], budget: int) -> None:
+        self.layers = layers
+        live = [int(np.searchsorted(ly.arrays.tok, budget, side="right")) for ly in layers]
+        self.starts = np.cumsum([0, *live])
+        self.b0 = next((k for k, ly in enumerate(layers) if ly.name == "B0"), None)
+
+    def cat(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([a[: self.size(li)] for li, a in enumerate(arrays)])
+
+    def get(self, attr: str) -> np.ndarray:
+        return self.cat([getattr(ly.arrays, attr) for ly in self.layers])
+
+    def size(self, li: int) -> int:
+        return int(self.starts[li + 1] - self.starts[li])
+
+    def part(self, x: np.ndarray, li: int) -> np.ndarray:
+        return x[self.starts[li] : self.starts[li + 1]]
+
+    def locate(self, flat: int) -> tuple[int, int]:
+        li = int(np.searchsorted(self.starts, flat, side="right") - 1)
+        return li, int(flat - self.starts[li])
+
+    def parent_dev(self, dev_lb: np.ndarray, li: int) -> np.ndarray:
+        """A candidate layer's distance bounds: B0's at the same token count (BIG outside B0's
+        live positions, or without B0)."""
+        n = self.size(li)
+        out = np.full(n, BIG)
+        if self.b0 is None or n == 0:
+            return out
+        parent = self.part(dev_lb, self.b0)
+        # Both layers' tokens run one by one: the candidate layer's sit on a slice of B0's.
+        off = int(self.layers[li].arrays.tok[0] - self.layers[self.b0].arrays.tok[0])
+        lo, hi = max(off, 0), min(off + n, parent.size)
+        if lo < hi:
+            out[lo - off : hi - off] = parent[lo:hi]
+        return out
 
 
 def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:
@@ -257,16 +359,19 @@ def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:
     return hi if cap < lo else min(hi, cap)
 
 
-def _fill_blocks(items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int) -> np.ndarray:
-    """KV blocks of the free items in the greedy allocation at every ``s``."""
+def _fill_blocks(
+    items: list[ItemCurve], fill: Fill, cached: np.ndarray, bs: int, at: np.ndarray | None
+) -> np.ndarray:
+    """KV blocks of the free items in the greedy allocation at every ``s`` (``at`` only)."""
     starts = np.asarray([it.start for it in items], dtype=np.int64)
     base = int(_kv_blocks(cached, starts, bs).sum())
+    edge, into = (fill.edge, fill.into) if at is None else fill.at(at)
     if fill.item.size == 0:
-        return np.full(fill.relax.size, base, dtype=np.int64)
+        return np.full(edge.size, base, dtype=np.int64)
     c_at = cached[fill.item]
     delta = _kv_blocks(c_at, fill.x1, bs) - _kv_blocks(c_at, fill.x0, bs)
     cum = np.concatenate([[0], np.cumsum(delta)])
-    e = np.maximum(fill.edge, 0)
-    c = fill.x0[e] + fill.into
+    e = np.maximum(edge, 0)
+    c = fill.x0[e] + into
     part = _kv_blocks(c_at[e], c, bs) - _kv_blocks(c_at[e], fill.x0[e], bs)
-    return np.where(fill.edge >= 0, base + cum[e] + part, base)
+    return np.where(edge >= 0, base + cum[e] + part, base)

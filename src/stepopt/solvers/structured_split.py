@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stepopt.solvers.structured_curves import allocation
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, low_fill
 
 MOVE = 8  # tokens a pair move shifts at most
 ROUNDS = 8  # pair-move rounds per position
@@ -97,7 +97,7 @@ def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
     """A split of the position's tokens with L nearest T: the path from the cheapest split to
     the dearest, then pair moves."""
     it = items_of(cx, ly)
-    x = np.asarray(allocation(ly.items, ly.fill, s), dtype=np.int64)
+    x = np.asarray(allocation(ly.items, low_fill(ly), s), dtype=np.int64)
     y = np.asarray(allocation(ly.items, high, s), dtype=np.int64)
     a = ly.arrays
     const = int(a.fixed_part[s])  # F_tok + decodes + fixed prefills
@@ -388,8 +388,8 @@ def fill_attention(cx: Ctx, ly: Layer, fill, s: np.ndarray) -> np.ndarray:
     base = int(it.att(np.arange(starts.size), starts).sum())
     if fill.item.size == 0:
         return np.full(s.size, base, dtype=np.int64)
-    edge = fill.edge[s]
+    edge, into = fill.at(s)
     e = np.maximum(edge, 0)
-    c = fill.x0[e] + fill.into[s]
+    c = fill.x0[e] + into
     part = it.att(fill.item[e], c) - fill.y0[e]
     return np.where(edge >= 0, base + fill.cum_val[e] + part, base)

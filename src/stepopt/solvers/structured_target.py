@@ -37,7 +37,7 @@ from stepopt.solvers import structured_split
 from stepopt.solvers.base import SolveResult, SolveStatus, finish
 from stepopt.solvers.common import TOLERANCE_PARAM
 from stepopt.solvers.structured_curves import greedy_fill
-from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer
+from stepopt.solvers.structured_layers import BIG, Ctx, Flat, Layer, b_layer, fill_candidates
 from stepopt.solvers.structured_split import Found
 
 NAME = "structured"
@@ -47,32 +47,6 @@ MAX_SUBSET_ITEMS = 4  # B0 with at most this many prefills: every started set is
 MAX_SPLIT_ITEMS = 6  # active chunks of a position whose splits may be enumerated
 MAX_EXACT_POSITIONS = 512  # positions whose splits are enumerated
 MAX_ENUMERATED = 3_000_000  # chunk values (splits x chunks) enumerated: 0.1 s at most
-
-
-class Flat:
-    """The layers' positions as flat arrays, cut where the tokens pass the budget (no decision
-    lies beyond: the layers mark those positions unreachable and invalid)."""
-
-    def __init__(self, layers: list[Layer], budget: int) -> None:
-        self.layers = layers
-        live = [int(np.searchsorted(ly.arrays.tok, budget, side="right")) for ly in layers]
-        self.starts = np.cumsum([0, *live])
-
-    def cat(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([a[: self.size(li)] for li, a in enumerate(arrays)])
-
-    def get(self, attr: str) -> np.ndarray:
-        return self.cat([getattr(ly.arrays, attr) for ly in self.layers])
-
-    def size(self, li: int) -> int:
-        return int(self.starts[li + 1] - self.starts[li])
-
-    def part(self, x: np.ndarray, li: int) -> np.ndarray:
-        return x[self.starts[li] : self.starts[li + 1]]
-
-    def locate(self, flat: int) -> tuple[int, int]:
-        li = int(np.searchsorted(self.starts, flat, side="right") - 1)
-        return li, int(flat - self.starts[li])
 
 
 def solve(
@@ -89,6 +63,10 @@ def solve(
     reach = lb < BIG
     dev_lb = np.where(reach, np.maximum(np.maximum(lb - t, t - ub), 0), BIG)
     best = _greedy_best(problem, fl, tok, cand, cand_b, ok, decision)
+    window = int(dev_lb.min()) + max(tol, MIN_WINDOW_NS)
+    if _fill_borrowed(cx, fl, dev_lb, window if best is None else max(window, best.dev)):
+        cand, ok = fl.get("cand"), fl.get("ok")
+        best = _greedy_best(problem, fl, tok, cand, cand_b, ok, decision)
     if best is None and not reach.any():
         return finish(
             problem, NAME, SolveStatus.INFEASIBLE, None, started, time_limit=time_limit, params=info
@@ -160,6 +138,20 @@ def _borrowed(ly: Layer) -> bool:
     return ly.name.startswith("B0/")
 
 
+def _fill_borrowed(cx, fl: Flat, dev_lb, limit: int) -> bool:
+    """The candidate layers' greedy decisions where B0's distance bound is at most ``limit``
+    (the greedy best's distance, or the search window, if larger): a decision elsewhere is
+    farther from T than either, so neither the greedy best nor the search can use it. True
+    when one is valid."""
+    found = False
+    for li, ly in enumerate(fl.layers):
+        if ly.room is not None and _borrowed(ly):
+            at = np.flatnonzero(fl.parent_dev(dev_lb, li) <= limit)
+            fill_candidates(cx, ly, at)
+            found |= bool(ly.arrays.ok[at].any())
+    return found
+
+
 def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | None:
     """The best of the layers' own candidates (greedy fills and the A layer's cheapest
     subsets)."""
@@ -204,7 +196,7 @@ def _search(cx, fl: Flat, dev_lb, bound_ns, tol, best) -> Found | None:
 def _subsets(cx, fl: Flat, dev_lb, window, top: Found | None) -> Found | None:
     """``B0`` with few running prefills: search every set of started prefills that is not a
     candidate layer already, at B0's positions near T (the greedy moves keep the set)."""
-    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
+    b0 = fl.b0
     if b0 is None or len(fl.layers[b0].items) > MAX_SUBSET_ITEMS:
         return None
     ly0 = fl.layers[b0]
@@ -277,16 +269,11 @@ def _candidates(cx, fl: Flat, dev_lb, window) -> list[tuple[int, int, int, int, 
     ``structured._started_prefixes``) have no bounds of their own: they take B0's at the same
     token count. B layers keep the positions where T lies near the exact latencies of their
     cheapest and dearest greedy splits (a filter on where to search, not a proof)."""
-    b0 = next((k for k, ly in enumerate(fl.layers) if ly.name == "B0"), None)
     rows = []
     for li, ly in enumerate(fl.layers):
-        n = fl.size(li)
         a = ly.arrays
-        if _borrowed(ly) and b0 is not None:
-            parent = fl.part(dev_lb, b0)
-            at = a.tok[:n] - int(fl.layers[b0].arrays.tok[0])
-            inside = (at >= 0) & (at < parent.size)
-            dev = np.where(inside, parent[np.clip(at, 0, max(parent.size - 1, 0))], BIG)
+        if _borrowed(ly):
+            dev = fl.parent_dev(dev_lb, li)
         elif ly.decode_pick is None and not ly.items:
             continue  # nothing to split
         else:
@@ -310,7 +297,7 @@ def _high(ly: Layer):
     """The layer's upper-envelope fill (built with the layer for ``target``, on demand for a
     candidate layer), over the same free tokens as its lower one."""
     if ly.high is None:
-        top = None if ly.fill is None else ly.fill.relax.size - 1
+        top = ly.arrays.tok.size - 1 if ly.items else None  # the lower fill's span
         ly.high = greedy_fill(ly.items, lower=False, top=top)
     return ly.high
 
