@@ -3,10 +3,8 @@
 python notebooks/build_gap_study.py
 """
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _write import write_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 CELLS = [
     new_markdown_cell(
@@ -83,12 +81,7 @@ CELLS = [
 
 
 def main() -> None:
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    path = Path(__file__).with_name("gap_study.ipynb")
-    nbformat.write(nb, path)
-    print(f"wrote {path}")
+    write_notebook(CELLS, "gap_study.ipynb")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,8 @@
 python notebooks/build_horizon.py
 """
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _write import write_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 CELLS = [
     new_markdown_cell(
@@ -77,15 +75,7 @@ CELLS = [
 
 
 def main() -> None:
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path = Path(__file__).with_name("horizon.ipynb")
-    nbformat.write(nb, path)
-    print(path)
+    write_notebook(CELLS, "horizon.ipynb")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,8 @@
 python notebooks/build_latency_calibration.py
 """
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _write import write_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 CELLS = [
     new_markdown_cell(
@@ -125,15 +123,7 @@ CELLS = [
 
 
 def main() -> None:
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    out = Path(__file__).with_name("latency_calibration.ipynb")
-    nbformat.write(nb, out)
-    print(f"wrote {out}")
+    write_notebook(CELLS, "latency_calibration.ipynb")
 
 
 if __name__ == "__main__":
