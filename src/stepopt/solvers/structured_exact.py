@@ -35,6 +35,7 @@ GATHER_MAX = 400_000  # options x cells gathered at once (memory); beyond, one o
 # One slice-minimum per option beats one gather of every option's window once an option
 # covers this many cells per option (a numpy call's overhead is worth a few cells of work).
 SLICE_MIN_CELLS = 4
+RUN_MIN = 12  # consecutive chunks from which one strided minimum beats a slice per option
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,13 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
         off = (lo_new - lo_old) - opts[rows, 0]  # old index = new index + off
         dst = new[dz:, db:]
         src = cost[: nz - dz, : nb - db]
-        if dst.size >= SLICE_MIN_CELLS * rows.size or rows.size * dst.size > GATHER_MAX:
+        if rows.size * dst.size > GATHER_MAX:
+            _one_by_one(src, dst, off, opts[rows, 1], old_w)
+            continue
+        if rows.size >= RUN_MIN and (np.diff(off) == -1).all():
+            _run_min(src, dst, off, opts[rows, 1], old_w)
+            continue
+        if dst.size >= SLICE_MIN_CELLS * rows.size:
             _one_by_one(src, dst, off, opts[rows, 1], old_w)
             continue
         pad_l = max(0, -int(off.min()))
@@ -279,6 +286,21 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
         got = (windows[:, :, off + pad_l] + opts[rows, 1][:, None]).min(axis=2)
         np.minimum(dst, got, out=dst)
     return new
+
+
+def _run_min(src, dst, off, gains, old_w) -> None:
+    """Options with consecutive chunks (``off`` falls by one per option): every new cell reads
+    a run of ``m`` consecutive old cells, so one strided view of the runs (no gather) and one
+    minimum cover them all."""
+    m, width = off.size, dst.shape[2]
+    o_min, o_max = int(off[-1]), int(off[0])
+    pad_l = max(0, -o_min)
+    padded = np.full((*src.shape[:2], pad_l + max(old_w, o_max + width)), INF)
+    padded[:, :, pad_l : pad_l + old_w] = src
+    # runs[..., s, u] = padded[s + u]; new cell i reads old i + o_min + u with gain m - 1 - u.
+    s0 = pad_l + o_min
+    runs = sliding_window_view(padded, m, axis=2)[:, :, s0 : s0 + width]
+    np.minimum(dst, (runs + gains[::-1]).min(axis=3), out=dst)
 
 
 def _one_by_one(src, dst, off, gains, old_w) -> None:

@@ -246,9 +246,12 @@ def b_layer(
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
     else:
         ub = np.full(s.size, BIG)
-    cand, ok = _greedy_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, None)
     lb = np.where(room, lb, BIG)
     ub = np.where(room, ub, -BIG)
+    if cx.target_objective or not items:
+        cand, ok = _greedy_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, None)
+    else:
+        cand, ok = _top_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, lb)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
     layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
     layer.high = high
@@ -280,6 +283,27 @@ def fill_candidates(cx: Ctx, ly: Layer, at: np.ndarray) -> None:
         cx, ly.items, low_fill(ly), ly.reqs, ly.kv0, a.fixed_part[at], a.cand_b[at], ly.room[at], at
     )
     a.cand[at], a.ok[at] = cand, ok
+
+
+def _top_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b, room, lb):
+    """``goodput``: the greedy decisions only from the most tokens down to the first one within
+    ``T`` (``ok`` False elsewhere). The solver reads a layer's candidates for its best one
+    within ``T`` (a decision's latency is at least ``lb``, so positions with ``lb > T`` hold
+    none) and settles every position with at least that many tokens exactly."""
+    cand = np.zeros(lb.size, dtype=np.int64)
+    ok = np.zeros(lb.size, dtype=bool)
+    idx = np.flatnonzero(lb <= cx.target)
+    end, step = idx.size, 64
+    while end > 0:
+        at = idx[max(end - step, 0) : end]
+        c, o = _greedy_candidates(
+            cx, items, fill, free, kv0, fixed_part[at], cand_b[at], room[at], at
+        )
+        cand[at], ok[at] = c, o
+        if (o & (c <= cx.target)).any():
+            break
+        end, step = end - step, step * 4
+    return cand, ok
 
 
 def _greedy_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b, room, at):
