@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from stepopt.solvers.structured_curves import _values_at
 from stepopt.solvers.structured_layers import EPS, Ctx, Layer, _kv_blocks
+from stepopt.solvers.structured_local import incumbent
 
 MAX_CELLS = 20_000_000  # dynamic-program cell updates per position before giving up
 INF = np.int64(1) << np.int64(62)
@@ -101,13 +102,29 @@ def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
     low = fp + lam * total + lag
     if not np.isfinite(lag) or low - EPS > limit:
         return Exact(None)
-    # Deepen the limit from the bound: a split near it keeps the sets (and the program) small,
-    # and the least latency at or below any limit is exact.
-    base = fp + lam * total + float(best.sum()) + fmin
+    # A split at the integer bound is the least one; a better split than the incumbent is
+    # all the program has to look for.
+    inc = incumbent(cx, layer, pos, total, (cs, gs, hs, m), fp)
+    base = fp + lam * total + float(best.sum()) + fmin  # the filter's bound, see ``_within``
+    parts = (cs, gs, hs, best)
+    if inc is not None and inc[0] <= limit:
+        if inc[0] == math.ceil(low - EPS):
+            return Exact(inc[0], inc[1])
+        got = _deepen(cx, layer, parts, (total, fp, low, base), inc[0] - 1)
+        return Exact(*inc) if got is not None and got.latency is None else got
+    return _deepen(cx, layer, parts, (total, fp, low, base), limit)
+
+
+def _deepen(cx: Ctx, layer: Layer, parts, at: tuple[int, int, float, float], limit: int):
+    """The program at limits deepening from the bound ``low`` up to ``limit``: a split near
+    the bound keeps the kept sets (and the program) small, and the least latency at or below
+    any limit is exact."""
+    total, fp, low, base = at
+    window = layer.fseq_window
     step = 1024
     while True:
         lim = min(limit, math.ceil(low) + step)
-        got = _within(cx, layer, (cs, gs, hs, best), total, window, fp, lim - base + EPS)
+        got = _within(cx, layer, parts, total, window, fp, lim - base + EPS)
         if got is not None and got.latency is not None and got.latency > lim:
             got = Exact(None)
         if got is None or got.latency is not None or lim >= limit:

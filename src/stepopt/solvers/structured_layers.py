@@ -208,13 +208,9 @@ def b_layer(
         qmin = np.minimum(np.searchsorted(big_first, s, side="left"), n)
         qmax = np.searchsorted(small_first, s, side="right") - 1
         qmin = np.where(s > 0, np.maximum(qmin, 1), 0)
-        window = cx.fseq[b_fixed : b_fixed + n + 1]
-        # min / max of F_seq over q in [qmin, qmax]: windows are short (n + 1 values).
-        q = np.arange(n + 1)
-        inside = (q[None, :] >= qmin[:, None]) & (q[None, :] <= qmax[:, None])
-        fmin = np.where(inside, window[None, :], BIG).min(axis=1)
-        fmax = np.where(inside, window[None, :], -BIG).max(axis=1)
+        # min / max of F_seq over q in [qmin, qmax] (positions with none lose their room)
         room &= qmin <= qmax
+        fmin, fmax = _range_extremes(cx.fseq[b_fixed : b_fixed + n + 1], qmin, qmax)
         bmin, bmax = b_fixed + qmin, b_fixed + qmax
         cand_b = b_fixed + low.started
     else:
@@ -256,6 +252,19 @@ def b_layer(
     layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
     layer.high = high
     return layer
+
+
+def _range_extremes(window: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """Least and largest ``window[lo..hi]`` per position, read off (n + 1)^2 tables (the
+    window is short; an empty range reads an arbitrary value, its position has no room)."""
+    n = window.size
+    least = np.empty((n, n), dtype=np.int64)
+    most = np.empty((n, n), dtype=np.int64)
+    for a in range(n):
+        least[a, a:] = np.minimum.accumulate(window[a:])
+        most[a, a:] = np.maximum.accumulate(window[a:])
+    hi = np.maximum(hi, lo)
+    return least[lo, hi], most[lo, hi]
 
 
 def _span(items: list[ItemCurve], top: int) -> int:
