@@ -28,7 +28,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from stepopt.solvers.structured_curves import _values_at
 from stepopt.solvers.structured_layers import EPS, Ctx, Layer, _kv_blocks
-from stepopt.solvers.structured_local import incumbent
+from stepopt.solvers.structured_local import incumbent, layer_s0
+from stepopt.solvers.structured_reduced import Pieces, least, pieces
 
 MAX_CELLS = 20_000_000  # dynamic-program cell updates per position before giving up
 INF = np.int64(1) << np.int64(62)
@@ -62,7 +63,7 @@ def _domains(cx: Ctx, layer: Layer) -> _Domains:
     cached = getattr(layer, "_exact_domains", None)
     if cached is not None:
         return cached
-    s0 = sum(layer.fixed.values())
+    s0 = layer_s0(layer)
     most = cx.budget - s0
     cs = [np.arange(it.lo, min(it.hi, most) + 1, dtype=np.int64) for it in layer.items]
     item = np.repeat(np.arange(len(cs), dtype=np.int64), [c.size for c in cs])
@@ -76,22 +77,16 @@ def _domains(cx: Ctx, layer: Layer) -> _Domains:
 def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
     """The least latency of ``layer``'s decisions at position ``pos`` (token count
     ``layer.arrays.tok[pos]``) if it is at most ``limit``; None when it cannot tell."""
-    items, a = layer.items, layer.arrays
-    dom = _domains(cx, layer)
-    total = int(a.tok[pos]) - dom.s0
+    a = layer.arrays
+    total = int(a.tok[pos]) - layer_s0(layer)
     fp = int(a.fixed_part[pos])
     window = layer.fseq_window
-    n = len(items)
+    n = len(layer.items)
     lam = _slope(layer, pos)
-    cs = [c[c <= total] for c in dom.cs]
-    gs = [g[: c.size] for g, c in zip(dom.gs, cs, strict=True)]
-    hs = [g - lam * c for g, c in zip(gs, cs, strict=True)]
-    m = np.asarray([h.min() if h.size else np.inf for h in hs])
-    opt = layer.optional
-    if opt:
+    m, flat = least(_pieces(cx, layer), lam, total)
+    if layer.optional:
         ms = np.concatenate([[0.0], np.cumsum(np.sort(m))])
-        q = np.arange(n + 1)
-        vals = window[q] + ms
+        vals = window[: n + 1] + ms
         if total > 0:
             vals[0] = np.inf
         lag, best = float(vals.min()), np.minimum(m, 0.0)
@@ -104,15 +99,21 @@ def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
         return Exact(None)
     # A split at the integer bound is the least one; a better split than the incumbent is
     # all the program has to look for.
-    inc = incumbent(cx, layer, pos, total, (cs, gs, hs, m), fp)
-    base = fp + lam * total + float(best.sum()) + fmin  # the filter's bound, see ``_within``
-    parts = (cs, gs, hs, best)
+    inc = incumbent(cx, layer, pos, total, flat, fp)
+    at = (total, fp, low, fp + lam * total + float(best.sum()) + fmin)  # the filter's bound
     if inc is not None and inc[0] <= limit:
         if inc[0] == math.ceil(low - EPS):
             return Exact(inc[0], inc[1])
-        got = _deepen(cx, layer, parts, (total, fp, low, base), inc[0] - 1)
+        got = _deepen(cx, layer, (lam, best), at, inc[0] - 1)
         return Exact(*inc) if got is not None and got.latency is None else got
-    return _deepen(cx, layer, parts, (total, fp, low, base), limit)
+    return _deepen(cx, layer, (lam, best), at, limit)
+
+
+def _pieces(cx: Ctx, layer: Layer) -> Pieces:
+    got = getattr(layer, "_pieces", None)
+    if got is None:
+        got = layer._pieces = pieces(layer.items, cx.budget - layer_s0(layer))  # type: ignore[attr-defined]
+    return got
 
 
 def _deepen(cx: Ctx, layer: Layer, parts, at: tuple[int, int, float, float], limit: int):
@@ -121,6 +122,12 @@ def _deepen(cx: Ctx, layer: Layer, parts, at: tuple[int, int, float, float], lim
     any limit is exact."""
     total, fp, low, base = at
     window = layer.fseq_window
+    # The program reads every chunk of every item.
+    lam, best = parts
+    dom = _domains(cx, layer)
+    cs = [c[c <= total] for c in dom.cs]
+    gs = [g[: c.size] for g, c in zip(dom.gs, cs, strict=True)]
+    parts = (cs, gs, [g - lam * c for g, c in zip(gs, cs, strict=True)], best)
     step = 1024
     while True:
         lim = min(limit, math.ceil(low) + step)

@@ -137,10 +137,13 @@ def a_layer(cx: Ctx) -> Layer:
         return pn[a] + pf[b], a
 
     lo_ctx, a_lo = best(need_up, free_up, 1)
-    hi_ctx, a_hi = best(need_up[::-1], free_up[::-1], -1)
     base = cx.ftok[np.minimum(k, cx.budget)] + cx.fseq[k]
     lb = np.where(feasible, base + cx.decode_ns(lo_ctx), BIG)
-    ub = np.where(feasible, base + cx.decode_ns(hi_ctx), -BIG)
+    if cx.target_objective:  # the dearest subsets matter to |L - T| only
+        hi_ctx, a_hi = best(need_up[::-1], free_up[::-1], -1)
+        ub = np.where(feasible, base + cx.decode_ns(hi_ctx), -BIG)
+    else:
+        ub, a_hi = np.where(feasible, BIG, -BIG), a_lo
     arrays = Arrays(k, k, k, lb, ub, lb.copy(), k, feasible)
     return Layer("A", {}, [], [], arrays, decode_pick=(need_up, free_up, a_lo, a_hi))
 

@@ -14,46 +14,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from stepopt.solvers.structured_curves import allocation
+from stepopt.solvers.structured_curves import _values_at, allocation
 from stepopt.solvers.structured_layers import Ctx, Layer, _kv_blocks, low_fill
 
-FLAT = 1.0  # a chunk whose reduced cost is within this of its item's least one may move
 MAX_ROUNDS = 64
 _BIG = np.int64(1) << np.int64(60)
 
 
 def incumbent(
-    cx: Ctx, layer: Layer, pos: int, total: int, doms: tuple, fp: int
+    cx: Ctx, layer: Layer, pos: int, total: int, flat: list, fp: int
 ) -> tuple[int, tuple[int, ...]] | None:
     """A valid split of the position's ``total`` free tokens and its exact latency, or None.
 
-    ``doms``: per item the chunks ``[lo, min(hi, total)]`` (consecutive), their exact values,
-    their reduced costs and the least reduced cost (as ``exact_min`` has them)."""
-    cs, gs, hs, m = doms
+    ``flat``: per item its chunks within ``FLAT`` of its least reduced cost and their exact
+    values (``structured_reduced.least``), the only chunks a move may reach."""
     chunks = allocation(layer.items, low_fill(layer), pos)
-    for c, dom in zip(chunks, cs, strict=True):
+    most = cx.budget - layer_s0(layer)
+    for c, it in zip(chunks, layer.items, strict=True):
         if c == 0 and not layer.optional:
             return None
-        if c and (dom.size == 0 or not dom[0] <= c <= dom[-1]):
+        if c and not it.lo <= c <= min(it.hi, most, total):
             return None  # e.g. an optional chunk between 0 and lo
-    chunks = _improve(chunks, cs, gs, hs, m)
+    chunks = _improve(chunks, flat)
     if not _fits_kv(cx, layer, chunks):
         return None
-    value = sum(int(g[c - dom[0]]) for c, g, dom in zip(chunks, gs, cs, strict=True) if c)
-    q = sum(1 for c in chunks if c)
-    return fp + int(layer.fseq_window[q]) + value, tuple(chunks)
+    on = [k for k, c in enumerate(chunks) if c]
+    got = _values_at(layer.items, np.asarray(on, dtype=np.int64), np.asarray(chunks)[on])
+    return fp + int(layer.fseq_window[len(on)]) + int(got.sum()), tuple(chunks)
 
 
-def _improve(chunks: list[int], cs, gs, hs, m) -> list[int]:
+def _improve(chunks: list[int], flat: list) -> list[int]:
     """Best-improvement moves of tokens between two items, each kept on its flat chunks (the
     number of non-zero items, so ``F_seq``, never changes)."""
-    flat = []
-    for k, c in enumerate(chunks):
-        if c == 0:
-            continue
-        idx = np.flatnonzero(hs[k] - m[k] <= FLAT)
-        if idx.size > 1 and (cs[k][idx] == c).any():
-            flat.append((k, cs[k][idx], gs[k][idx]))
+    flat = [
+        (k, c, g)
+        for k, (c, g) in enumerate(flat)
+        if chunks[k] and c.size > 1 and (c == chunks[k]).any()
+    ]
     if len(flat) < 2:
         return chunks
     chunks = list(chunks)
@@ -84,3 +81,11 @@ def _fits_kv(cx: Ctx, layer: Layer, chunks: list[int]) -> bool:
     cached = np.asarray([r.computed_tokens for r in layer.reqs], dtype=np.int64)
     blocks = _kv_blocks(cached, np.asarray(chunks, dtype=np.int64), cx.bs)
     return layer.kv0 + int(blocks.sum()) <= cx.kv
+
+
+def layer_s0(layer: Layer) -> int:
+    """Tokens of the layer's fixed part (decodes and fixed prefills), once per layer."""
+    s0 = getattr(layer, "_s0", None)
+    if s0 is None:
+        s0 = layer._s0 = sum(layer.fixed.values())  # type: ignore[attr-defined]
+    return s0

@@ -1,0 +1,95 @@
+"""Each free item's least reduced cost ``min_c A_i(c) - lam * c`` at one position, exactly,
+from the few chunks that can attain it (the Lagrangian bound of ``structured_exact``).
+
+On one linear piece of a curve the floor-interpolated value lies less than 1 ns below the
+line through the piece's breakpoints, so the line minus 1 bounds every chunk of the piece from
+below. The exact values at the ends of every piece give an upper bound ``ub`` of the least
+one; only chunks whose line bound is at most ``ub + FLAT`` are read exactly. So the least
+reduced cost is exact (no chunk outside can reach it) and so is the set of chunks within
+``FLAT`` of it (what the incumbent moves between), at a few dozen chunks per item instead of
+every chunk of its domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stepopt.solvers.structured_curves import ItemCurve
+
+FLAT = 1.0  # also read the chunks within this of the least reduced cost (the incumbent's)
+_SLACK = 1e-6  # float margin on the line bounds (only adds chunks to read)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Every linear piece of every item's curve, clipped to the item's chunks ``[lo, most]``:
+    its item, first breakpoint, slope (``dy / dx``) and chunk range ``[a, b]``."""
+
+    item: np.ndarray
+    x0: np.ndarray
+    y0: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    n: int
+
+
+def pieces(items: list[ItemCurve], most: int) -> Pieces:
+    """The pieces of every item; piece ``k`` of a curve evaluates the chunks from its first
+    breakpoint (the curve's start for ``k = 0``) to before its last (onwards for the last),
+    as :func:`stepopt.solvers.structured_curves.pwl_at` reads them."""
+    rows = []
+    for i, it in enumerate(items):
+        xs, ys = it.xs, it.ys
+        top = min(it.hi, most)
+        if len(xs) == 1:
+            rows.append((i, xs[0], ys[0], 1, 0, it.lo, top))
+            continue
+        last = len(xs) - 2
+        for k in range(last + 1):
+            a = it.lo if k == 0 else max(it.lo, xs[k])
+            b = top if k == last else min(top, xs[k + 1] - 1)
+            if a <= b:
+                rows.append((i, xs[k], ys[k], xs[k + 1] - xs[k], ys[k + 1] - ys[k], a, b))
+    arr = np.asarray(rows, dtype=np.int64).reshape(-1, 7)
+    return Pieces(*(arr[:, j] for j in range(7)), len(items))
+
+
+def least(p: Pieces, lam: float, total: int):
+    """Per item the least reduced cost over its chunks up to ``total`` (inf without any), and
+    the chunks within ``FLAT`` of it with their exact values (sorted by chunk)."""
+    b = np.minimum(p.b, total)
+    live = p.a <= b
+    item, x0, y0, dx, dy, a, b = (v[live] for v in (p.item, p.x0, p.y0, p.dx, p.dy, p.a, b))
+    lead = y0 - lam * x0  # the line's reduced cost at x0
+    rel = dy / dx - lam  # its slope in reduced cost
+    ends = np.concatenate([a, b])
+    two = np.concatenate([item, item])
+    vals = _exact(np.tile(y0, 2), np.tile(x0, 2), np.tile(dx, 2), np.tile(dy, 2), ends)
+    ub = np.full(p.n, np.inf)
+    np.minimum.at(ub, two, vals - lam * ends)
+    # Chunks whose line bound reaches ub + FLAT: a sub-range of each piece.
+    room = ub[item] + FLAT + _SLACK - (lead - (dx - 1) / dx)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reach = room / rel
+    lo = np.where(rel < 0, np.maximum(a, np.ceil(x0 + reach - 1)), a)
+    hi = np.where(rel > 0, np.minimum(b, np.floor(x0 + reach + 1)), b)
+    hi = np.where((rel == 0) & (room < 0), a - 1, hi)
+    lo, hi = lo.astype(np.int64), hi.astype(np.int64)
+    cnt = np.maximum(hi - lo + 1, 0)
+    k = np.repeat(np.arange(cnt.size), cnt)
+    c = lo[k] + (np.arange(k.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    g = _exact(y0[k], x0[k], dx[k], dy[k], c)
+    h = g - lam * c
+    m = np.full(p.n, np.inf)
+    np.minimum.at(m, item[k], h)
+    near = h - m[item[k]] <= FLAT
+    flat = [(c[near & (item[k] == i)], g[near & (item[k] == i)]) for i in range(p.n)]
+    return m, flat
+
+
+def _exact(y0, x0, dx, dy, c):
+    return y0 + (dy * (c - x0)) // dx
