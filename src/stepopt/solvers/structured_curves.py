@@ -10,7 +10,8 @@ non-convex table only makes them weaker, never wrong).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -69,6 +70,9 @@ class ItemCurve:
     low_edges: tuple[tuple[int, int, int, int], ...]  # (x0, y0, x1, y1), convex, slope up
     high_edges: tuple[tuple[int, int, int, int], ...]  # concave, slope down
     start_value: int = 0  # the exact value at ``start`` (read once: every fill sums them)
+    # The same as int64 arrays (edges as rows x0, y0, x1, y1), built once per item: the fills
+    # and the exact values read them every solve.
+    arrays: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def start(self) -> int:
@@ -78,7 +82,7 @@ class ItemCurve:
         return PiecewiseLinear(self.xs, self.ys)(c) if c else 0
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)  # about 1 kB each; waiting requests recur from step to step
 def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> ItemCurve:
     """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``."""
     xs, ys = _points(curve, lo, hi)
@@ -89,15 +93,24 @@ def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> Item
     for lower in (True, False):
         h = _hull(xs, ys, lower)
         edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
-    return ItemCurve(lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start)
+    arrays = tuple(
+        np.asarray(v, dtype=np.int64).reshape(-1, w)
+        for v, w in ((curve.xs, 1), (curve.ys, 1), (edges[0], 4), (edges[1], 4))
+    )
+    arrays = (arrays[0].ravel(), arrays[1].ravel(), arrays[2], arrays[3])
+    return ItemCurve(
+        lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start, arrays
+    )
 
 
 @lru_cache(maxsize=4096)
 def _points(curve: PiecewiseLinear, lo: int, hi: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The curve's breakpoints inside ``[lo, hi]`` and its values there (shared by a running
     prefill's optional item in B0 and its item in the candidate layers)."""
-    xs = (lo, *(x for x in curve.xs if lo < x < hi), hi) if hi > lo else (lo,)
-    return xs, tuple(curve(x) for x in xs)
+    if hi <= lo:
+        return (lo,), (curve(lo),)
+    a, b = bisect_right(curve.xs, lo), bisect_left(curve.xs, hi)  # breakpoints inside
+    return (lo, *curve.xs[a:b], hi), (curve(lo), *curve.ys[a:b], curve(hi))
 
 
 @dataclass(frozen=True)
@@ -155,11 +168,10 @@ class Fill:
 def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> Fill:
     """The fill at ``s = 0..span`` (``..top`` when given: more tokens than that are never a
     decision, e.g. beyond the budget)."""
-    rows = [
-        (k, *e) for k, it in enumerate(items) for e in (it.low_edges if lower else it.high_edges)
-    ]
-    arr = np.asarray(rows, dtype=np.int64) if rows else np.zeros((0, 5), dtype=np.int64)
-    item, x0, y0, x1, y1 = (arr[:, i] for i in range(5))
+    edges = [it.arrays[2] if lower else it.arrays[3] for it in items]
+    arr = np.concatenate(edges) if edges else np.zeros((0, 4), dtype=np.int64)
+    item = np.repeat(np.arange(len(edges), dtype=np.int64), [e.shape[0] for e in edges])
+    x0, y0, x1, y1 = (arr[:, i] for i in range(4))
     length = x1 - x0
     slope = (y1 - y0) / np.maximum(length, 1)
     # Per item the edges already have monotone slopes; a stable sort keeps their order.
@@ -207,8 +219,8 @@ def exact_attention(
 def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``A_item(c)`` for parallel arrays, reading every item's breakpoints at once."""
     offs = np.cumsum([0, *(len(i.xs) for i in items)])
-    xs = np.concatenate([np.asarray(i.xs, dtype=np.int64) for i in items])
-    ys = np.concatenate([np.asarray(i.ys, dtype=np.int64) for i in items])
+    xs = np.concatenate([i.arrays[0] for i in items])
+    ys = np.concatenate([i.arrays[1] for i in items])
     big = np.int64(1 << 40)
     keys = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(offs)) * big + xs
     k = np.searchsorted(keys, item * big + c, side="right") - 1
