@@ -13,6 +13,7 @@ evaluator's floor interpolation); validity covers chunk rules and KV.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,17 +27,22 @@ ROUNDS = 8  # pair-move rounds per position
 
 @dataclass
 class Found:
-    """One concrete decision with its exact latency, batch size and tokens."""
+    """One concrete decision with its exact latency, batch size and tokens (``tokens`` may be
+    a function that builds them: a decision with thousands of decodes is built only if it is
+    the answer)."""
 
     dev: int
     b: int
     tok: int
     latency: int
-    tokens: dict[str, int]
+    tokens: dict[str, int] | Callable[[], dict[str, int]]
     layer: str
 
     def key(self) -> tuple[int, int, int]:
         return (self.dev, -self.b, -self.tok)
+
+    def token_map(self) -> dict[str, int]:
+        return self.tokens() if callable(self.tokens) else self.tokens
 
 
 class Items:
@@ -109,10 +115,19 @@ def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
         return None
     c = _pair_moves(cx, it, ly, c, const, kv_left)
     lat = _latency(cx, it, ly, c, const)
-    tokens = dict(ly.fixed)
-    tokens.update({r.id: int(v) for r, v in zip(ly.reqs, c, strict=True) if v > 0})
     b = ly.b_fixed + int((c > 0).sum())
-    return Found(abs(lat - cx.target), b, int(a.tok[s]), lat, tokens, ly.name)
+    return Found(abs(lat - cx.target), b, int(a.tok[s]), lat, _tokens(ly, ly.reqs, c), ly.name)
+
+
+def _tokens(ly: Layer, reqs, chunks) -> Callable[[], dict[str, int]]:
+    """The decision's tokens, built when asked for: the fixed part holds every decode."""
+
+    def build() -> dict[str, int]:
+        tokens = dict(ly.fixed)
+        tokens.update({r.id: int(v) for r, v in zip(reqs, chunks, strict=True) if v > 0})
+        return tokens
+
+    return build
 
 
 def _started(it: Items, total: int) -> np.ndarray | None:
@@ -372,9 +387,7 @@ def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
     lat = int(ly.arrays.fixed_part[pos]) + cx.fseq[ly.b_fixed + nz] + att
     dev = np.abs(lat - cx.target)
     k = int(np.lexsort((-nz, dev))[0])
-    tokens = dict(ly.fixed)
-    reqs = [ly.reqs[a] for a in act]
-    tokens.update({r.id: int(ck[k]) for r, ck in zip(reqs, c, strict=True) if ck[k] > 0})
+    tokens = _tokens(ly, [ly.reqs[a] for a in act], [int(ck[k]) for ck in c])
     b = ly.b_fixed + int(nz[k])
     found = Found(int(dev[k]), b, int(ly.arrays.tok[pos]), int(lat[k]), tokens, ly.name)
     return int(dev[k]), found
