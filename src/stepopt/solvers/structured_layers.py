@@ -96,6 +96,7 @@ class Ctx:
         self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
         self.target_objective = problem.objective == "target"
         self.items: dict[tuple[int, int, bool], ItemCurve] = {}  # see ``_item``
+        self._merged: dict[int, tuple] = {}  # see ``with_decodes``
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
@@ -105,6 +106,17 @@ class Ctx:
         """Every decode at 1 token (the B layers' fixed part; not needed when the decodes
         alone fill the budget)."""
         return {r.id: 1 for r in self.decodes}
+
+    def with_decodes(self, fixed: dict[str, int]) -> tuple[dict[str, int], int]:
+        """A B layer's fixed part (every decode, then ``fixed``) and its tokens. Layers share
+        it (nothing writes to it): B0 and its candidate layers have no fixed prefill, and the
+        admission layers all pass the same dict of running prefills at ``hi``."""
+        key = id(fixed) if fixed else 0  # the entry keeps ``fixed`` alive: its id stays
+        got = self._merged.get(key)
+        if got is None:
+            merged = {**self.decode_tokens, **fixed}
+            got = self._merged[key] = (fixed, merged, sum(merged.values()))
+        return got[1], got[2]
 
 
 def a_layer(cx: Ctx) -> Layer:
@@ -176,8 +188,7 @@ def b_layer(
     # long: one layer's bounds (KV, tokens, latency envelope) share the layer's fixed part: read
     # top-down
     lat = cx.problem.latency
-    fixed = {**cx.decode_tokens, **fixed}
-    s0 = sum(fixed.values())
+    fixed, s0 = cx.with_decodes(fixed)
     kv0 = int(cx.need.sum()) + sum(
         int(_kv_blocks(np.int64(r.computed_tokens), np.int64(fixed[r.id]), cx.bs))
         for r in fixed_reqs

@@ -59,8 +59,8 @@ class Items:
         sizes = [len(it.xs) for it in items]
         self.first = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
         self.last = self.first + np.asarray(sizes, dtype=np.int64) - 1
-        self.xs = np.concatenate([np.asarray(it.xs, dtype=np.int64) for it in items])
-        self.ys = np.concatenate([np.asarray(it.ys, dtype=np.int64) for it in items])
+        self.xs = np.concatenate([it.arrays[0] for it in items]) if items else np.zeros(0, np.int64)
+        self.ys = np.concatenate([it.arrays[1] for it in items]) if items else np.zeros(0, np.int64)
         self.span = np.int64(int(self.xs.max()) + 2 if self.xs.size else 2)
         owner = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
         self.keys = owner * self.span + self.xs
