@@ -25,7 +25,7 @@ def pwl_at(curve: PiecewiseLinear, x: np.ndarray) -> np.ndarray:
     ys = np.asarray(curve.ys, dtype=np.int64)
     if xs.size == 1:
         return np.full(x.shape, ys[0], dtype=np.int64)
-    k = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, xs.size - 2)
+    k = np.minimum(np.maximum(np.searchsorted(xs, x, side="right") - 1, 0), xs.size - 2)
     x0, x1, y0, y1 = xs[k], xs[k + 1], ys[k], ys[k + 1]
     return y0 + ((y1 - y0) * (x - x0)) // (x1 - x0)
 
@@ -225,7 +225,7 @@ def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.nd
     keys = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(offs)) * big + xs
     k = np.searchsorted(keys, item * big + c, side="right") - 1
     first, last = offs[:-1][item], offs[1:][item] - 1
-    k = np.clip(k, first, np.maximum(last - 1, first))
+    k = np.minimum(np.maximum(k, first), np.maximum(last - 1, first))  # np.clip, cheaper
     single = last == first
     k1 = np.where(single, k, k + 1)
     dx = np.where(single, 1, xs[k1] - xs[k])

@@ -143,9 +143,9 @@ def a_layer(cx: Ctx) -> Layer:
         tag = np.concatenate([np.ones(need_sorted.size), np.zeros(free_sorted.size)])
         order = np.argsort(sign * merged, kind="stable")
         cnt = np.concatenate([[0], np.cumsum(tag[order])]).astype(np.int64)
-        a = np.clip(cnt, lo_a, np.maximum(hi_a, lo_a))
+        a = np.minimum(np.maximum(cnt, lo_a), np.maximum(hi_a, lo_a))
         a = np.minimum(a, need_sorted.size)
-        b = np.clip(k - a, 0, free_sorted.size)
+        b = np.minimum(np.maximum(k - a, 0), free_sorted.size)
         return pn[a] + pf[b], a
 
     lo_ctx, a_lo = best(need_up, free_up, 1)

@@ -59,20 +59,22 @@ class Items:
         sizes = [len(it.xs) for it in items]
         self.first = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
         self.last = self.first + np.asarray(sizes, dtype=np.int64) - 1
+        self.top = np.maximum(self.last - 1, self.first)  # the last piece's first point
         self.xs = np.concatenate([it.arrays[0] for it in items]) if items else np.zeros(0, np.int64)
         self.ys = np.concatenate([it.arrays[1] for it in items]) if items else np.zeros(0, np.int64)
         self.span = np.int64(int(self.xs.max()) + 2 if self.xs.size else 2)
         owner = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
         self.keys = owner * self.span + self.xs
+        # Per breakpoint, the piece that starts there (a one-point curve: flat).
+        nxt = np.minimum(np.arange(self.xs.size) + 1, self.last[owner])
+        self.dy = self.ys[nxt] - self.ys
+        self.dx = np.maximum(self.xs[nxt] - self.xs, 1)
         self.static_moves: tuple | None = None  # see _moves
 
     def att(self, i: np.ndarray, c: np.ndarray) -> np.ndarray:
-        first, last = self.first[i], self.last[i]
         k = np.searchsorted(self.keys, i * self.span + np.minimum(c, self.span - 1), "right") - 1
-        k = np.clip(k, first, np.maximum(last - 1, first))
-        k1 = np.minimum(k + 1, last)
-        dx = np.maximum(self.xs[k1] - self.xs[k], 1)
-        val = self.ys[k] + ((self.ys[k1] - self.ys[k]) * (c - self.xs[k])) // dx
+        k = np.minimum(np.maximum(k, self.first[i]), self.top[i])  # np.clip, cheaper
+        val = self.ys[k] + (self.dy[k] * (c - self.xs[k])) // self.dx[k]
         return np.where(c == 0, 0, val)
 
     def bad(self, i: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -174,7 +176,7 @@ def _side(it: Items, items: np.ndarray, start: np.ndarray, amount: np.ndarray, s
     side of the path (donors, sign -1; receivers, +1) at every step ``t``: items before the
     current one have moved all their tokens, items after it none."""
     cum = np.concatenate([[0], np.cumsum(amount)])
-    k = np.clip(np.searchsorted(cum, t, side="right") - 1, 0, amount.size - 1)
+    k = np.minimum(np.maximum(np.searchsorted(cum, t, side="right") - 1, 0), amount.size - 1)
     c_now = start[k] + sign * (t - cum[k])
     end = start + sign * amount
     out = []
