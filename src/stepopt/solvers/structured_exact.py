@@ -99,7 +99,7 @@ def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
         return Exact(None)
     # A split at the integer bound is the least one; a better split than the incumbent is
     # all the program has to look for.
-    inc = incumbent(cx, layer, pos, total, flat, fp)
+    inc = incumbent(cx, layer, pos, total, flat, fp, math.ceil(low - EPS))
     at = (total, fp, low, fp + lam * total + float(best.sum()) + fmin)  # the filter's bound
     if inc is not None and inc[0] <= limit:
         if inc[0] == math.ceil(low - EPS):

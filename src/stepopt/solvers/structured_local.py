@@ -22,12 +22,13 @@ _BIG = np.int64(1) << np.int64(60)
 
 
 def incumbent(
-    cx: Ctx, layer: Layer, pos: int, total: int, flat: list, fp: int
+    cx: Ctx, layer: Layer, pos: int, total: int, flat: list, fp: int, goal: int
 ) -> tuple[int, tuple[int, ...]] | None:
     """A valid split of the position's ``total`` free tokens and its exact latency, or None.
 
     ``flat``: per item its chunks within ``FLAT`` of its least reduced cost and their exact
-    values (``structured_reduced.least``), the only chunks a move may reach."""
+    values (``structured_reduced.least``), the only chunks a move may reach; ``goal``: the
+    position's integer lower bound (no split is below it: the moves stop there)."""
     chunks = allocation(layer.items, low_fill(layer), pos)
     most = cx.budget - layer_s0(layer)
     for c, it in zip(chunks, layer.items, strict=True):
@@ -35,24 +36,29 @@ def incumbent(
             return None
         if c and not it.lo <= c <= min(it.hi, most, total):
             return None  # e.g. an optional chunk between 0 and lo
-    chunks = _improve(chunks, flat)
-    if not _fits_kv(cx, layer, chunks):
-        return None
     on = [k for k, c in enumerate(chunks) if c]
     got = _values_at(layer.items, np.asarray(on, dtype=np.int64), np.asarray(chunks)[on])
-    return fp + int(layer.fseq_window[len(on)]) + int(got.sum()), tuple(chunks)
+    latency = fp + int(layer.fseq_window[len(on)]) + int(got.sum())
+    if latency > goal:
+        chunks, gained = _improve(chunks, flat, latency - goal)
+        latency -= gained
+    if not _fits_kv(cx, layer, chunks):
+        return None
+    return latency, tuple(chunks)
 
 
-def _improve(chunks: list[int], flat: list) -> list[int]:
+def _improve(chunks: list[int], flat: list, gap: int) -> tuple[list[int], int]:
     """Best-improvement moves of tokens between two items, each kept on its flat chunks (the
-    number of non-zero items, so ``F_seq``, never changes)."""
+    number of non-zero items, so ``F_seq``, never changes), until ``gap`` ns are gained or no
+    move gains; the chunks and the ns gained."""
     flat = [
         (k, c, g)
         for k, (c, g) in enumerate(flat)
         if chunks[k] and c.size > 1 and (c == chunks[k]).any()
     ]
+    gained = 0
     if len(flat) < 2:
-        return chunks
+        return chunks, gained
     chunks = list(chunks)
     reach = max(int(c[-1] - c[0]) for _, c, _ in flat)
     n = len(flat)
@@ -72,7 +78,10 @@ def _improve(chunks: list[int], flat: list) -> list[int]:
             break
         chunks[flat[i][0]] -= int(d) + 1
         chunks[flat[j][0]] += int(d) + 1
-    return chunks
+        gained -= int(gain[i, j, d])
+        if gained >= gap:
+            break
+    return chunks, gained
 
 
 def _fits_kv(cx: Ctx, layer: Layer, chunks: list[int]) -> bool:
