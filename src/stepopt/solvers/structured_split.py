@@ -179,12 +179,16 @@ def _side(it: Items, items: np.ndarray, start: np.ndarray, amount: np.ndarray, s
     k = np.minimum(np.maximum(np.searchsorted(cum, t, side="right") - 1, 0), amount.size - 1)
     c_now = start[k] + sign * (t - cum[k])
     end = start + sign * amount
+    # Each function reads the starts, the ends and the moving chunks in one call.
+    n = items.size
+    who = np.concatenate([items, items, items[k]])
+    chunk = np.concatenate([start, end, c_now])
     out = []
     for f in it.funcs():
-        f_start = f(items, start).astype(np.int64)
-        f_end = f(items, end).astype(np.int64)
+        v = f(who, chunk).astype(np.int64)
+        f_start, f_end = v[:n], v[n : 2 * n]
         moved = np.concatenate([[0], np.cumsum(f_end - f_start)])
-        out.append(f_start.sum() + moved[k] + f(items[k], c_now).astype(np.int64) - f_start[k])
+        out.append(f_start.sum() + moved[k] + v[2 * n :] - f_start[k])
     return out
 
 
