@@ -93,11 +93,11 @@ def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> Item
     for lower in (True, False):
         h = _hull(xs, ys, lower)
         edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
-    arrays = tuple(
-        np.asarray(v, dtype=np.int64).reshape(-1, w)
-        for v, w in ((curve.xs, 1), (curve.ys, 1), (edges[0], 4), (edges[1], 4))
-    )
-    arrays = (arrays[0].ravel(), arrays[1].ravel(), arrays[2], arrays[3])
+    chain = itertools.chain.from_iterable
+    v = np.array([*curve.xs, *curve.ys, *chain(edges[0]), *chain(edges[1])], dtype=np.int64)
+    v.setflags(write=False)
+    n, m = len(curve.xs), 2 * len(curve.xs) + 4 * len(edges[0])
+    arrays = (v[:n], v[n : 2 * n], v[2 * n : m].reshape(-1, 4), v[m:].reshape(-1, 4))
     return ItemCurve(
         lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start, arrays
     )
