@@ -218,19 +218,48 @@ def exact_attention(
 
 def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``A_item(c)`` for parallel arrays, reading every item's breakpoints at once."""
-    offs = np.cumsum([0, *(len(i.xs) for i in items)])
-    xs = np.concatenate([i.arrays[0] for i in items])
-    ys = np.concatenate([i.arrays[1] for i in items])
-    big = np.int64(1 << 40)
-    keys = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(offs)) * big + xs
-    k = np.searchsorted(keys, item * big + c, side="right") - 1
-    first, last = offs[:-1][item], offs[1:][item] - 1
-    k = np.minimum(np.maximum(k, first), np.maximum(last - 1, first))  # np.clip, cheaper
-    single = last == first
-    k1 = np.where(single, k, k + 1)
-    dx = np.where(single, 1, xs[k1] - xs[k])
-    val = ys[k] + ((ys[k1] - ys[k]) * (c - xs[k])) // dx
-    return np.where(c == 0, 0, val)
+    return _table(items).values(item, c)
+
+
+class _Table:
+    """Every item's breakpoints in one sorted key array, with each piece's slope at its first
+    breakpoint (a one-point curve: flat)."""
+
+    BIG = np.int64(1 << 40)
+
+    def __init__(self, items: list[ItemCurve]) -> None:
+        sizes = np.asarray([len(i.xs) for i in items], dtype=np.int64)
+        first = np.cumsum(sizes) - sizes
+        last = first + sizes - 1
+        self.xs = np.concatenate([i.arrays[0] for i in items])
+        self.ys = np.concatenate([i.arrays[1] for i in items])
+        owner = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
+        self.keys = owner * self.BIG + self.xs
+        nxt = np.minimum(np.arange(self.xs.size) + 1, last[owner])
+        self.dy = self.ys[nxt] - self.ys
+        self.dx = np.maximum(self.xs[nxt] - self.xs, 1)
+        self.first, self.top = first, np.maximum(last - 1, first)
+
+    def values(self, item: np.ndarray, c: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(self.keys, item * self.BIG + c, side="right") - 1
+        k = np.minimum(np.maximum(k, self.first[item]), self.top[item])  # np.clip, cheaper
+        val = self.ys[k] + (self.dy[k] * (c - self.xs[k])) // self.dx[k]
+        return np.where(c == 0, 0, val)
+
+
+_TABLES: dict[tuple[int, ...], tuple[tuple[ItemCurve, ...], _Table]] = {}
+
+
+def _table(items: list[ItemCurve]) -> _Table:
+    """The items' table, kept for the few item lists of the current solve (the entry holds
+    the items, so their ids stay theirs while it lives)."""
+    key = tuple(map(id, items))
+    got = _TABLES.get(key)
+    if got is None:
+        if len(_TABLES) >= 64:
+            _TABLES.clear()
+        got = _TABLES[key] = (tuple(items), _Table(items))
+    return got[1]
 
 
 def allocation(items: list[ItemCurve], fill: Fill, s: int) -> list[int]:
