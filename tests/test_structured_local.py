@@ -112,3 +112,36 @@ def test_equal_prefills_against_every_split(target_ms):
     assert (res.evaluation.scheduled_tokens, res.evaluation.latency_ns) == best
     # the table arithmetic above is the model's: its answer agrees with predict_ns
     assert lat.predict_ns(p, res.decision.tokens) == res.evaluation.latency_ns
+
+
+def test_least_reduced_costs_read_every_chunk_that_matters():
+    """``structured_reduced.least`` against every chunk: the least reduced cost of each item
+    and its chunks within ``FLAT`` of it, on random curves (non-convex, one-point, extended
+    end pieces) and slopes."""
+    from stepopt.latency.pwl import PiecewiseLinear
+    from stepopt.solvers.structured_curves import _values_at, item_curve
+    from stepopt.solvers.structured_reduced import FLAT, least, pieces
+
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        items = []
+        for _ in range(int(rng.integers(1, 6))):
+            k = int(rng.integers(1, 7))
+            xs = np.unique(rng.integers(0, 900, k)).tolist()
+            ys = rng.integers(0, 3_000_000, len(xs)).tolist()
+            lo = int(rng.integers(1, 300))
+            hi = lo + int(rng.integers(0, 700))
+            items.append(item_curve(PiecewiseLinear(tuple(xs), tuple(ys)), lo, hi, False))
+        most, total = int(rng.integers(200, 1200)), int(rng.integers(100, 1200))
+        lam = float(rng.uniform(-500, 6000))
+        m, flat = least(pieces(items, most), lam, total)
+        for i, it in enumerate(items):
+            c = np.arange(it.lo, min(it.hi, most, total) + 1, dtype=np.int64)
+            if c.size == 0:
+                assert m[i] == np.inf and flat[i][0].size == 0
+                continue
+            g = _values_at(items, np.full(c.size, i), c)
+            h = g - lam * c
+            assert m[i] == h.min()
+            near = h - h.min() <= FLAT
+            assert (flat[i][0] == c[near]).all() and (flat[i][1] == g[near]).all()

@@ -218,7 +218,7 @@ def exact_attention(
 
 def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``A_item(c)`` for parallel arrays, reading every item's breakpoints at once."""
-    return _table(items).values(item, c)
+    return table(items).values(item, c)
 
 
 class _Table:
@@ -239,6 +239,7 @@ class _Table:
         self.dy = self.ys[nxt] - self.ys
         self.dx = np.maximum(self.xs[nxt] - self.xs, 1)
         self.first, self.top = first, np.maximum(last - 1, first)
+        self.owner = owner
 
     def values(self, item: np.ndarray, c: np.ndarray) -> np.ndarray:
         k = np.searchsorted(self.keys, item * self.BIG + c, side="right") - 1
@@ -250,7 +251,7 @@ class _Table:
 _TABLES: dict[tuple[int, ...], tuple[tuple[ItemCurve, ...], _Table]] = {}
 
 
-def _table(items: list[ItemCurve]) -> _Table:
+def table(items: list[ItemCurve]) -> _Table:
     """The items' table, kept for the few item lists of the current solve (the entry holds
     the items, so their ids stay theirs while it lives)."""
     key = tuple(map(id, items))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stepopt.solvers.structured_curves import ItemCurve
+from stepopt.solvers.structured_curves import ItemCurve, table
 
 FLAT = 1.0  # also read the chunks within this of the least reduced cost (the incumbent's)
 _SLACK = 1e-6  # float margin on the line bounds (only adds chunks to read)
@@ -38,24 +38,20 @@ class Pieces:
 
 
 def pieces(items: list[ItemCurve], most: int) -> Pieces:
-    """The pieces of every item; piece ``k`` of a curve evaluates the chunks from its first
-    breakpoint (the curve's start for ``k = 0``) to before its last (onwards for the last),
-    as :func:`stepopt.solvers.structured_curves.pwl_at` reads them."""
-    rows = []
-    for i, it in enumerate(items):
-        xs, ys = it.xs, it.ys
-        top = min(it.hi, most)
-        if len(xs) == 1:
-            rows.append((i, xs[0], ys[0], 1, 0, it.lo, top))
-            continue
-        last = len(xs) - 2
-        for k in range(last + 1):
-            a = it.lo if k == 0 else max(it.lo, xs[k])
-            b = top if k == last else min(top, xs[k + 1] - 1)
-            if a <= b:
-                rows.append((i, xs[k], ys[k], xs[k + 1] - xs[k], ys[k + 1] - ys[k], a, b))
-    arr = np.asarray(rows, dtype=np.int64).reshape(-1, 7)
-    return Pieces(*(arr[:, j] for j in range(7)), len(items))
+    """The pieces of every item; the piece from breakpoint ``k`` evaluates the chunks from
+    ``x_k`` (the curve's start for the first) to before the next breakpoint (onwards for the
+    last), as :func:`stepopt.solvers.structured_curves.pwl_at` reads them; a one-point curve
+    is one flat piece."""
+    t = table(items)
+    lo = np.asarray([it.lo for it in items], dtype=np.int64)[t.owner]
+    top = np.minimum(np.asarray([it.hi for it in items], dtype=np.int64), most)[t.owner]
+    k = np.arange(t.xs.size)
+    first, last = k == t.first[t.owner], k == t.top[t.owner]
+    a = np.where(first, lo, np.maximum(lo, t.xs))
+    b = np.where(last, top, np.minimum(top, t.xs + t.dx - 1))
+    keep = (k <= t.top[t.owner]) & (a <= b)
+    cols = (t.owner, t.xs, t.ys, t.dx, t.dy, a, b)
+    return Pieces(*(v[keep] for v in cols), len(items))
 
 
 def least(p: Pieces, lam: float, total: int):
