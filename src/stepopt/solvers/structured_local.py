@@ -63,11 +63,18 @@ def _improve(chunks: list[int], flat: list, gap: int) -> tuple[list[int], int]:
     reach = max(int(c[-1] - c[0]) for _, c, _ in flat)
     n = len(flat)
     diag = np.arange(n)
+    # delta[r, reach + d]: the change of item r's value when its chunk moves by d (rows
+    # rebuilt for the two items a move changes).
+    delta = np.full((n, 2 * reach + 1), _BIG, dtype=np.int64)
+
+    def row(r: int) -> None:
+        k, c, g = flat[r]
+        delta[r] = _BIG
+        delta[r, c - chunks[k] + reach] = g - g[c == chunks[k]][0]
+
+    for r in range(n):
+        row(r)
     for _ in range(MAX_ROUNDS):
-        # delta[r, reach + d]: the change of item r's value when its chunk moves by d.
-        delta = np.full((n, 2 * reach + 1), _BIG, dtype=np.int64)
-        for r, (k, c, g) in enumerate(flat):
-            delta[r, c - chunks[k] + reach] = g - g[c == chunks[k]][0]
         give = delta[:, reach - 1 :: -1][:, :reach]  # d = 1..reach tokens taken from r
         take = delta[:, reach + 1 :]  # d = 1..reach tokens given to r
         gain = give[:, None, :] + take[None, :, :]
@@ -81,6 +88,8 @@ def _improve(chunks: list[int], flat: list, gap: int) -> tuple[list[int], int]:
         gained -= int(gain[i, j, d])
         if gained >= gap:
             break
+        row(int(i))
+        row(int(j))
     return chunks, gained
 
 
