@@ -84,33 +84,28 @@ class ItemCurve:
 
 @lru_cache(maxsize=16384)  # about 1 kB each; waiting requests recur from step to step
 def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> ItemCurve:
-    """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``."""
-    xs, ys = _points(curve, lo, hi)
+    """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``: the curve's
+    breakpoints inside ``[lo, hi]`` (their values read, not evaluated) and its values at the
+    ends."""
+    cxs, cys = curve.xs, curve.ys
+    if hi <= lo:
+        xs, ys = (lo,), (curve(lo),)
+    else:
+        a, b = bisect_right(cxs, lo), bisect_left(cxs, hi)  # breakpoints inside
+        xs, ys = (lo, *cxs[a:b], hi), (curve(lo), *cys[a:b], curve(hi))
     start = 0 if optional or lo == 0 else ys[0]  # the value at lo
     if optional:
         xs, ys = (0, *xs), (0, *ys)
-    edges = []
-    for lower in (True, False):
-        h = _hull(xs, ys, lower)
-        edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
-    chain = itertools.chain.from_iterable
-    v = np.array([*curve.xs, *curve.ys, *chain(edges[0]), *chain(edges[1])], dtype=np.int64)
-    v.setflags(write=False)
-    n, m = len(curve.xs), 2 * len(curve.xs) + 4 * len(edges[0])
-    arrays = (v[:n], v[n : 2 * n], v[2 * n : m].reshape(-1, 4), v[m:].reshape(-1, 4))
-    return ItemCurve(
-        lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start, arrays
+    low, high = (
+        [(xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(_hull(xs, ys, lower))]
+        for lower in (True, False)
     )
-
-
-@lru_cache(maxsize=4096)
-def _points(curve: PiecewiseLinear, lo: int, hi: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The curve's breakpoints inside ``[lo, hi]`` and its values there (shared by a running
-    prefill's optional item in B0 and its item in the candidate layers)."""
-    if hi <= lo:
-        return (lo,), (curve(lo),)
-    a, b = bisect_right(curve.xs, lo), bisect_left(curve.xs, hi)  # breakpoints inside
-    return (lo, *curve.xs[a:b], hi), (curve(lo), *curve.ys[a:b], curve(hi))
+    chain = itertools.chain.from_iterable
+    v = np.array([*cxs, *cys, *chain(low), *chain(high)], dtype=np.int64)
+    v.setflags(write=False)
+    n, m = len(cxs), 2 * len(cxs) + 4 * len(low)
+    arrays = (v[:n], v[n : 2 * n], v[2 * n : m].reshape(-1, 4), v[m:].reshape(-1, 4))
+    return ItemCurve(lo, hi, optional, cxs, cys, tuple(low), tuple(high), start, arrays)
 
 
 @dataclass(frozen=True)
