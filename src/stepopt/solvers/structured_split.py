@@ -287,8 +287,8 @@ def _pair_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
     same."""
     if c.size < 2:
         return c
+    err = _latency(cx, it, ly, c, const) - cx.target
     for _ in range(ROUNDS):
-        err = _latency(cx, it, ly, c, const) - cx.target
         if err == 0:
             return c
         r, d, up, down, delta, _, dblk, blk = _move_table(cx, it, ly, c)
@@ -302,13 +302,14 @@ def _pair_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
             break
         c = c.copy()
         c[r[k]], c[d[k]] = up[k], down[k]
-    return _two_moves(cx, it, ly, c, const, kv_left)
+        err += int(delta[k])  # the move's exact change of L
+    return _two_moves(cx, it, ly, c, kv_left, err)
 
 
-def _two_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
+def _two_moves(cx, it: Items, ly: Layer, c, kv_left, err: int) -> np.ndarray:
     """Two single moves on four different chunks that keep the batch size and together
-    change L by exactly T - L (their changes add up exactly then): a sorted search."""
-    err = _latency(cx, it, ly, c, const) - cx.target
+    change L by exactly T - L (``err`` is L - T now; their changes add up exactly then): a
+    sorted search."""
     if err == 0 or c.size < 4:
         return c
     r, d, up, down, delta, dnz, dblk, blk = _move_table(cx, it, ly, c)
