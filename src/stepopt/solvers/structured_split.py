@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stepopt.solvers.structured_curves import allocation
+from stepopt.solvers.structured_curves import allocation, table
 from stepopt.solvers.structured_layers import BIG, Ctx, Layer, low_fill
 
 MOVE = 8  # tokens a pair move shifts at most
@@ -46,8 +46,8 @@ class Found:
 
 
 class Items:
-    """Per-item arrays of a B layer: exact attention (the same floor interpolation as
-    :func:`stepopt.solvers.structured_curves.pwl_at`), chunk validity and KV blocks."""
+    """Per-item arrays of a B layer: exact attention (``att``, the same floor interpolation
+    as :func:`stepopt.solvers.structured_curves.pwl_at`), chunk validity and KV blocks."""
 
     def __init__(self, cx: Ctx, ly: Layer) -> None:
         items = ly.items
@@ -56,26 +56,8 @@ class Items:
         self.opt = np.asarray([it.optional for it in items], dtype=bool)
         self.cached = np.asarray([r.computed_tokens for r in ly.reqs], dtype=np.int64)
         self.bs = cx.bs
-        sizes = [len(it.xs) for it in items]
-        self.first = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self.last = self.first + np.asarray(sizes, dtype=np.int64) - 1
-        self.top = np.maximum(self.last - 1, self.first)  # the last piece's first point
-        self.xs = np.concatenate([it.arrays[0] for it in items]) if items else np.zeros(0, np.int64)
-        self.ys = np.concatenate([it.arrays[1] for it in items]) if items else np.zeros(0, np.int64)
-        self.span = np.int64(int(self.xs.max()) + 2 if self.xs.size else 2)
-        owner = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
-        self.keys = owner * self.span + self.xs
-        # Per breakpoint, the piece that starts there (a one-point curve: flat).
-        nxt = np.minimum(np.arange(self.xs.size) + 1, self.last[owner])
-        self.dy = self.ys[nxt] - self.ys
-        self.dx = np.maximum(self.xs[nxt] - self.xs, 1)
+        self.att = table(items).values if items else None  # shared with the greedy fills
         self.static_moves: tuple | None = None  # see _moves
-
-    def att(self, i: np.ndarray, c: np.ndarray) -> np.ndarray:
-        k = np.searchsorted(self.keys, i * self.span + np.minimum(c, self.span - 1), "right") - 1
-        k = np.minimum(np.maximum(k, self.first[i]), self.top[i])  # np.clip, cheaper
-        val = self.ys[k] + (self.dy[k] * (c - self.xs[k])) // self.dx[k]
-        return np.where(c == 0, 0, val)
 
     def bad(self, i: np.ndarray, c: np.ndarray) -> np.ndarray:
         zero_ok = self.opt[i] & (c == 0)
