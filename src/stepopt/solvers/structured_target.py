@@ -37,7 +37,8 @@ from stepopt.solvers import structured_split
 from stepopt.solvers.base import SolveResult, SolveStatus, finish
 from stepopt.solvers.common import TOLERANCE_PARAM
 from stepopt.solvers.structured_curves import greedy_fill
-from stepopt.solvers.structured_layers import BIG, Ctx, Flat, Layer, b_layer, fill_candidates
+from stepopt.solvers.structured_flat import Flat
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer, fill_candidates
 from stepopt.solvers.structured_split import Found
 
 NAME = "structured"
