@@ -62,11 +62,9 @@ def least(p: Pieces, lam: float, total: int):
     item, x0, y0, dx, dy, a, b = (v[live] for v in (p.item, p.x0, p.y0, p.dx, p.dy, p.a, b))
     lead = y0 - lam * x0  # the line's reduced cost at x0
     rel = dy / dx - lam  # its slope in reduced cost
-    ends = np.concatenate([a, b])
-    two = np.concatenate([item, item])
-    vals = _exact(np.tile(y0, 2), np.tile(x0, 2), np.tile(dx, 2), np.tile(dy, 2), ends)
-    ub = np.full(p.n, np.inf)
-    np.minimum.at(ub, two, vals - lam * ends)
+    # ub: the least exact reduced cost at the pieces' ends, per item (pieces run item by item).
+    ends = np.minimum(_exact(y0, x0, dx, dy, a) - lam * a, _exact(y0, x0, dx, dy, b) - lam * b)
+    ub = _per_item(ends, item, p.n)
     # Chunks whose line bound reaches ub + FLAT: a sub-range of each piece.
     room = ub[item] + FLAT + _SLACK - (lead - (dx - 1) / dx)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -80,11 +78,22 @@ def least(p: Pieces, lam: float, total: int):
     c = lo[k] + (np.arange(k.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
     g = _exact(y0[k], x0[k], dx[k], dy[k], c)
     h = g - lam * c
-    m = np.full(p.n, np.inf)
-    np.minimum.at(m, item[k], h)
-    near = h - m[item[k]] <= FLAT
-    flat = [(c[near & (item[k] == i)], g[near & (item[k] == i)]) for i in range(p.n)]
+    owner = item[k]
+    m = _per_item(h, owner, p.n)
+    near = h - m[owner] <= FLAT
+    c, g, owner = c[near], g[near], owner[near]
+    cuts = np.searchsorted(owner, np.arange(p.n + 1))
+    flat = [(c[cuts[i] : cuts[i + 1]], g[cuts[i] : cuts[i + 1]]) for i in range(p.n)]
     return m, flat
+
+
+def _per_item(v: np.ndarray, item: np.ndarray, n: int) -> np.ndarray:
+    """The least of ``v`` per item (``item`` non-decreasing; inf for an item with none)."""
+    out = np.full(n, np.inf)
+    if v.size:
+        first = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
+        out[item[first]] = np.minimum.reduceat(v, first)
+    return out
 
 
 def _exact(y0, x0, dx, dy, c):
