@@ -143,9 +143,8 @@ class Fill:
             relax = self.base + np.where(
                 edge >= 0, self.cum_val[safe] + self.slope[safe] * into, 0.0
             )
-            first = np.zeros(self.item.size, dtype=np.int64)
-            _, pos = np.unique(self.item, return_index=True)
-            first[pos] = 1
+            seen: set[int] = set()  # an item starts at its first edge in fill order
+            first = [not (i in seen or seen.add(i)) for i in self.item.tolist()]
             started = np.where(edge >= 0, np.cumsum(first)[safe], 0)
         else:
             relax = np.full(edge.size, self.base)
@@ -205,9 +204,8 @@ def exact_attention(
     vertex = base + fill.cum_val[e]
     partial = _values_at(items, it, c) - fill.y0[e]
     exact = np.where(edge >= 0, vertex + partial, base)
-    los = np.asarray([i.lo for i in items], dtype=np.int64)
-    opt = np.asarray([i.optional for i in items], dtype=bool)
-    valid = (edge < 0) | ~(opt[it] & (c > 0) & (c < los[it]))
+    t = table(items)
+    valid = (edge < 0) | ~(t.opt[it] & (c > 0) & (c < t.lo[it]))
     return exact.astype(np.int64), valid
 
 
@@ -235,6 +233,8 @@ class _Table:
         self.dx = np.maximum(self.xs[nxt] - self.xs, 1)
         self.first, self.top = first, np.maximum(last - 1, first)
         self.owner = owner
+        self.lo = np.asarray([i.lo for i in items], dtype=np.int64)
+        self.opt = np.asarray([i.optional for i in items], dtype=bool)
 
     def values(self, item: np.ndarray, c: np.ndarray) -> np.ndarray:
         k = np.searchsorted(self.keys, item * self.BIG + c, side="right") - 1
