@@ -111,11 +111,12 @@ class Ctx:
         """A B layer's fixed part (every decode, then ``fixed``) and its tokens. Layers share
         it (nothing writes to it): B0 and its candidate layers have no fixed prefill, and the
         admission layers all pass the same dict of running prefills at ``hi``."""
-        key = id(fixed) if fixed else 0  # the entry keeps ``fixed`` alive: its id stays
-        got = self._merged.get(key)
+        if not fixed:
+            return self.decode_tokens, len(self.decode_tokens)
+        got = self._merged.get(id(fixed))  # the entry keeps ``fixed`` alive: its id stays
         if got is None:
             merged = {**self.decode_tokens, **fixed}
-            got = self._merged[key] = (fixed, merged, sum(merged.values()))
+            got = self._merged[id(fixed)] = (fixed, merged, sum(merged.values()))
         return got[1], got[2]
 
 
