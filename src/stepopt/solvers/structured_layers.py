@@ -273,11 +273,9 @@ def _range_extremes(window: np.ndarray, lo: np.ndarray, hi: np.ndarray):
     """Least and largest ``window[lo..hi]`` per position, read off (n + 1)^2 tables (the
     window is short; an empty range reads an arbitrary value, its position has no room)."""
     n = window.size
-    least = np.empty((n, n), dtype=np.int64)
-    most = np.empty((n, n), dtype=np.int64)
-    for a in range(n):
-        least[a, a:] = np.minimum.accumulate(window[a:])
-        most[a, a:] = np.maximum.accumulate(window[a:])
+    upper = np.triu(np.ones((n, n), dtype=bool))  # row a: the window from a on
+    least = np.minimum.accumulate(np.where(upper, window, BIG), axis=1)
+    most = np.maximum.accumulate(np.where(upper, window, -BIG), axis=1)
     hi = np.maximum(hi, lo)
     return least[lo, hi], most[lo, hi]
 
