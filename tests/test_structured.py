@@ -224,17 +224,21 @@ def test_program_options_over_the_kv_limit_are_dropped_not_misread():
     assert (new[1] == INF).all() and (new[0, 0] == INF).all() and (new[0, 2] == INF).all()
 
 
-@pytest.mark.parametrize("slice_cells", [0, 10**9])
-def test_min_plus_step_matches_the_definition_by_either_strategy(monkeypatch, slice_cells):
-    """``_step`` either gathers every option's window at once or takes one slice minimum per
-    option (which one depends on the sizes): both give ``new[z + dz, b + db, t + c] =
-    min(cost[z, b, t] + g)`` exactly, read off a plain loop."""
+@pytest.mark.parametrize(("slice_cells", "runs"), [(0, False), (10**9, False), (0, True)])
+def test_min_plus_step_matches_the_definition_by_either_strategy(monkeypatch, slice_cells, runs):
+    """``_step`` gathers every option's window at once, takes one slice minimum per option, or
+    (consecutive chunks) one strided minimum over runs of old cells; which one depends on the
+    sizes: all give ``new[z + dz, b + db, t + c] = min(cost[z, b, t] + g)`` exactly, read off a
+    plain loop."""
     import numpy as np
 
     from stepopt.solvers import structured_exact
     from stepopt.solvers.structured_exact import INF, _step
 
     monkeypatch.setattr(structured_exact, "SLICE_MIN_CELLS", slice_cells)
+    used = []
+    run_min = structured_exact._run_min
+    monkeypatch.setattr(structured_exact, "_run_min", lambda *a: used.append(1) or run_min(*a))
     rng = np.random.default_rng(5)
     for _ in range(40):
         nz, nb, old_w = (int(v) for v in rng.integers(1, [4, 4, 30]))
@@ -242,10 +246,13 @@ def test_min_plus_step_matches_the_definition_by_either_strategy(monkeypatch, sl
         cost[rng.random(cost.shape) < 0.3] = INF
         k = int(rng.integers(1, 12))
         c = np.sort(rng.choice(np.arange(1, 40), k, replace=False)).astype(np.int64)
-        opts = np.stack(
-            [c, rng.integers(0, 10**4, k), rng.integers(0, 2, k), rng.integers(0, nb + 1, k)],
-            axis=1,
-        )
+        if runs:  # one run of consecutive chunks, long enough for the strided minimum
+            k = int(rng.integers(structured_exact.RUN_MIN, 40))
+            c = np.arange(k, dtype=np.int64) + int(rng.integers(0, 5))
+        dz, db = rng.integers(0, 2, k), rng.integers(0, nb + 1, k)
+        if runs:  # one shift for every option: a single run
+            dz, db = np.full(k, dz[0]), np.full(k, min(int(db[0]), nb - 1))
+        opts = np.stack([c, rng.integers(0, 10**4, k), dz, db], axis=1)
         lo_old = int(rng.integers(0, 10))
         lo_new = lo_old + int(rng.integers(0, 20))
         hi_new = lo_new + int(rng.integers(0, 40))
@@ -257,3 +264,4 @@ def test_min_plus_step_matches_the_definition_by_either_strategy(monkeypatch, sl
                     v = cost[z, b, t] + g
                     want[z + dz, b + db, tt] = min(want[z + dz, b + db, tt], v)
         assert (_step(cost, opts, lo_old, lo_new, hi_new, nb) == want).all()
+    assert bool(used) == runs

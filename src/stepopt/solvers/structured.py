@@ -195,13 +195,13 @@ def _goodput(problem, cx, layers, started, time_limit, info) -> SolveResult:
     t = problem.target_ns
     tok, lb, cand, ok = (_all(layers, a) for a in ("tok", "lb", "cand", "ok"))
     good = ok & (cand <= t)
-    b_tok, b_lat, dec, where = -1, 0, None, None
+    b_tok, b_lat, pick, where = -1, 0, None, None  # pick: the best decision, built at the end
     if good.any():
         idx = np.flatnonzero(good)
         best = int(idx[np.lexsort((cand[idx], -tok[idx]))[0]])
         b_tok, b_lat = int(tok[best]), int(cand[best])
         layer, pos = _locate(layers, best)
-        dec, where = _decision(problem, layer, pos), layer.name
+        pick, where = (layer, pos, None), layer.name
     open_left: list[int] = []
     todo = np.flatnonzero((tok >= b_tok) & (lb <= t))
     for flat in todo[np.lexsort((lb[todo], -tok[todo]))]:
@@ -217,8 +217,12 @@ def _goodput(problem, cx, layers, started, time_limit, info) -> SolveResult:
             open_left.append(int(flat))
         elif got.latency is not None:
             b_tok, b_lat, where = f_tok, got.latency, layer.name
-            dec = _chunks_decision(layer, got.chunks)
+            pick = (layer, None, got.chunks)
     left = [f for f in open_left if tok[f] >= b_tok]
+    dec = None
+    if pick is not None:
+        ly, pos, chunks = pick
+        dec = _decision(problem, ly, pos) if chunks is None else _chunks_decision(ly, chunks)
     info.update(exact_positions=len(todo))
     if dec is None:
         if left:

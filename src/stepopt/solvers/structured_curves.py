@@ -10,7 +10,8 @@ non-convex table only makes them weaker, never wrong).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -24,7 +25,7 @@ def pwl_at(curve: PiecewiseLinear, x: np.ndarray) -> np.ndarray:
     ys = np.asarray(curve.ys, dtype=np.int64)
     if xs.size == 1:
         return np.full(x.shape, ys[0], dtype=np.int64)
-    k = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, xs.size - 2)
+    k = np.minimum(np.maximum(np.searchsorted(xs, x, side="right") - 1, 0), xs.size - 2)
     x0, x1, y0, y1 = xs[k], xs[k + 1], ys[k], ys[k + 1]
     return y0 + ((y1 - y0) * (x - x0)) // (x1 - x0)
 
@@ -69,6 +70,9 @@ class ItemCurve:
     low_edges: tuple[tuple[int, int, int, int], ...]  # (x0, y0, x1, y1), convex, slope up
     high_edges: tuple[tuple[int, int, int, int], ...]  # concave, slope down
     start_value: int = 0  # the exact value at ``start`` (read once: every fill sums them)
+    # The same as int64 arrays (edges as rows x0, y0, x1, y1), built once per item: the fills
+    # and the exact values read them every solve.
+    arrays: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def start(self) -> int:
@@ -78,26 +82,30 @@ class ItemCurve:
         return PiecewiseLinear(self.xs, self.ys)(c) if c else 0
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)  # about 1 kB each; waiting requests recur from step to step
 def item_curve(curve: PiecewiseLinear, lo: int, hi: int, optional: bool) -> ItemCurve:
-    """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``."""
-    xs, ys = _points(curve, lo, hi)
+    """Envelopes of ``curve`` over the chunks ``{0 if optional} ∪ [lo, hi]``: the curve's
+    breakpoints inside ``[lo, hi]`` (their values read, not evaluated) and its values at the
+    ends."""
+    cxs, cys = curve.xs, curve.ys
+    if hi <= lo:
+        xs, ys = (lo,), (curve(lo),)
+    else:
+        a, b = bisect_right(cxs, lo), bisect_left(cxs, hi)  # breakpoints inside
+        xs, ys = (lo, *cxs[a:b], hi), (curve(lo), *cys[a:b], curve(hi))
     start = 0 if optional or lo == 0 else ys[0]  # the value at lo
     if optional:
         xs, ys = (0, *xs), (0, *ys)
-    edges = []
-    for lower in (True, False):
-        h = _hull(xs, ys, lower)
-        edges.append(tuple((xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(h)))
-    return ItemCurve(lo, hi, optional, tuple(curve.xs), tuple(curve.ys), edges[0], edges[1], start)
-
-
-@lru_cache(maxsize=4096)
-def _points(curve: PiecewiseLinear, lo: int, hi: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The curve's breakpoints inside ``[lo, hi]`` and its values there (shared by a running
-    prefill's optional item in B0 and its item in the candidate layers)."""
-    xs = (lo, *(x for x in curve.xs if lo < x < hi), hi) if hi > lo else (lo,)
-    return xs, tuple(curve(x) for x in xs)
+    low, high = (
+        [(xs[a], ys[a], xs[b], ys[b]) for a, b in itertools.pairwise(_hull(xs, ys, lower))]
+        for lower in (True, False)
+    )
+    chain = itertools.chain.from_iterable
+    v = np.array([*cxs, *cys, *chain(low), *chain(high)], dtype=np.int64)
+    v.setflags(write=False)
+    n, m = len(cxs), 2 * len(cxs) + 4 * len(low)
+    arrays = (v[:n], v[n : 2 * n], v[2 * n : m].reshape(-1, 4), v[m:].reshape(-1, 4))
+    return ItemCurve(lo, hi, optional, cxs, cys, tuple(low), tuple(high), start, arrays)
 
 
 @dataclass(frozen=True)
@@ -135,9 +143,8 @@ class Fill:
             relax = self.base + np.where(
                 edge >= 0, self.cum_val[safe] + self.slope[safe] * into, 0.0
             )
-            first = np.zeros(self.item.size, dtype=np.int64)
-            _, pos = np.unique(self.item, return_index=True)
-            first[pos] = 1
+            seen: set[int] = set()  # an item starts at its first edge in fill order
+            first = [not (i in seen or seen.add(i)) for i in self.item.tolist()]
             started = np.where(edge >= 0, np.cumsum(first)[safe], 0)
         else:
             relax = np.full(edge.size, self.base)
@@ -155,11 +162,10 @@ class Fill:
 def greedy_fill(items: list[ItemCurve], lower: bool, top: int | None = None) -> Fill:
     """The fill at ``s = 0..span`` (``..top`` when given: more tokens than that are never a
     decision, e.g. beyond the budget)."""
-    rows = [
-        (k, *e) for k, it in enumerate(items) for e in (it.low_edges if lower else it.high_edges)
-    ]
-    arr = np.asarray(rows, dtype=np.int64) if rows else np.zeros((0, 5), dtype=np.int64)
-    item, x0, y0, x1, y1 = (arr[:, i] for i in range(5))
+    edges = [it.arrays[2] if lower else it.arrays[3] for it in items]
+    arr = np.concatenate(edges) if edges else np.zeros((0, 4), dtype=np.int64)
+    item = np.repeat(np.arange(len(edges), dtype=np.int64), [e.shape[0] for e in edges])
+    x0, y0, x1, y1 = (arr[:, i] for i in range(4))
     length = x1 - x0
     slope = (y1 - y0) / np.maximum(length, 1)
     # Per item the edges already have monotone slopes; a stable sort keeps their order.
@@ -198,27 +204,58 @@ def exact_attention(
     vertex = base + fill.cum_val[e]
     partial = _values_at(items, it, c) - fill.y0[e]
     exact = np.where(edge >= 0, vertex + partial, base)
-    los = np.asarray([i.lo for i in items], dtype=np.int64)
-    opt = np.asarray([i.optional for i in items], dtype=bool)
-    valid = (edge < 0) | ~(opt[it] & (c > 0) & (c < los[it]))
+    t = table(items)
+    valid = (edge < 0) | ~(t.opt[it] & (c > 0) & (c < t.lo[it]))
     return exact.astype(np.int64), valid
 
 
 def _values_at(items: list[ItemCurve], item: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``A_item(c)`` for parallel arrays, reading every item's breakpoints at once."""
-    offs = np.cumsum([0, *(len(i.xs) for i in items)])
-    xs = np.concatenate([np.asarray(i.xs, dtype=np.int64) for i in items])
-    ys = np.concatenate([np.asarray(i.ys, dtype=np.int64) for i in items])
-    big = np.int64(1 << 40)
-    keys = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(offs)) * big + xs
-    k = np.searchsorted(keys, item * big + c, side="right") - 1
-    first, last = offs[:-1][item], offs[1:][item] - 1
-    k = np.clip(k, first, np.maximum(last - 1, first))
-    single = last == first
-    k1 = np.where(single, k, k + 1)
-    dx = np.where(single, 1, xs[k1] - xs[k])
-    val = ys[k] + ((ys[k1] - ys[k]) * (c - xs[k])) // dx
-    return np.where(c == 0, 0, val)
+    return table(items).values(item, c)
+
+
+class _Table:
+    """Every item's breakpoints in one sorted key array, with each piece's slope at its first
+    breakpoint (a one-point curve: flat)."""
+
+    BIG = np.int64(1 << 40)
+
+    def __init__(self, items: list[ItemCurve]) -> None:
+        sizes = np.asarray([len(i.xs) for i in items], dtype=np.int64)
+        first = np.cumsum(sizes) - sizes
+        last = first + sizes - 1
+        self.xs = np.concatenate([i.arrays[0] for i in items])
+        self.ys = np.concatenate([i.arrays[1] for i in items])
+        owner = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
+        self.keys = owner * self.BIG + self.xs
+        nxt = np.minimum(np.arange(self.xs.size) + 1, last[owner])
+        self.dy = self.ys[nxt] - self.ys
+        self.dx = np.maximum(self.xs[nxt] - self.xs, 1)
+        self.first, self.top = first, np.maximum(last - 1, first)
+        self.owner = owner
+        self.lo = np.asarray([i.lo for i in items], dtype=np.int64)
+        self.opt = np.asarray([i.optional for i in items], dtype=bool)
+
+    def values(self, item: np.ndarray, c: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(self.keys, item * self.BIG + c, side="right") - 1
+        k = np.minimum(np.maximum(k, self.first[item]), self.top[item])  # np.clip, cheaper
+        val = self.ys[k] + (self.dy[k] * (c - self.xs[k])) // self.dx[k]
+        return np.where(c == 0, 0, val)
+
+
+_TABLES: dict[tuple[int, ...], tuple[tuple[ItemCurve, ...], _Table]] = {}
+
+
+def table(items: list[ItemCurve]) -> _Table:
+    """The items' table, kept for the few item lists of the current solve (the entry holds
+    the items, so their ids stay theirs while it lives)."""
+    key = tuple(map(id, items))
+    got = _TABLES.get(key)
+    if got is None:
+        if len(_TABLES) >= 64:
+            _TABLES.clear()
+        got = _TABLES[key] = (tuple(items), _Table(items))
+    return got[1]
 
 
 def allocation(items: list[ItemCurve], fill: Fill, s: int) -> list[int]:

@@ -28,6 +28,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from stepopt.solvers.structured_curves import _values_at
 from stepopt.solvers.structured_layers import EPS, Ctx, Layer, _kv_blocks
+from stepopt.solvers.structured_local import incumbent, layer_s0
+from stepopt.solvers.structured_reduced import Pieces, least, pieces
 
 MAX_CELLS = 20_000_000  # dynamic-program cell updates per position before giving up
 INF = np.int64(1) << np.int64(62)
@@ -35,6 +37,7 @@ GATHER_MAX = 400_000  # options x cells gathered at once (memory); beyond, one o
 # One slice-minimum per option beats one gather of every option's window once an option
 # covers this many cells per option (a numpy call's overhead is worth a few cells of work).
 SLICE_MIN_CELLS = 4
+RUN_MIN = 12  # consecutive chunks from which one strided minimum beats a slice per option
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def _domains(cx: Ctx, layer: Layer) -> _Domains:
     cached = getattr(layer, "_exact_domains", None)
     if cached is not None:
         return cached
-    s0 = sum(layer.fixed.values())
+    s0 = layer_s0(layer)
     most = cx.budget - s0
     cs = [np.arange(it.lo, min(it.hi, most) + 1, dtype=np.int64) for it in layer.items]
     item = np.repeat(np.arange(len(cs), dtype=np.int64), [c.size for c in cs])
@@ -74,22 +77,16 @@ def _domains(cx: Ctx, layer: Layer) -> _Domains:
 def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
     """The least latency of ``layer``'s decisions at position ``pos`` (token count
     ``layer.arrays.tok[pos]``) if it is at most ``limit``; None when it cannot tell."""
-    items, a = layer.items, layer.arrays
-    dom = _domains(cx, layer)
-    total = int(a.tok[pos]) - dom.s0
+    a = layer.arrays
+    total = int(a.tok[pos]) - layer_s0(layer)
     fp = int(a.fixed_part[pos])
     window = layer.fseq_window
-    n = len(items)
+    n = len(layer.items)
     lam = _slope(layer, pos)
-    cs = [c[c <= total] for c in dom.cs]
-    gs = [g[: c.size] for g, c in zip(dom.gs, cs, strict=True)]
-    hs = [g - lam * c for g, c in zip(gs, cs, strict=True)]
-    m = np.asarray([h.min() if h.size else np.inf for h in hs])
-    opt = layer.optional
-    if opt:
+    m, flat = least(_pieces(cx, layer), lam, total)
+    if layer.optional:
         ms = np.concatenate([[0.0], np.cumsum(np.sort(m))])
-        q = np.arange(n + 1)
-        vals = window[q] + ms
+        vals = window[: n + 1] + ms
         if total > 0:
             vals[0] = np.inf
         lag, best = float(vals.min()), np.minimum(m, 0.0)
@@ -100,13 +97,41 @@ def exact_min(cx: Ctx, layer: Layer, pos: int, limit: int) -> Exact | None:
     low = fp + lam * total + lag
     if not np.isfinite(lag) or low - EPS > limit:
         return Exact(None)
-    # Deepen the limit from the bound: a split near it keeps the sets (and the program) small,
-    # and the least latency at or below any limit is exact.
-    base = fp + lam * total + float(best.sum()) + fmin
+    # A split at the integer bound is the least one; a better split than the incumbent is
+    # all the program has to look for.
+    inc = incumbent(cx, layer, pos, total, flat, fp, math.ceil(low - EPS))
+    at = (total, fp, low, fp + lam * total + float(best.sum()) + fmin)  # the filter's bound
+    if inc is not None and inc[0] <= limit:
+        if inc[0] == math.ceil(low - EPS):
+            return Exact(inc[0], inc[1])
+        got = _deepen(cx, layer, (lam, best), at, inc[0] - 1)
+        return Exact(*inc) if got is not None and got.latency is None else got
+    return _deepen(cx, layer, (lam, best), at, limit)
+
+
+def _pieces(cx: Ctx, layer: Layer) -> Pieces:
+    got = getattr(layer, "_pieces", None)
+    if got is None:
+        got = layer._pieces = pieces(layer.items, cx.budget - layer_s0(layer))  # type: ignore[attr-defined]
+    return got
+
+
+def _deepen(cx: Ctx, layer: Layer, parts, at: tuple[int, int, float, float], limit: int):
+    """The program at limits deepening from the bound ``low`` up to ``limit``: a split near
+    the bound keeps the kept sets (and the program) small, and the least latency at or below
+    any limit is exact."""
+    total, fp, low, base = at
+    window = layer.fseq_window
+    # The program reads every chunk of every item.
+    lam, best = parts
+    dom = _domains(cx, layer)
+    cs = [c[c <= total] for c in dom.cs]
+    gs = [g[: c.size] for g, c in zip(dom.gs, cs, strict=True)]
+    parts = (cs, gs, [g - lam * c for g, c in zip(gs, cs, strict=True)], best)
     step = 1024
     while True:
         lim = min(limit, math.ceil(low) + step)
-        got = _within(cx, layer, (cs, gs, hs, best), total, window, fp, lim - base + EPS)
+        got = _within(cx, layer, parts, total, window, fp, lim - base + EPS)
         if got is not None and got.latency is not None and got.latency > lim:
             got = Exact(None)
         if got is None or got.latency is not None or lim >= limit:
@@ -268,7 +293,13 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
         off = (lo_new - lo_old) - opts[rows, 0]  # old index = new index + off
         dst = new[dz:, db:]
         src = cost[: nz - dz, : nb - db]
-        if dst.size >= SLICE_MIN_CELLS * rows.size or rows.size * dst.size > GATHER_MAX:
+        if rows.size * dst.size > GATHER_MAX:
+            _one_by_one(src, dst, off, opts[rows, 1], old_w)
+            continue
+        if rows.size >= RUN_MIN and (np.diff(off) == -1).all():
+            _run_min(src, dst, off, opts[rows, 1], old_w)
+            continue
+        if dst.size >= SLICE_MIN_CELLS * rows.size:
             _one_by_one(src, dst, off, opts[rows, 1], old_w)
             continue
         pad_l = max(0, -int(off.min()))
@@ -279,6 +310,21 @@ def _step(cost: np.ndarray, opts: np.ndarray, lo_old: int, lo_new: int, hi_new: 
         got = (windows[:, :, off + pad_l] + opts[rows, 1][:, None]).min(axis=2)
         np.minimum(dst, got, out=dst)
     return new
+
+
+def _run_min(src, dst, off, gains, old_w) -> None:
+    """Options with consecutive chunks (``off`` falls by one per option): every new cell reads
+    a run of ``m`` consecutive old cells, so one strided view of the runs (no gather) and one
+    minimum cover them all."""
+    m, width = off.size, dst.shape[2]
+    o_min, o_max = int(off[-1]), int(off[0])
+    pad_l = max(0, -o_min)
+    padded = np.full((*src.shape[:2], pad_l + max(old_w, o_max + width)), INF)
+    padded[:, :, pad_l : pad_l + old_w] = src
+    # runs[..., s, u] = padded[s + u]; new cell i reads old i + o_min + u with gain m - 1 - u.
+    s0 = pad_l + o_min
+    runs = sliding_window_view(padded, m, axis=2)[:, :, s0 : s0 + width]
+    np.minimum(dst, (runs + gains[::-1]).min(axis=3), out=dst)
 
 
 def _one_by_one(src, dst, off, gains, old_w) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from stepopt.model import Decision, StepProblem
-from stepopt.solvers.structured_layers import Ctx, Layer, b_layer, first_layers
+from stepopt.solvers.structured_layers import Ctx, Layer, a_layer, b_layer, first_layers
 
 MAX_WAITING_LAYERS = 4096
 
@@ -46,7 +46,7 @@ def goodput_layers(cx: Ctx) -> list[Layer]:
     """The layers that can hold the ``goodput`` optimum (see the module docstring); the ones
     left out have every position either above ``T`` or below a valid candidate's tokens."""
     p = cx.problem
-    layers = first_layers(cx)
+    layers = _b0_then_a(cx)
     if len(cx.decodes) >= cx.budget:
         return layers
     running_pre = list(p.running_prefills)
@@ -68,6 +68,21 @@ def goodput_layers(cx: Ctx) -> list[Layer]:
             layers.append(layer)
             best = max(best, _best_tokens(layer, cx.target))
     return layers
+
+
+def _b0_then_a(cx: Ctx) -> list[Layer]:
+    """``first_layers`` without the decode layer ``A`` when ``B0`` has a candidate within
+    ``T`` with more tokens than every decode: no position of ``A`` (at most that many tokens)
+    can then be the optimum or tie with it."""
+    running_pre = list(cx.problem.running_prefills)
+    if not running_pre or len(cx.decodes) >= cx.budget:
+        return first_layers(cx)
+    b0 = b_layer(cx, "B0", {}, [], running_pre, optional=True)
+    if b0 is None:
+        return [a_layer(cx)]
+    if _best_tokens(b0, cx.target) > len(cx.decodes):
+        return [b0]
+    return [a_layer(cx), b0]
 
 
 def _top_layer(cx: Ctx, full: dict[str, int], running_pre: list, s0: int, los: np.ndarray) -> int:

@@ -96,6 +96,7 @@ class Ctx:
         self.decode_const = int(self.decode_ns(np.int64(self.ctx.sum())))
         self.target_objective = problem.objective == "target"
         self.items: dict[tuple[int, int, bool], ItemCurve] = {}  # see ``_item``
+        self._merged: dict[int, tuple] = {}  # see ``with_decodes``
 
     def decode_ns(self, ctx: np.ndarray) -> np.ndarray:
         return (self.dps * ctx) // 1000
@@ -105,6 +106,18 @@ class Ctx:
         """Every decode at 1 token (the B layers' fixed part; not needed when the decodes
         alone fill the budget)."""
         return {r.id: 1 for r in self.decodes}
+
+    def with_decodes(self, fixed: dict[str, int]) -> tuple[dict[str, int], int]:
+        """A B layer's fixed part (every decode, then ``fixed``) and its tokens. Layers share
+        it (nothing writes to it): B0 and its candidate layers have no fixed prefill, and the
+        admission layers all pass the same dict of running prefills at ``hi``."""
+        if not fixed:
+            return self.decode_tokens, len(self.decode_tokens)
+        got = self._merged.get(id(fixed))  # the entry keeps ``fixed`` alive: its id stays
+        if got is None:
+            merged = {**self.decode_tokens, **fixed}
+            got = self._merged[id(fixed)] = (fixed, merged, sum(merged.values()))
+        return got[1], got[2]
 
 
 def a_layer(cx: Ctx) -> Layer:
@@ -131,16 +144,19 @@ def a_layer(cx: Ctx) -> Layer:
         tag = np.concatenate([np.ones(need_sorted.size), np.zeros(free_sorted.size)])
         order = np.argsort(sign * merged, kind="stable")
         cnt = np.concatenate([[0], np.cumsum(tag[order])]).astype(np.int64)
-        a = np.clip(cnt, lo_a, np.maximum(hi_a, lo_a))
+        a = np.minimum(np.maximum(cnt, lo_a), np.maximum(hi_a, lo_a))
         a = np.minimum(a, need_sorted.size)
-        b = np.clip(k - a, 0, free_sorted.size)
+        b = np.minimum(np.maximum(k - a, 0), free_sorted.size)
         return pn[a] + pf[b], a
 
     lo_ctx, a_lo = best(need_up, free_up, 1)
-    hi_ctx, a_hi = best(need_up[::-1], free_up[::-1], -1)
     base = cx.ftok[np.minimum(k, cx.budget)] + cx.fseq[k]
     lb = np.where(feasible, base + cx.decode_ns(lo_ctx), BIG)
-    ub = np.where(feasible, base + cx.decode_ns(hi_ctx), -BIG)
+    if cx.target_objective:  # the dearest subsets matter to |L - T| only
+        hi_ctx, a_hi = best(need_up[::-1], free_up[::-1], -1)
+        ub = np.where(feasible, base + cx.decode_ns(hi_ctx), -BIG)
+    else:
+        ub, a_hi = np.where(feasible, BIG, -BIG), a_lo
     arrays = Arrays(k, k, k, lb, ub, lb.copy(), k, feasible)
     return Layer("A", {}, [], [], arrays, decode_pick=(need_up, free_up, a_lo, a_hi))
 
@@ -173,8 +189,7 @@ def b_layer(
     # long: one layer's bounds (KV, tokens, latency envelope) share the layer's fixed part: read
     # top-down
     lat = cx.problem.latency
-    fixed = {**cx.decode_tokens, **fixed}
-    s0 = sum(fixed.values())
+    fixed, s0 = cx.with_decodes(fixed)
     kv0 = int(cx.need.sum()) + sum(
         int(_kv_blocks(np.int64(r.computed_tokens), np.int64(fixed[r.id]), cx.bs))
         for r in fixed_reqs
@@ -208,13 +223,9 @@ def b_layer(
         qmin = np.minimum(np.searchsorted(big_first, s, side="left"), n)
         qmax = np.searchsorted(small_first, s, side="right") - 1
         qmin = np.where(s > 0, np.maximum(qmin, 1), 0)
-        window = cx.fseq[b_fixed : b_fixed + n + 1]
-        # min / max of F_seq over q in [qmin, qmax]: windows are short (n + 1 values).
-        q = np.arange(n + 1)
-        inside = (q[None, :] >= qmin[:, None]) & (q[None, :] <= qmax[:, None])
-        fmin = np.where(inside, window[None, :], BIG).min(axis=1)
-        fmax = np.where(inside, window[None, :], -BIG).max(axis=1)
+        # min / max of F_seq over q in [qmin, qmax] (positions with none lose their room)
         room &= qmin <= qmax
+        fmin, fmax = _range_extremes(cx.fseq[b_fixed : b_fixed + n + 1], qmin, qmax)
         bmin, bmax = b_fixed + qmin, b_fixed + qmax
         cand_b = b_fixed + low.started
     else:
@@ -246,13 +257,27 @@ def b_layer(
         ub = np.floor(high.relax + EPS).astype(np.int64) + ftok + fmax + const
     else:
         ub = np.full(s.size, BIG)
-    cand, ok = _greedy_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, None)
     lb = np.where(room, lb, BIG)
     ub = np.where(room, ub, -BIG)
+    if cx.target_objective or not items:
+        cand, ok = _greedy_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, None)
+    else:
+        cand, ok = _top_candidates(cx, items, low, free, kv0, ftok + const, cand_b, room, lb)
     arrays = Arrays(tok, bmin, bmax, lb, ub, cand, cand_b, ok, ftok + const)
     layer = Layer(name, fixed, items, list(free), arrays, low, None, optional, b_fixed, window, kv0)
     layer.high = high
     return layer
+
+
+def _range_extremes(window: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """Least and largest ``window[lo..hi]`` per position, read off (n + 1)^2 tables (the
+    window is short; an empty range reads an arbitrary value, its position has no room)."""
+    n = window.size
+    upper = np.triu(np.ones((n, n), dtype=bool))  # row a: the window from a on
+    least = np.minimum.accumulate(np.where(upper, window, BIG), axis=1)
+    most = np.maximum.accumulate(np.where(upper, window, -BIG), axis=1)
+    hi = np.maximum(hi, lo)
+    return least[lo, hi], most[lo, hi]
 
 
 def _span(items: list[ItemCurve], top: int) -> int:
@@ -282,6 +307,27 @@ def fill_candidates(cx: Ctx, ly: Layer, at: np.ndarray) -> None:
     a.cand[at], a.ok[at] = cand, ok
 
 
+def _top_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b, room, lb):
+    """``goodput``: the greedy decisions only from the most tokens down to the first one within
+    ``T`` (``ok`` False elsewhere). The solver reads a layer's candidates for its best one
+    within ``T`` (a decision's latency is at least ``lb``, so positions with ``lb > T`` hold
+    none) and settles every position with at least that many tokens exactly."""
+    cand = np.zeros(lb.size, dtype=np.int64)
+    ok = np.zeros(lb.size, dtype=bool)
+    idx = np.flatnonzero(lb <= cx.target)
+    end, step = idx.size, 64
+    while end > 0:
+        at = idx[max(end - step, 0) : end]
+        c, o = _greedy_candidates(
+            cx, items, fill, free, kv0, fixed_part[at], cand_b[at], room[at], at
+        )
+        cand[at], ok[at] = c, o
+        if (o & (c <= cx.target)).any():
+            break
+        end, step = end - step, step * 4
+    return cand, ok
+
+
 def _greedy_candidates(cx: Ctx, items, fill: Fill, free, kv0, fixed_part, cand_b, room, at):
     """Exact latency and validity of the greedy fill's decision at every position (``at``
     only, when given; the per-position arrays passed are then taken at ``at``)."""
@@ -304,48 +350,6 @@ def _item(cx: Ctx, r: Request, kv0: int, optional: bool) -> ItemCurve:
         it = item_curve(curve, p.lo(r), kv_hi(cx, r, p.lo(r), p.hi(r), kv0), optional)
         cx.items[key] = it
     return it
-
-
-class Flat:
-    """The layers' positions as flat arrays, cut where the tokens pass the budget (no decision
-    lies beyond: the layers mark those positions unreachable and invalid)."""
-
-    def __init__(self, layers: list[Layer], budget: int) -> None:
-        self.layers = layers
-        live = [int(np.searchsorted(ly.arrays.tok, budget, side="right")) for ly in layers]
-        self.starts = np.cumsum([0, *live])
-        self.b0 = next((k for k, ly in enumerate(layers) if ly.name == "B0"), None)
-
-    def cat(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([a[: self.size(li)] for li, a in enumerate(arrays)])
-
-    def get(self, attr: str) -> np.ndarray:
-        return self.cat([getattr(ly.arrays, attr) for ly in self.layers])
-
-    def size(self, li: int) -> int:
-        return int(self.starts[li + 1] - self.starts[li])
-
-    def part(self, x: np.ndarray, li: int) -> np.ndarray:
-        return x[self.starts[li] : self.starts[li + 1]]
-
-    def locate(self, flat: int) -> tuple[int, int]:
-        li = int(np.searchsorted(self.starts, flat, side="right") - 1)
-        return li, int(flat - self.starts[li])
-
-    def parent_dev(self, dev_lb: np.ndarray, li: int) -> np.ndarray:
-        """A candidate layer's distance bounds: B0's at the same token count (BIG outside B0's
-        live positions, or without B0)."""
-        n = self.size(li)
-        out = np.full(n, BIG)
-        if self.b0 is None or n == 0:
-            return out
-        parent = self.part(dev_lb, self.b0)
-        # Both layers' tokens run one by one: the candidate layer's sit on a slice of B0's.
-        off = int(self.layers[li].arrays.tok[0] - self.layers[self.b0].arrays.tok[0])
-        lo, hi = max(off, 0), min(off + n, parent.size)
-        if lo < hi:
-            out[lo - off : hi - off] = parent[lo:hi]
-        return out
 
 
 def kv_hi(cx: Ctx, r: Request, lo: int, hi: int, kv0: int) -> int:

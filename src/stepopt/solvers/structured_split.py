@@ -13,11 +13,12 @@ evaluator's floor interpolation); validity covers chunk rules and KV.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from stepopt.solvers.structured_curves import allocation
+from stepopt.solvers.structured_curves import allocation, table
 from stepopt.solvers.structured_layers import BIG, Ctx, Layer, low_fill
 
 MOVE = 8  # tokens a pair move shifts at most
@@ -26,22 +27,27 @@ ROUNDS = 8  # pair-move rounds per position
 
 @dataclass
 class Found:
-    """One concrete decision with its exact latency, batch size and tokens."""
+    """One concrete decision with its exact latency, batch size and tokens (``tokens`` may be
+    a function that builds them: a decision with thousands of decodes is built only if it is
+    the answer)."""
 
     dev: int
     b: int
     tok: int
     latency: int
-    tokens: dict[str, int]
+    tokens: dict[str, int] | Callable[[], dict[str, int]]
     layer: str
 
     def key(self) -> tuple[int, int, int]:
         return (self.dev, -self.b, -self.tok)
 
+    def token_map(self) -> dict[str, int]:
+        return self.tokens() if callable(self.tokens) else self.tokens
+
 
 class Items:
-    """Per-item arrays of a B layer: exact attention (the same floor interpolation as
-    :func:`stepopt.solvers.structured_curves.pwl_at`), chunk validity and KV blocks."""
+    """Per-item arrays of a B layer: exact attention (``att``, the same floor interpolation
+    as :func:`stepopt.solvers.structured_curves.pwl_at`), chunk validity and KV blocks."""
 
     def __init__(self, cx: Ctx, ly: Layer) -> None:
         items = ly.items
@@ -50,24 +56,8 @@ class Items:
         self.opt = np.asarray([it.optional for it in items], dtype=bool)
         self.cached = np.asarray([r.computed_tokens for r in ly.reqs], dtype=np.int64)
         self.bs = cx.bs
-        sizes = [len(it.xs) for it in items]
-        self.first = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self.last = self.first + np.asarray(sizes, dtype=np.int64) - 1
-        self.xs = np.concatenate([np.asarray(it.xs, dtype=np.int64) for it in items])
-        self.ys = np.concatenate([np.asarray(it.ys, dtype=np.int64) for it in items])
-        self.span = np.int64(int(self.xs.max()) + 2 if self.xs.size else 2)
-        owner = np.repeat(np.arange(len(items), dtype=np.int64), sizes)
-        self.keys = owner * self.span + self.xs
+        self.att = table(items).values if items else None  # shared with the greedy fills
         self.static_moves: tuple | None = None  # see _moves
-
-    def att(self, i: np.ndarray, c: np.ndarray) -> np.ndarray:
-        first, last = self.first[i], self.last[i]
-        k = np.searchsorted(self.keys, i * self.span + np.minimum(c, self.span - 1), "right") - 1
-        k = np.clip(k, first, np.maximum(last - 1, first))
-        k1 = np.minimum(k + 1, last)
-        dx = np.maximum(self.xs[k1] - self.xs[k], 1)
-        val = self.ys[k] + ((self.ys[k1] - self.ys[k]) * (c - self.xs[k])) // dx
-        return np.where(c == 0, 0, val)
 
     def bad(self, i: np.ndarray, c: np.ndarray) -> np.ndarray:
         zero_ok = self.opt[i] & (c == 0)
@@ -109,10 +99,19 @@ def search(cx: Ctx, ly: Layer, s: int, high) -> Found | None:
         return None
     c = _pair_moves(cx, it, ly, c, const, kv_left)
     lat = _latency(cx, it, ly, c, const)
-    tokens = dict(ly.fixed)
-    tokens.update({r.id: int(v) for r, v in zip(ly.reqs, c, strict=True) if v > 0})
     b = ly.b_fixed + int((c > 0).sum())
-    return Found(abs(lat - cx.target), b, int(a.tok[s]), lat, tokens, ly.name)
+    return Found(abs(lat - cx.target), b, int(a.tok[s]), lat, _tokens(ly, ly.reqs, c), ly.name)
+
+
+def _tokens(ly: Layer, reqs, chunks) -> Callable[[], dict[str, int]]:
+    """The decision's tokens, built when asked for: the fixed part holds every decode."""
+
+    def build() -> dict[str, int]:
+        tokens = dict(ly.fixed)
+        tokens.update({r.id: int(v) for r, v in zip(reqs, chunks, strict=True) if v > 0})
+        return tokens
+
+    return build
 
 
 def _started(it: Items, total: int) -> np.ndarray | None:
@@ -159,15 +158,19 @@ def _side(it: Items, items: np.ndarray, start: np.ndarray, amount: np.ndarray, s
     side of the path (donors, sign -1; receivers, +1) at every step ``t``: items before the
     current one have moved all their tokens, items after it none."""
     cum = np.concatenate([[0], np.cumsum(amount)])
-    k = np.clip(np.searchsorted(cum, t, side="right") - 1, 0, amount.size - 1)
+    k = np.minimum(np.maximum(np.searchsorted(cum, t, side="right") - 1, 0), amount.size - 1)
     c_now = start[k] + sign * (t - cum[k])
     end = start + sign * amount
+    # Each function reads the starts, the ends and the moving chunks in one call.
+    n = items.size
+    who = np.concatenate([items, items, items[k]])
+    chunk = np.concatenate([start, end, c_now])
     out = []
     for f in it.funcs():
-        f_start = f(items, start).astype(np.int64)
-        f_end = f(items, end).astype(np.int64)
+        v = f(who, chunk).astype(np.int64)
+        f_start, f_end = v[:n], v[n : 2 * n]
         moved = np.concatenate([[0], np.cumsum(f_end - f_start)])
-        out.append(f_start.sum() + moved[k] + f(items[k], c_now).astype(np.int64) - f_start[k])
+        out.append(f_start.sum() + moved[k] + v[2 * n :] - f_start[k])
     return out
 
 
@@ -266,8 +269,8 @@ def _pair_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
     same."""
     if c.size < 2:
         return c
+    err = _latency(cx, it, ly, c, const) - cx.target
     for _ in range(ROUNDS):
-        err = _latency(cx, it, ly, c, const) - cx.target
         if err == 0:
             return c
         r, d, up, down, delta, _, dblk, blk = _move_table(cx, it, ly, c)
@@ -281,13 +284,14 @@ def _pair_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
             break
         c = c.copy()
         c[r[k]], c[d[k]] = up[k], down[k]
-    return _two_moves(cx, it, ly, c, const, kv_left)
+        err += int(delta[k])  # the move's exact change of L
+    return _two_moves(cx, it, ly, c, kv_left, err)
 
 
-def _two_moves(cx, it: Items, ly: Layer, c, const, kv_left) -> np.ndarray:
+def _two_moves(cx, it: Items, ly: Layer, c, kv_left, err: int) -> np.ndarray:
     """Two single moves on four different chunks that keep the batch size and together
-    change L by exactly T - L (their changes add up exactly then): a sorted search."""
-    err = _latency(cx, it, ly, c, const) - cx.target
+    change L by exactly T - L (``err`` is L - T now; their changes add up exactly then): a
+    sorted search."""
     if err == 0 or c.size < 4:
         return c
     r, d, up, down, delta, dnz, dblk, blk = _move_table(cx, it, ly, c)
@@ -372,9 +376,7 @@ def exact_split(cx: Ctx, ly: Layer, pos: int) -> tuple[int, Found | None]:
     lat = int(ly.arrays.fixed_part[pos]) + cx.fseq[ly.b_fixed + nz] + att
     dev = np.abs(lat - cx.target)
     k = int(np.lexsort((-nz, dev))[0])
-    tokens = dict(ly.fixed)
-    reqs = [ly.reqs[a] for a in act]
-    tokens.update({r.id: int(ck[k]) for r, ck in zip(reqs, c, strict=True) if ck[k] > 0})
+    tokens = _tokens(ly, [ly.reqs[a] for a in act], [int(ck[k]) for ck in c])
     b = ly.b_fixed + int(nz[k])
     found = Found(int(dev[k]), b, int(ly.arrays.tok[pos]), int(lat[k]), tokens, ly.name)
     return int(dev[k]), found

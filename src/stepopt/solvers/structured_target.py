@@ -37,7 +37,8 @@ from stepopt.solvers import structured_split
 from stepopt.solvers.base import SolveResult, SolveStatus, finish
 from stepopt.solvers.common import TOLERANCE_PARAM
 from stepopt.solvers.structured_curves import greedy_fill
-from stepopt.solvers.structured_layers import BIG, Ctx, Flat, Layer, b_layer, fill_candidates
+from stepopt.solvers.structured_flat import Flat
+from stepopt.solvers.structured_layers import BIG, Ctx, Layer, b_layer, fill_candidates
 from stepopt.solvers.structured_split import Found
 
 NAME = "structured"
@@ -86,7 +87,7 @@ def solve(
         best = exact.run(np.flatnonzero(rivals), best)
         bound_ns = int(dev_lb.min())
         rivals = _rivals(dev_lb, bmax, tok, best) & ~exact.cleared
-    dec = Decision.of(best.tokens)
+    dec = Decision.of(best.token_map())
     info.update(model_latency_ns=best.latency, layer=best.layer)
     if best.dev == bound_ns and not rivals.any():
         return finish(
@@ -163,7 +164,7 @@ def _greedy_best(problem, fl: Flat, tok, cand, cand_b, ok, decision) -> Found | 
     i = int(idx[np.lexsort((-tok[idx], -cand_b[idx]))[0]])
     li, pos = fl.locate(i)
     layer = fl.layers[li]
-    tokens = dict(decision(problem, layer, pos).tokens)  # non-zero entries only
+    tokens = lambda: dict(decision(problem, layer, pos).tokens)  # noqa: E731 (non-zero only)
     return Found(int(dev[i]), int(cand_b[i]), int(tok[i]), int(cand[i]), tokens, layer.name)
 
 
@@ -290,7 +291,7 @@ def _candidates(cx, fl: Flat, dev_lb, window) -> list[tuple[int, int, int, int, 
         return []
     m = np.concatenate(rows, axis=1)
     order = np.lexsort((m[2], -m[4], -m[3]))[:MAX_TRIES]
-    return [tuple(int(v) for v in m[:, k]) for k in order]
+    return [tuple(row) for row in m[:, order].T.tolist()]
 
 
 def _high(ly: Layer):
